@@ -1,0 +1,19 @@
+/** Picks the harness named by OMNIBUS_TRANSPORT; an unknown name is an error, never a silent skip. */
+import type { TransportHarness } from './harness.js';
+
+export async function loadHarness(
+  name = process.env.OMNIBUS_TRANSPORT ?? 'memory',
+): Promise<TransportHarness> {
+  switch (name) {
+    case 'memory':
+      return (await import('./transports/memory.js')).harness;
+    case 'rabbitmq':
+      return (await import('./transports/rabbitmq.js')).harness;
+    case 'kafka':
+      return (await import('./transports/kafka.js')).harness;
+    case 'sqs':
+      return (await import('./transports/sqs.js')).harness;
+    default:
+      throw new Error(`unknown OMNIBUS_TRANSPORT ${JSON.stringify(name)} (memory, rabbitmq, kafka, sqs)`);
+  }
+}

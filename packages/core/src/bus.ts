@@ -1,0 +1,473 @@
+/** The Bus: `connect()` returns one, and services publish and subscribe through it. */
+
+import type { BackoffOptions } from './backoff.js';
+import type { CircuitBreakerOptions } from './circuit-breaker.js';
+import { type Codec, CodecRegistry } from './codec.js';
+import { type ConsumeOutcome, Consumer, type ConsumerPolicy } from './consumer.js';
+import { childTraceparent, currentContext } from './context.js';
+import { type Envelope, type RawEnvelope, type WireMessage, wireSize } from './envelope.js';
+import { ConfigError, ErrorCode, OmnibusError, PublishError, UnsupportedError } from './errors.js';
+import type { IdempotencyStore } from './idempotency.js';
+import { type Logger, silentLogger } from './logger.js';
+import type { Handler, MessageDefinition, TypedHandler } from './message.js';
+import { type Counters, newCounters } from './metrics.js';
+import type { ConsumeMiddleware, Middleware, PublishMiddleware } from './middleware.js';
+import { connectSchema, parseOptions, subscribeSchema } from './options.js';
+import { redactText } from './redact.js';
+import { resolveTransport } from './resolve.js';
+import type { HealthReport, ReplayFrom, Transport, TransportSubscription } from './transport.js';
+import { uuidv7 } from './uuid.js';
+
+export interface ConnectOptions {
+  /** A transport instance (e.g. `rabbitmq({ url })`) or a URL whose scheme picks the adapter package. */
+  transport: Transport | string;
+  /** This service's name: the `source` of everything it publishes. */
+  service: string;
+  logger?: Logger;
+  codecs?: Codec[];
+  middleware?: Middleware[];
+  /** A publish resolves or rejects within this time, even during an outage (default 10 s). */
+  publishTimeoutMs?: number;
+  /** Default drain time for `close()` (default 30 s). */
+  drainTimeoutMs?: number;
+  /** Options for the adapter when `transport` is a URL. */
+  transportOptions?: Record<string, unknown>;
+}
+
+export interface PublishOptions {
+  key?: string;
+  id?: string;
+  headers?: Record<string, string>;
+  correlationId?: string;
+  causationId?: string;
+  /** Event time in ms (default now). */
+  time?: number;
+  contentType?: string;
+}
+
+/** A message without a definition: a type and plain data. */
+export interface UntypedMessage {
+  type: string;
+  data: unknown;
+  version?: number;
+}
+
+export interface SubscribeOptions {
+  topic: string;
+  group: string;
+  /** Handlers by message type or pattern (`order.*`, `#`). Use `Def.handle(fn)` for typed, validated data. */
+  handlers: Record<string, TypedHandler<any> | Handler<any>>;
+  /** Handlers running at once (default 8). */
+  concurrency?: number;
+  /** Per-key order: a key's messages run one at a time, retries included (default false). */
+  ordered?: boolean;
+  /** Unsettled messages the transport may hand over (default 2 × concurrency). */
+  prefetch?: number;
+  retry?: { attempts?: number; backoff?: BackoffOptions; inProcessMaxDelayMs?: number };
+  handlerTimeoutMs?: number;
+  /** Dead-letter messages that cannot be processed (default true; false drops them with an error log). */
+  deadLetter?: boolean;
+  /** What to do with a message whose type no handler matches (default 'ack': it is not for this group). */
+  unmatched?: 'ack' | 'dead-letter';
+  idempotency?: { store: IdempotencyStore; leaseMs?: number; ttlMs?: number };
+  circuitBreaker?: CircuitBreakerOptions;
+  /** Where a brand-new group starts reading, where the broker keeps history (Kafka). */
+  startFrom?: 'earliest' | 'latest';
+  /** Single active consumer across processes, for group-wide order where the broker supports it. */
+  exclusive?: boolean;
+}
+
+export interface ReplayOptions {
+  topic: string;
+  from: ReplayFrom;
+  handlers: Record<string, TypedHandler<any> | Handler<any>>;
+  concurrency?: number;
+  handlerTimeoutMs?: number;
+}
+
+export interface Subscription {
+  readonly topic: string;
+  readonly group: string;
+  /** Stops fetching, lets in-flight handlers finish (up to drainTimeoutMs), then detaches. */
+  close(options?: { drainTimeoutMs?: number }): Promise<void>;
+}
+
+export interface BusHealth {
+  ok: boolean;
+  transport: HealthReport;
+  subscriptions: { topic: string; group: string; circuit: string; inFlight: number }[];
+}
+
+type OutcomeListener = (o: ConsumeOutcome) => void;
+
+export class Bus {
+  readonly service: string;
+  readonly transport: Transport;
+  readonly logger: Logger;
+  readonly #codecs: CodecRegistry;
+  readonly #publishMw: PublishMiddleware[];
+  readonly #consumeMw: ConsumeMiddleware[];
+  readonly #publishTimeoutMs: number;
+  readonly #drainTimeoutMs: number;
+  readonly #counters: Counters = newCounters();
+  readonly #consumers = new Set<Consumer>();
+  readonly #outcomeListeners = new Set<OutcomeListener>();
+  readonly #publishListeners = new Set<(e: Envelope, topic: string) => void>();
+  #closed = false;
+
+  /** @internal use `connect()` */
+  constructor(transport: Transport, options: Omit<ConnectOptions, 'transport'>) {
+    const o = parseOptions(connectSchema, {
+      service: options.service,
+      publishTimeoutMs: options.publishTimeoutMs,
+      drainTimeoutMs: options.drainTimeoutMs,
+    });
+    this.transport = transport;
+    this.service = o.service;
+    this.logger = options.logger ?? silentLogger;
+    this.#codecs = new CodecRegistry(options.codecs);
+    this.#publishTimeoutMs = o.publishTimeoutMs;
+    this.#drainTimeoutMs = o.drainTimeoutMs;
+    this.#publishMw = (options.middleware ?? []).flatMap((m) => (m.publish ? [m.publish] : []));
+    this.#consumeMw = (options.middleware ?? []).flatMap((m) => (m.consume ? [m.consume] : []));
+  }
+
+  /** A snapshot of this process's counters. */
+  get counters(): Readonly<Counters> {
+    return { ...this.#counters };
+  }
+
+  /** Publishes one message; resolves with its id once the broker has accepted it. */
+  publish<T>(
+    topic: string,
+    definition: MessageDefinition<T>,
+    data: T,
+    options?: PublishOptions,
+  ): Promise<{ id: string }>;
+  publish(topic: string, message: UntypedMessage, options?: PublishOptions): Promise<{ id: string }>;
+  async publish(topic: string, a: unknown, b?: unknown, c?: PublishOptions): Promise<{ id: string }> {
+    const wire = await this.#prepare(topic, a, b, c);
+    await this.#send(topic, [wire.message]);
+    return { id: wire.id };
+  }
+
+  /**
+   * Publishes several messages in one broker call where the broker batches. Every message is encoded and
+   * size-checked first, so a bad one rejects the batch before anything is sent.
+   */
+  async publishBatch(
+    topic: string,
+    items: readonly (
+      | { definition: MessageDefinition<any>; data: unknown; options?: PublishOptions }
+      | (UntypedMessage & { options?: PublishOptions })
+    )[],
+  ): Promise<{ ids: string[] }> {
+    const prepared = await Promise.all(
+      items.map((item) =>
+        'definition' in item
+          ? this.#prepare(topic, item.definition, item.data, item.options)
+          : this.#prepare(topic, item, item.options, undefined),
+      ),
+    );
+    if (prepared.length > 0)
+      await this.#send(
+        topic,
+        prepared.map((p) => p.message),
+      );
+    return { ids: prepared.map((p) => p.id) };
+  }
+
+  async #prepare(
+    topic: string,
+    a: unknown,
+    b: unknown,
+    c: PublishOptions | undefined,
+  ): Promise<{ id: string; message: WireMessage }> {
+    if (this.#closed) throw new PublishError(ErrorCode.CLOSED, 'the bus is closed');
+    if (typeof topic !== 'string' || topic === '')
+      throw new ConfigError('topic', 'must be a non-empty string');
+    let type: string;
+    let version: number;
+    let data: unknown;
+    let options: PublishOptions;
+    let codec: Codec | undefined;
+    if (isDefinition(a)) {
+      type = a.type;
+      version = a.version;
+      data = a.parse(b, a.version);
+      codec = a.codec;
+      options = c ?? {};
+    } else {
+      const m = a as UntypedMessage;
+      if (!m || typeof m.type !== 'string' || m.type === '')
+        throw new ConfigError('type', 'must be a non-empty string');
+      type = m.type;
+      version = m.version ?? 1;
+      data = m.data;
+      options = (b as PublishOptions | undefined) ?? {};
+    }
+    const ctx = currentContext();
+    const id = options.id ?? uuidv7();
+    const parentTrace = ctx?.traceparent;
+    const envelope: Envelope = {
+      id,
+      type,
+      source: this.service,
+      time: options.time ?? Date.now(),
+      key: options.key,
+      correlationId: options.correlationId ?? ctx?.correlationId ?? id,
+      causationId: options.causationId ?? ctx?.causationId,
+      traceparent: parentTrace ? childTraceparent(parentTrace) : undefined,
+      tracestate: ctx?.tracestate,
+      version,
+      contentType: options.contentType ?? codec?.contentType ?? 'application/json',
+      headers: options.headers ?? {},
+      data,
+    };
+    if (this.#publishMw.length > 0) await this.#runPublishMiddleware(envelope);
+    codec ??= this.#codecs.get(envelope.contentType);
+    if (!codec) throw new ConfigError('contentType', `no codec registered for ${envelope.contentType}`);
+    const raw: RawEnvelope = { ...envelope, data: codec.encode(envelope.data) };
+    const message = this.transport.encode(raw);
+    const max = this.transport.capabilities.maxMessageBytes;
+    const size = wireSize(message);
+    if (size > max) {
+      this.#counters.publishFailed++;
+      throw new PublishError(
+        ErrorCode.TOO_LARGE,
+        `message ${id} (${type}) is ${size} bytes on the wire; ${this.transport.name} accepts at most ${max}`,
+        { details: { size, max } },
+      );
+    }
+    if (this.#publishListeners.size > 0) for (const l of this.#publishListeners) l(envelope, topic);
+    return { id, message };
+  }
+
+  async #runPublishMiddleware(envelope: Envelope): Promise<void> {
+    let i = -1;
+    const next = async (): Promise<void> => {
+      i++;
+      const m = this.#publishMw[i];
+      if (m) await m(envelope, next);
+    };
+    await next();
+  }
+
+  async #send(topic: string, messages: WireMessage[]): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () =>
+          reject(
+            new PublishError(
+              ErrorCode.TIMEOUT,
+              `publish to ${topic} not confirmed within ${this.#publishTimeoutMs} ms`,
+            ),
+          ),
+        this.#publishTimeoutMs,
+      );
+    });
+    try {
+      await Promise.race([this.transport.publish(topic, messages), timeout]);
+      this.#counters.published += messages.length;
+    } catch (err) {
+      this.#counters.publishFailed += messages.length;
+      if (err instanceof OmnibusError) throw err;
+      throw new PublishError(
+        ErrorCode.PUBLISH_FAILED,
+        `publish to ${topic} failed: ${redactText(String((err as Error)?.message ?? err))}`,
+        {
+          cause: err,
+        },
+      );
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** Creates the broker objects a topic and its groups need, before producers start. */
+  async provision(topic: string, groups: { group: string; types?: string[] }[] = []): Promise<void> {
+    await this.transport.provision(
+      topic,
+      groups.map((g) => ({ group: g.group, patterns: g.types && g.types.length > 0 ? g.types : ['#'] })),
+    );
+  }
+
+  /** Joins a consumer group on a topic; the failure policy applies to every message. */
+  async subscribe(options: SubscribeOptions): Promise<Subscription> {
+    if (this.#closed) throw new OmnibusError(ErrorCode.CLOSED, 'the bus is closed');
+    const o = parseOptions(subscribeSchema, options);
+    if (o.concurrency > 1 && o.ordered && this.transport.capabilities.ordering === 'none') {
+      this.logger.warn(
+        { topic: o.topic },
+        `${this.transport.name} keeps no order; ordered applies within this process only`,
+      );
+    }
+    const idem = options.idempotency;
+    const policy: ConsumerPolicy = {
+      topic: o.topic,
+      group: o.group,
+      handlers: options.handlers,
+      concurrency: o.concurrency,
+      ordered: o.ordered,
+      maxAttempts: o.retry.attempts,
+      backoff: o.retry.backoff,
+      inProcessMaxDelayMs: o.retry.inProcessMaxDelayMs,
+      handlerTimeoutMs: o.handlerTimeoutMs,
+      deadLetter: o.deadLetter,
+      unmatched: o.unmatched,
+      idempotency: idem
+        ? {
+            store: idem.store,
+            leaseMs: idem.leaseMs ?? o.handlerTimeoutMs + 5000,
+            ttlMs: o.idempotency?.ttlMs ?? 86_400_000,
+          }
+        : undefined,
+      circuitBreaker: options.circuitBreaker ? { ...o.circuitBreaker, ...options.circuitBreaker } : undefined,
+    };
+    const consumer = new Consumer(policy, {
+      transport: this.transport,
+      codecs: this.#codecs,
+      logger: this.logger,
+      counters: this.#counters,
+      middleware: this.#consumeMw,
+      onOutcome: (outcome) => {
+        for (const l of this.#outcomeListeners) l(outcome);
+      },
+    });
+    const sub = await this.transport.subscribe(
+      {
+        topic: o.topic,
+        group: o.group,
+        patterns: consumer.patterns,
+        maxInFlight: o.prefetch ?? o.concurrency * 2,
+        startFrom: o.startFrom,
+        exclusive: o.exclusive,
+      },
+      consumer.onDelivery,
+    );
+    consumer.attach(sub);
+    this.#consumers.add(consumer);
+    return {
+      topic: o.topic,
+      group: o.group,
+      close: async (opts) => {
+        this.#consumers.delete(consumer);
+        await consumer.close(opts?.drainTimeoutMs ?? this.#drainTimeoutMs);
+      },
+    };
+  }
+
+  /** Reads a topic's history from a point, outside any group (nothing is committed). */
+  async replay(options: ReplayOptions): Promise<Subscription> {
+    if (!this.transport.capabilities.replay) {
+      throw new UnsupportedError(`${this.transport.name} cannot replay history`);
+    }
+    const group = `replay-${uuidv7().slice(-12)}`;
+    const consumer = new Consumer(
+      {
+        topic: options.topic,
+        group,
+        handlers: options.handlers,
+        concurrency: options.concurrency ?? 1,
+        ordered: true,
+        maxAttempts: 1,
+        backoff: { initialMs: 0, maxMs: 1, factor: 1, jitter: false },
+        inProcessMaxDelayMs: 0,
+        handlerTimeoutMs: options.handlerTimeoutMs ?? 30_000,
+        deadLetter: false,
+        unmatched: 'ack',
+      },
+      {
+        transport: this.transport,
+        codecs: this.#codecs,
+        logger: this.logger,
+        counters: this.#counters,
+        middleware: this.#consumeMw,
+        onOutcome: (outcome) => {
+          for (const l of this.#outcomeListeners) l(outcome);
+        },
+      },
+    );
+    const sub: TransportSubscription = await this.transport.subscribe(
+      { topic: options.topic, patterns: consumer.patterns, maxInFlight: 64, replay: options.from },
+      consumer.onDelivery,
+    );
+    consumer.attach(sub);
+    this.#consumers.add(consumer);
+    return {
+      topic: options.topic,
+      group,
+      close: async (opts) => {
+        this.#consumers.delete(consumer);
+        await consumer.close(opts?.drainTimeoutMs ?? this.#drainTimeoutMs);
+      },
+    };
+  }
+
+  async health(): Promise<BusHealth> {
+    let transport: HealthReport;
+    try {
+      transport = await this.transport.health();
+    } catch (err) {
+      transport = { ok: false, transport: this.transport.name, details: { error: redactText(String(err)) } };
+    }
+    const subscriptions = [...this.#consumers].map((c) => ({
+      topic: c.policy.topic,
+      group: c.policy.group,
+      circuit: c.circuitState,
+      inFlight: c.inFlight,
+    }));
+    return { ok: transport.ok && !this.#closed, transport, subscriptions };
+  }
+
+  stats(topic: string, group?: string): Promise<Record<string, number>> {
+    return this.transport.stats(topic, group);
+  }
+
+  /** @internal for `@omnibus/core/testing` */
+  onOutcome(listener: OutcomeListener): () => void {
+    this.#outcomeListeners.add(listener);
+    return () => this.#outcomeListeners.delete(listener);
+  }
+
+  /** @internal for `@omnibus/core/testing` */
+  onPublished(listener: (e: Envelope, topic: string) => void): () => void {
+    this.#publishListeners.add(listener);
+    return () => this.#publishListeners.delete(listener);
+  }
+
+  /** Stops fetching, finishes in-flight work within the drain time, flushes producers, disconnects. */
+  async close(options: { drainTimeoutMs?: number } = {}): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    const drain = options.drainTimeoutMs ?? this.#drainTimeoutMs;
+    await Promise.all([...this.#consumers].map((c) => c.close(drain)));
+    this.#consumers.clear();
+    await this.transport.close();
+  }
+}
+
+function isDefinition(v: unknown): v is MessageDefinition<unknown> {
+  return typeof v === 'object' && v !== null && 'parse' in v && 'handle' in v && 'schema' in v;
+}
+
+/**
+ * Connects a bus. There is no silent default: pass a transport (`memoryTransport()`, `rabbitmq({…})`),
+ * or a URL (`memory://`, `amqp://…`, `kafka://…`, `sqs://…`) whose adapter package is installed.
+ */
+export async function connect(options: ConnectOptions | string, service?: string): Promise<Bus> {
+  const o: ConnectOptions =
+    typeof options === 'string' ? { transport: options, service: service ?? '' } : options;
+  if (!o || (typeof o.transport !== 'string' && (typeof o.transport !== 'object' || o.transport === null))) {
+    throw new ConfigError(
+      'transport',
+      'required: a transport instance or a URL such as memory:// or amqp://host',
+    );
+  }
+  const transport =
+    typeof o.transport === 'string' ? await resolveTransport(o.transport, o.transportOptions) : o.transport;
+  const bus = new Bus(transport, o);
+  await transport.connect({ logger: bus.logger, service: bus.service });
+  return bus;
+}

@@ -1,0 +1,183 @@
+/**
+ * CloudEvents 1.0 mappings of the envelope, so non-Omnibus consumers can read our messages:
+ * binary content mode (attributes as prefixed headers; Kafka `ce_`, AMQP `cloudEvents_`) and
+ * structured content mode (one `application/cloudevents+json` body; used on SQS).
+ */
+import { CONTROL_HEADER_PREFIX, type RawEnvelope, type WireMessage } from './envelope.js';
+import { DecodeError } from './errors.js';
+
+export const CE_SPEC_VERSION = '1.0';
+export const STRUCTURED_CONTENT_TYPE = 'application/cloudevents+json';
+
+export interface BinaryModeOptions {
+  /** Header prefix for CloudEvents attributes: `ce_` (Kafka, HTTP-style) or `cloudEvents_` (AMQP). */
+  prefix: string;
+  /** Header carrying the data content type; Kafka's binding uses `content-type`. */
+  contentTypeHeader?: string;
+  /** Headers that belong to the broker rather than the user (dropped from user headers on decode). */
+  isBrokerHeader?: (name: string) => boolean;
+}
+
+const EXT = {
+  correlationId: 'correlationid',
+  causationId: 'causationid',
+  version: 'schemaversion',
+  key: 'partitionkey',
+} as const;
+
+function isoTime(ms: number): string {
+  return new Date(ms).toISOString();
+}
+
+function parseTime(value: string | undefined): number {
+  if (value === undefined) return Date.now();
+  const ms = Date.parse(value);
+  if (Number.isNaN(ms)) throw new DecodeError(`CloudEvents time is not RFC 3339: ${JSON.stringify(value)}`);
+  return ms;
+}
+
+function parseVersion(value: unknown): number {
+  if (value === undefined || value === null || value === '') return 1;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1)
+    throw new DecodeError(`schemaversion must be a positive integer, got ${JSON.stringify(value)}`);
+  return n;
+}
+
+function required(value: unknown, name: string): string {
+  if (typeof value !== 'string' || value === '')
+    throw new DecodeError(`missing CloudEvents attribute "${name}"`);
+  return value;
+}
+
+/** Envelope → headers + body, CloudEvents binary mode. Control headers are added by the caller. */
+export function toBinary(env: RawEnvelope, options: BinaryModeOptions): WireMessage {
+  const p = options.prefix;
+  const headers: Record<string, string> = { ...env.headers };
+  headers[`${p}specversion`] = CE_SPEC_VERSION;
+  headers[`${p}id`] = env.id;
+  headers[`${p}type`] = env.type;
+  headers[`${p}source`] = env.source;
+  headers[`${p}time`] = isoTime(env.time);
+  headers[options.contentTypeHeader ?? `${p}datacontenttype`] = env.contentType;
+  headers[`${p}${EXT.correlationId}`] = env.correlationId;
+  headers[`${p}${EXT.version}`] = String(env.version);
+  if (env.causationId) headers[`${p}${EXT.causationId}`] = env.causationId;
+  if (env.key !== undefined) headers[`${p}${EXT.key}`] = env.key;
+  if (env.traceparent) headers.traceparent = env.traceparent;
+  if (env.tracestate) headers.tracestate = env.tracestate;
+  return { body: env.data, headers, key: env.key };
+}
+
+/** Headers + body → envelope. Throws DecodeError when required attributes are missing or malformed. */
+export function fromBinary(msg: WireMessage, options: BinaryModeOptions): RawEnvelope {
+  const p = options.prefix;
+  const h = msg.headers;
+  const ctHeader = options.contentTypeHeader ?? `${p}datacontenttype`;
+  const spec = h[`${p}specversion`];
+  if (spec === undefined) throw new DecodeError('not a CloudEvent: no specversion header');
+  if (spec !== CE_SPEC_VERSION) throw new DecodeError(`unsupported CloudEvents specversion ${spec}`);
+  const headers: Record<string, string> = {};
+  for (const name in h) {
+    if (name.startsWith(p) || name === ctHeader || name === 'traceparent' || name === 'tracestate') continue;
+    if (name.startsWith(CONTROL_HEADER_PREFIX)) continue;
+    if (options.isBrokerHeader?.(name)) continue;
+    headers[name] = h[name]!;
+  }
+  const id = required(h[`${p}id`], 'id');
+  return {
+    id,
+    type: required(h[`${p}type`], 'type'),
+    source: required(h[`${p}source`], 'source'),
+    time: parseTime(h[`${p}time`]),
+    key: h[`${p}${EXT.key}`] ?? msg.key,
+    correlationId: h[`${p}${EXT.correlationId}`] ?? id,
+    causationId: h[`${p}${EXT.causationId}`],
+    traceparent: h.traceparent,
+    tracestate: h.tracestate,
+    version: parseVersion(h[`${p}${EXT.version}`]),
+    contentType: h[ctHeader] ?? 'application/json',
+    headers,
+    data: msg.body,
+  };
+}
+
+function isJsonType(contentType: string): boolean {
+  const base = contentType.split(';')[0]!.trim().toLowerCase();
+  return base === 'application/json' || base.endsWith('+json') || base === 'text/json';
+}
+
+/**
+ * Envelope → one JSON document, CloudEvents structured mode. JSON data is embedded as is (no re-parse);
+ * anything else travels as `data_base64`. User headers stay outside the body (the transport maps them
+ * to its own attributes).
+ */
+export function toStructured(env: RawEnvelope): WireMessage {
+  const attrs: Record<string, unknown> = {
+    specversion: CE_SPEC_VERSION,
+    id: env.id,
+    type: env.type,
+    source: env.source,
+    time: isoTime(env.time),
+    datacontenttype: env.contentType,
+    [EXT.correlationId]: env.correlationId,
+    [EXT.version]: env.version,
+  };
+  if (env.causationId) attrs[EXT.causationId] = env.causationId;
+  if (env.key !== undefined) attrs[EXT.key] = env.key;
+  if (env.traceparent) attrs.traceparent = env.traceparent;
+  if (env.tracestate) attrs.tracestate = env.tracestate;
+  let body: string;
+  const head = JSON.stringify(attrs);
+  if (isJsonType(env.contentType) && env.data.byteLength > 0) {
+    body = `${head.slice(0, -1)},"data":${Buffer.from(env.data.buffer, env.data.byteOffset, env.data.byteLength).toString('utf8')}}`;
+  } else {
+    body = `${head.slice(0, -1)},"data_base64":${JSON.stringify(Buffer.from(env.data).toString('base64'))}}`;
+  }
+  return { body: Buffer.from(body, 'utf8'), headers: { ...env.headers }, key: env.key };
+}
+
+export function fromStructured(msg: WireMessage): RawEnvelope {
+  let doc: Record<string, unknown>;
+  try {
+    const parsed: unknown = JSON.parse(Buffer.from(msg.body).toString('utf8'));
+    if (!parsed || typeof parsed !== 'object' || Array.isArray(parsed)) throw new Error('not a JSON object');
+    doc = parsed as Record<string, unknown>;
+  } catch (err) {
+    throw new DecodeError(`structured CloudEvent is not valid JSON: ${(err as Error).message}`, {
+      cause: err,
+    });
+  }
+  if (doc.specversion !== CE_SPEC_VERSION) {
+    throw new DecodeError(
+      `not a CloudEvents ${CE_SPEC_VERSION} document (specversion ${JSON.stringify(doc.specversion)})`,
+    );
+  }
+  const id = required(doc.id, 'id');
+  const contentType = typeof doc.datacontenttype === 'string' ? doc.datacontenttype : 'application/json';
+  let data: Uint8Array;
+  if (typeof doc.data_base64 === 'string') data = Buffer.from(doc.data_base64, 'base64');
+  else if (doc.data === undefined) data = Buffer.alloc(0);
+  else if (isJsonType(contentType)) data = Buffer.from(JSON.stringify(doc.data), 'utf8');
+  else data = Buffer.from(String(doc.data), 'utf8');
+  const headers: Record<string, string> = {};
+  for (const name in msg.headers) {
+    if (!name.startsWith(CONTROL_HEADER_PREFIX)) headers[name] = msg.headers[name]!;
+  }
+  const str = (v: unknown) => (typeof v === 'string' ? v : undefined);
+  return {
+    id,
+    type: required(doc.type, 'type'),
+    source: required(doc.source, 'source'),
+    time: parseTime(str(doc.time)),
+    key: str(doc[EXT.key]) ?? msg.key,
+    correlationId: str(doc[EXT.correlationId]) ?? id,
+    causationId: str(doc[EXT.causationId]),
+    traceparent: str(doc.traceparent),
+    tracestate: str(doc.tracestate),
+    version: parseVersion(doc[EXT.version]),
+    contentType,
+    headers,
+    data,
+  };
+}

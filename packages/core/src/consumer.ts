@@ -1,0 +1,498 @@
+/**
+ * The consumer pipeline, the same for every transport, in the documented order:
+ * decode → validate/upcast → idempotency claim → handler (timeout, context) → ack | retry | dead-letter.
+ */
+import { setMaxListeners } from 'node:events';
+import { type Backoff, backoffDelay } from './backoff.js';
+import { CircuitBreaker, type CircuitBreakerOptions } from './circuit-breaker.js';
+import type { CodecRegistry } from './codec.js';
+import { runInMessageContext } from './context.js';
+import { ControlHeader, type DeadLetterReason, type Envelope, type RawEnvelope } from './envelope.js';
+import {
+  DecodeError,
+  errorMessage,
+  HandlerTimeoutError,
+  NonRetryableError,
+  UnknownVersionError,
+} from './errors.js';
+import type { IdempotencyStore } from './idempotency.js';
+import type { LogFields, Logger } from './logger.js';
+import { type Handler, isTypedHandler, type MessageContext, type TypedHandler } from './message.js';
+import type { Counters } from './metrics.js';
+import type { ConsumeMiddleware } from './middleware.js';
+import { isPattern, matchesPattern } from './pattern.js';
+import { KeyedScheduler } from './scheduler.js';
+import type { Delivery, Transport, TransportSubscription } from './transport.js';
+
+export interface ConsumerPolicy {
+  topic: string;
+  group: string;
+  handlers: Record<string, TypedHandler<any> | Handler<any>>;
+  concurrency: number;
+  ordered: boolean;
+  maxAttempts: number;
+  backoff: Backoff;
+  inProcessMaxDelayMs: number;
+  handlerTimeoutMs: number;
+  deadLetter: boolean;
+  unmatched: 'ack' | 'dead-letter';
+  idempotency?: { store: IdempotencyStore; leaseMs: number; ttlMs: number } | undefined;
+  circuitBreaker?: CircuitBreakerOptions | undefined;
+}
+
+export interface ConsumerDeps {
+  transport: Transport;
+  codecs: CodecRegistry;
+  logger: Logger;
+  counters: Counters;
+  middleware: readonly ConsumeMiddleware[];
+  /** Called after every settled outcome; the testing helpers listen here. */
+  onOutcome?: ((outcome: ConsumeOutcome) => void) | undefined;
+}
+
+export type ConsumeOutcome =
+  | { kind: 'handled'; envelope: Envelope; attempt: number; topic: string; group: string }
+  | { kind: 'duplicate'; envelope: Envelope; topic: string; group: string }
+  | {
+      kind: 'retry-scheduled';
+      envelope: Envelope;
+      attempt: number;
+      delayMs: number;
+      topic: string;
+      group: string;
+    }
+  | {
+      kind: 'dead-lettered';
+      envelope?: Envelope | undefined;
+      id?: string | undefined;
+      reason: DeadLetterReason;
+      error: string;
+      attempts: number;
+      topic: string;
+      group: string;
+    }
+  | { kind: 'filtered'; type: string; topic: string; group: string };
+
+interface Route {
+  typed?: TypedHandler<any> | undefined;
+  fn: Handler<any>;
+}
+
+const MAX_ERROR_HEADER = 1000;
+
+/** One group subscription: owns the scheduler, the breaker and the transport subscription. */
+export class Consumer {
+  readonly policy: ConsumerPolicy;
+  readonly #deps: ConsumerDeps;
+  readonly #scheduler: KeyedScheduler;
+  readonly #exact = new Map<string, Route>();
+  readonly #patterns: [string, Route][] = [];
+  readonly #breaker: CircuitBreaker | undefined;
+  readonly #abort = new AbortController();
+  #sub: TransportSubscription | undefined;
+  #closing = false;
+
+  constructor(policy: ConsumerPolicy, deps: ConsumerDeps) {
+    this.policy = policy;
+    this.#deps = deps;
+    this.#scheduler = new KeyedScheduler(policy.concurrency, policy.ordered);
+    // Every running handler and retry wait listens for shutdown on this one signal.
+    setMaxListeners(0, this.#abort.signal);
+    for (const [key, h] of Object.entries(policy.handlers)) {
+      const route: Route = isTypedHandler(h) ? { typed: h, fn: h.fn } : { fn: h };
+      if (isPattern(key)) this.#patterns.push([key, route]);
+      else this.#exact.set(key, route);
+    }
+    if (policy.circuitBreaker) {
+      const user = policy.circuitBreaker.onStateChange;
+      this.#breaker = new CircuitBreaker({
+        ...policy.circuitBreaker,
+        onStateChange: (state) => {
+          // Stop fetching while the dependency is down; held messages keep their slots meanwhile.
+          if (state === 'open') this.#sub?.pause();
+          else if (state === 'closed') this.#sub?.resume();
+          deps.logger.warn(
+            { topic: policy.topic, group: policy.group, state },
+            'circuit breaker state changed',
+          );
+          user?.(state);
+        },
+      });
+    }
+  }
+
+  get patterns(): string[] {
+    return Object.keys(this.policy.handlers);
+  }
+
+  get circuitState(): string {
+    return this.#breaker?.state ?? 'closed';
+  }
+
+  /** Deliveries accepted and not yet settled. */
+  get inFlight(): number {
+    return this.#scheduler.size;
+  }
+
+  attach(sub: TransportSubscription): void {
+    this.#sub = sub;
+  }
+
+  /** The transport's callback: queue the delivery on its key's lane. */
+  readonly onDelivery = (d: Delivery): void => {
+    this.#deps.counters.consumed++;
+    let raw: RawEnvelope | undefined;
+    let decodeError: unknown;
+    try {
+      raw = this.#deps.transport.decode(d.wire);
+    } catch (err) {
+      decodeError = err;
+    }
+    this.#scheduler.submit(raw?.key, () => this.#process(d, raw, decodeError));
+  };
+
+  async close(drainTimeoutMs: number): Promise<void> {
+    if (this.#closing) return;
+    this.#closing = true;
+    this.#sub?.pause();
+    let timer: NodeJS.Timeout | undefined;
+    const drained = await Promise.race([
+      this.#scheduler.idle().then(() => true),
+      new Promise<boolean>((resolve) => {
+        timer = setTimeout(() => resolve(false), drainTimeoutMs);
+      }),
+    ]);
+    clearTimeout(timer);
+    if (!drained) {
+      this.#deps.logger.warn(
+        { topic: this.policy.topic, group: this.policy.group, inFlight: this.inFlight },
+        'drain timeout: unsettled messages go back to the broker',
+      );
+    }
+    this.#abort.abort();
+    this.#breaker?.dispose();
+    await this.#sub?.close();
+  }
+
+  #route(type: string): Route | undefined {
+    const exact = this.#exact.get(type);
+    if (exact) return exact;
+    for (const [pattern, route] of this.#patterns) if (matchesPattern(pattern, type)) return route;
+    return undefined;
+  }
+
+  #fields(raw: RawEnvelope | undefined, extra?: LogFields): LogFields {
+    return {
+      topic: this.policy.topic,
+      group: this.policy.group,
+      messageId: raw?.id,
+      type: raw?.type,
+      correlationId: raw?.correlationId,
+      ...extra,
+    };
+  }
+
+  async #process(d: Delivery, raw: RawEnvelope | undefined, decodeError: unknown): Promise<void> {
+    try {
+      if (this.#closing) {
+        await d.release();
+        return;
+      }
+      await this.#pipeline(d, raw, decodeError);
+    } catch (err) {
+      // A settle action failed (broker unreachable): give the message back rather than lose it.
+      this.#deps.logger.error(
+        this.#fields(raw, { err: errorMessage(err) }),
+        'could not settle message; releasing it',
+      );
+      await d.release().catch(() => {});
+    }
+  }
+
+  async #pipeline(d: Delivery, raw: RawEnvelope | undefined, decodeError: unknown): Promise<void> {
+    const { policy } = this;
+    const previous = d.previousAttempts;
+    if (!raw) return this.#deadLetter(d, undefined, 'decode', decodeError, previous);
+
+    const route = this.#route(raw.type);
+    if (!route) {
+      if (policy.unmatched === 'dead-letter') {
+        return this.#deadLetter(
+          d,
+          raw,
+          'unknown-type',
+          new DecodeError(`no handler for type ${raw.type}`),
+          previous,
+        );
+      }
+      this.#deps.counters.filtered++;
+      this.#deps.onOutcome?.({ kind: 'filtered', type: raw.type, topic: policy.topic, group: policy.group });
+      return d.ack();
+    }
+
+    let data: unknown;
+    let versionError: UnknownVersionError | undefined;
+    try {
+      const codec = route.typed?.definition.codec ?? this.#deps.codecs.require(raw.contentType);
+      data = codec.decode(raw.data);
+    } catch (err) {
+      return this.#deadLetter(d, raw, 'decode', err, previous);
+    }
+    if (route.typed) {
+      try {
+        data = route.typed.definition.parse(data, raw.version);
+      } catch (err) {
+        if (err instanceof UnknownVersionError) versionError = err;
+        else return this.#deadLetter(d, raw, 'validation', err, previous);
+      }
+    }
+    const envelope: Envelope = { ...raw, data };
+
+    const claimKey = `${policy.group}:${raw.id}`;
+    const idem = policy.idempotency;
+    if (idem && !versionError) {
+      const claim = await idem.store.claim(claimKey, idem.leaseMs);
+      if (claim === 'done') {
+        this.#deps.counters.duplicates++;
+        await d.ack();
+        this.#deps.onOutcome?.({ kind: 'duplicate', envelope, topic: policy.topic, group: policy.group });
+        return;
+      }
+      if (claim === 'held') {
+        // Someone is running it right now; look again later without spending an attempt.
+        const delay = backoffDelay(policy.backoff, 1);
+        await d.retryLater(delay, this.#retryHeaders(d, previous, undefined));
+        return;
+      }
+    }
+
+    let attempts = previous;
+    let firstFailureAt = numberHeader(d.wire.headers[ControlHeader.firstFailureAt]);
+    for (;;) {
+      if (this.#breaker) await this.#breaker.admit();
+      if (this.#closing && attempts > previous) {
+        // Shutting down between in-process retries: hand the remaining attempts to the broker.
+        if (idem) await idem.store.release(claimKey);
+        await d.release();
+        return;
+      }
+      attempts++;
+      const outcome = versionError
+        ? { ok: false as const, error: versionError, timedOut: false }
+        : await this.#invoke(route, data, envelope, d, attempts, claimKey);
+      if (outcome.ok) {
+        this.#breaker?.success();
+        await d.ack();
+        this.#deps.counters.handled++;
+        this.#deps.onOutcome?.({
+          kind: 'handled',
+          envelope,
+          attempt: attempts,
+          topic: policy.topic,
+          group: policy.group,
+        });
+        return;
+      }
+      const err = outcome.error;
+      this.#deps.counters.failures++;
+      const now = Date.now();
+      firstFailureAt ??= now;
+      this.#deps.logger.warn(
+        this.#fields(raw, { attempt: attempts, err: errorMessage(err) }),
+        'handler failed',
+      );
+      const releaseClaim = async () => {
+        // A timed-out handler keeps its claim until its promise settles (see #invoke).
+        if (idem && !outcome.timedOut) await idem.store.release(claimKey);
+      };
+
+      if (err instanceof NonRetryableError) {
+        await releaseClaim();
+        return this.#deadLetter(d, raw, 'non-retryable', err, attempts, firstFailureAt, envelope);
+      }
+      const whileOpen = versionError ? false : (this.#breaker?.failure() ?? false);
+      if (whileOpen) {
+        // The dependency is down, not the message: this failure costs no attempt.
+        attempts--;
+        continue;
+      }
+      if (attempts >= policy.maxAttempts) {
+        await releaseClaim();
+        return this.#deadLetter(d, raw, 'max-attempts', err, attempts, firstFailureAt, envelope);
+      }
+      const delay = backoffDelay(policy.backoff, attempts);
+      const inProcess = !outcome.timedOut && (policy.ordered || delay <= policy.inProcessMaxDelayMs);
+      if (inProcess) {
+        this.#deps.counters.retried++;
+        await sleep(delay, this.#abort.signal);
+        continue;
+      }
+      await releaseClaim();
+      const headers = this.#retryHeaders(d, attempts, firstFailureAt, now, err);
+      await d.retryLater(delay, headers);
+      this.#deps.counters.retried++;
+      this.#deps.onOutcome?.({
+        kind: 'retry-scheduled',
+        envelope,
+        attempt: attempts,
+        delayMs: delay,
+        topic: policy.topic,
+        group: policy.group,
+      });
+      return;
+    }
+  }
+
+  async #invoke(
+    route: Route,
+    data: unknown,
+    envelope: Envelope,
+    d: Delivery,
+    attempt: number,
+    claimKey: string,
+  ): Promise<{ ok: true } | { ok: false; error: unknown; timedOut: boolean }> {
+    const { policy } = this;
+    const controller = new AbortController();
+    const onAbort = () => controller.abort(this.#abort.signal.reason);
+    this.#abort.signal.addEventListener('abort', onAbort, { once: true });
+    const ctx: MessageContext = {
+      envelope,
+      attempt,
+      redelivered: d.redelivered || attempt > 1,
+      receivedAt: d.receivedAt,
+      topic: policy.topic,
+      group: policy.group,
+      signal: controller.signal,
+    };
+    const started = performance.now();
+    const run = () => runInMessageContext(envelope, () => this.#callHandler(route, data, ctx));
+    const promise = run();
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<'timeout'>((resolve) => {
+      timer = setTimeout(() => resolve('timeout'), policy.handlerTimeoutMs);
+    });
+    try {
+      const result = await Promise.race([promise.then(() => 'ok' as const), timeout]);
+      if (result === 'timeout') {
+        controller.abort(new HandlerTimeoutError(policy.handlerTimeoutMs));
+        const idem = policy.idempotency;
+        if (idem) {
+          // Keep the claim while the late handler runs so a redelivery cannot run beside it.
+          promise.then(
+            () => idem.store.complete(claimKey, idem.ttlMs),
+            () => idem.store.release(claimKey),
+          );
+        } else {
+          promise.catch(() => {});
+        }
+        return { ok: false, error: new HandlerTimeoutError(policy.handlerTimeoutMs), timedOut: true };
+      }
+      if (policy.idempotency) await policy.idempotency.store.complete(claimKey, policy.idempotency.ttlMs);
+      return { ok: true };
+    } catch (error) {
+      return { ok: false, error, timedOut: false };
+    } finally {
+      clearTimeout(timer);
+      this.#abort.signal.removeEventListener('abort', onAbort);
+      this.#deps.counters.processingMs += performance.now() - started;
+    }
+  }
+
+  async #callHandler(route: Route, data: unknown, ctx: MessageContext): Promise<void> {
+    const mw = this.#deps.middleware;
+    if (mw.length === 0) {
+      await route.fn(data, ctx);
+      return;
+    }
+    let i = -1;
+    const next = async (): Promise<void> => {
+      i++;
+      const m = mw[i];
+      if (m) await m(ctx, next);
+      else await route.fn(data, ctx);
+    };
+    await next();
+  }
+
+  #retryHeaders(
+    d: Delivery,
+    attempts: number,
+    firstFailureAt: number | undefined,
+    now?: number,
+    err?: unknown,
+  ): Record<string, string> {
+    const h: Record<string, string> = { [ControlHeader.attempts]: String(attempts) };
+    const first = firstFailureAt ?? numberHeader(d.wire.headers[ControlHeader.firstFailureAt]);
+    if (first !== undefined) h[ControlHeader.firstFailureAt] = String(first);
+    if (now !== undefined) h[ControlHeader.lastFailureAt] = String(now);
+    if (err !== undefined) h[ControlHeader.lastError] = truncate(errorMessage(err));
+    return h;
+  }
+
+  async #deadLetter(
+    d: Delivery,
+    raw: RawEnvelope | undefined,
+    reason: DeadLetterReason,
+    err: unknown,
+    attempts: number,
+    firstFailureAt?: number,
+    envelope?: Envelope,
+  ): Promise<void> {
+    const { policy } = this;
+    const now = Date.now();
+    const error = truncate(errorMessage(err));
+    const headers: Record<string, string> = {
+      [ControlHeader.reason]: reason,
+      [ControlHeader.error]: error,
+      [ControlHeader.attempts]: String(attempts),
+      [ControlHeader.lastFailureAt]: String(now),
+      [ControlHeader.firstFailureAt]: String(firstFailureAt ?? now),
+      [ControlHeader.originalTopic]: policy.topic,
+      [ControlHeader.originalGroup]: policy.group,
+      [ControlHeader.deadLetteredAt]: String(now),
+    };
+    const fields = this.#fields(raw, { reason, error, attempts });
+    if (policy.deadLetter) {
+      await d.deadLetter(headers);
+      this.#deps.logger.warn(fields, 'message dead-lettered');
+    } else {
+      // The user opted out of dead-lettering: the message is dropped, loudly.
+      await d.ack();
+      this.#deps.logger.error(fields, 'message dropped after failure (deadLetter: false)');
+    }
+    this.#deps.counters.deadLettered++;
+    this.#deps.onOutcome?.({
+      kind: 'dead-lettered',
+      envelope: envelope ?? (raw ? { ...raw, data: raw.data } : undefined),
+      id: raw?.id,
+      reason,
+      error,
+      attempts,
+      topic: policy.topic,
+      group: policy.group,
+    });
+  }
+}
+
+function truncate(s: string): string {
+  return s.length > MAX_ERROR_HEADER ? `${s.slice(0, MAX_ERROR_HEADER - 1)}…` : s;
+}
+
+function numberHeader(v: string | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  return Number.isFinite(n) ? n : undefined;
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  if (ms <= 0 || signal.aborted) return Promise.resolve();
+  return new Promise((resolve) => {
+    const timer = setTimeout(done, ms);
+    function done() {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      resolve();
+    }
+    signal.addEventListener('abort', done, { once: true });
+  });
+}

@@ -1,0 +1,105 @@
+/** @omnibus/core: one publish/subscribe API, the failure policy, codecs, context and the memory transport. */
+export { type Backoff, type BackoffOptions, backoffDelay } from './backoff.js';
+export {
+  Bus,
+  type BusHealth,
+  type ConnectOptions,
+  connect,
+  type PublishOptions,
+  type ReplayOptions,
+  type SubscribeOptions,
+  type Subscription,
+  type UntypedMessage,
+} from './bus.js';
+export { CircuitBreaker, type CircuitBreakerOptions, type CircuitState } from './circuit-breaker.js';
+export {
+  type BinaryModeOptions,
+  CE_SPEC_VERSION,
+  fromBinary,
+  fromStructured,
+  STRUCTURED_CONTENT_TYPE,
+  toBinary,
+  toStructured,
+} from './cloudevents.js';
+export { type Codec, CodecRegistry, jsonCodec, rawCodec } from './codec.js';
+export type { ConsumeOutcome } from './consumer.js';
+export {
+  childTraceparent,
+  currentContext,
+  isValidTraceparent,
+  type MessageContextData,
+  runWithContext,
+} from './context.js';
+export {
+  CONTROL_HEADER_PREFIX,
+  ControlHeader,
+  type DeadLetterInfo,
+  type DeadLetterReason,
+  type Envelope,
+  type EnvelopeMeta,
+  type RawEnvelope,
+  readDeadLetterInfo,
+  type WireMessage,
+  wireSize,
+} from './envelope.js';
+export {
+  ConfigError,
+  ConnectionError,
+  DecodeError,
+  ErrorCode,
+  errorMessage,
+  HandlerTimeoutError,
+  isOmnibusError,
+  NonRetryableError,
+  OmnibusError,
+  type OmnibusErrorOptions,
+  PublishError,
+  type PublishErrorCode,
+  UnknownVersionError,
+  UnsupportedError,
+  ValidationError,
+} from './errors.js';
+export {
+  type ClaimResult,
+  type IdempotencyStore,
+  MemoryIdempotencyStore,
+  type MemoryStoreOptions,
+  memoryStore,
+} from './idempotency.js';
+export { consoleLogger, type LogFields, type Logger, silentLogger } from './logger.js';
+export {
+  MemoryBroker,
+  MemoryTransport,
+  type MemoryTransportOptions,
+  memoryBroker,
+  memoryTransport,
+} from './memory/transport.js';
+export {
+  defineMessage,
+  type Handler,
+  type InferMessage,
+  type MessageContext,
+  type MessageDefinition,
+  type MessageOptions,
+  type SchemaLike,
+  type TypedHandler,
+  type Upcaster,
+} from './message.js';
+export type { Counters } from './metrics.js';
+export type { ConsumeMiddleware, Middleware, PublishMiddleware } from './middleware.js';
+export { parseOptions } from './options.js';
+export { isPattern, matchesPattern } from './pattern.js';
+export { redactObject, redactText, redactUrl } from './redact.js';
+export type {
+  Capabilities,
+  Delivery,
+  HealthReport,
+  OrderingScope,
+  ReplayFrom,
+  SubscribeSpec,
+  Transport,
+  TransportContext,
+  TransportFactory,
+  TransportSubscription,
+} from './transport.js';
+export { uuidv7, uuidv7Time } from './uuid.js';

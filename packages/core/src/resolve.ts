@@ -1,0 +1,82 @@
+/**
+ * `connect(url)`: the URL scheme names the adapter package, which is loaded from the application's own
+ * dependencies (resolved from the working directory, not from the core's folder, which pnpm keeps apart).
+ */
+import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { ConfigError } from './errors.js';
+import { memoryTransport } from './memory/transport.js';
+import { redactUrl } from './redact.js';
+import type { Transport, TransportFactory } from './transport.js';
+
+const ADAPTERS: Record<string, string> = {
+  amqp: '@omnibus/rabbitmq',
+  amqps: '@omnibus/rabbitmq',
+  kafka: '@omnibus/kafka',
+  'kafka+ssl': '@omnibus/kafka',
+  sqs: '@omnibus/sqs',
+  'sqs+http': '@omnibus/sqs',
+  'sqs+https': '@omnibus/sqs',
+};
+
+export function schemeOf(url: string): string {
+  const m = /^([a-z][a-z0-9+.-]*):\/\//i.exec(url);
+  if (!m) throw new ConfigError('transport', `not a URL: ${JSON.stringify(redactUrl(url))}`);
+  return m[1]!.toLowerCase();
+}
+
+export async function resolveTransport(url: string, options?: Record<string, unknown>): Promise<Transport> {
+  const scheme = schemeOf(url);
+  if (scheme === 'memory') return memoryTransport({ name: url.slice('memory://'.length) || 'default' });
+  const pkg = ADAPTERS[scheme];
+  if (!pkg) {
+    throw new ConfigError(
+      'transport',
+      `unknown URL scheme "${scheme}:" (expected memory, amqp, amqps, kafka, sqs, sqs+http) in ${redactUrl(url)}`,
+    );
+  }
+  const mod = await importAdapter(pkg);
+  const factory = mod.transportFromUrl as TransportFactory | undefined;
+  if (typeof factory !== 'function')
+    throw new ConfigError('transport', `${pkg} does not export transportFromUrl`);
+  return factory(url, options);
+}
+
+async function importAdapter(pkg: string): Promise<Record<string, unknown>> {
+  // The application's dependencies first: that is where the user installed the adapter.
+  let entry: string | undefined;
+  try {
+    const req = createRequire(join(process.cwd(), 'noop.js'));
+    const manifestPath = req.resolve(`${pkg}/package.json`);
+    const manifest = JSON.parse(readFileSync(manifestPath, 'utf8')) as {
+      exports?: any;
+      module?: string;
+      main?: string;
+    };
+    const target =
+      manifest.exports?.['.']?.import?.default ??
+      manifest.exports?.['.']?.import ??
+      manifest.module ??
+      manifest.main;
+    if (typeof target === 'string') entry = join(dirname(manifestPath), target);
+  } catch {
+    entry = undefined;
+  }
+  try {
+    return (await import(entry ? pathToFileURL(entry).href : pkg)) as Record<string, unknown>;
+  } catch (err) {
+    const code = (err as { code?: string }).code;
+    if (code === 'ERR_MODULE_NOT_FOUND' || code === 'MODULE_NOT_FOUND') {
+      throw new ConfigError(
+        'transport',
+        `this URL needs the ${pkg} package: install it (npm install ${pkg})`,
+        {
+          cause: err,
+        },
+      );
+    }
+    throw err;
+  }
+}

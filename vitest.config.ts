@@ -1,0 +1,45 @@
+import { defineConfig } from 'vitest/config';
+
+// Tests run against TypeScript sources (the `omnibus-source` export condition), so no build is needed.
+const resolve = { conditions: ['omnibus-source', 'import', 'node', 'default'] };
+const transports = ['memory', 'rabbitmq', 'kafka', 'sqs'] as const;
+
+export default defineConfig({
+  resolve,
+  ssr: { resolve: { conditions: resolve.conditions, externalConditions: ['omnibus-source'] } },
+  test: {
+    projects: [
+      {
+        extends: true,
+        test: {
+          name: 'unit',
+          include: ['packages/*/src/**/*.test.ts'],
+          environment: 'node',
+        },
+      },
+      {
+        extends: true,
+        test: {
+          name: 'adapters',
+          include: ['packages/*/test/**/*.test.ts'],
+          environment: 'node',
+          testTimeout: 60_000,
+          hookTimeout: 120_000,
+          fileParallelism: false,
+        },
+      },
+      ...transports.map((t) => ({
+        extends: true,
+        test: {
+          name: `conformance:${t}`,
+          include: ['integration-tests/src/**/*.test.ts'],
+          environment: 'node',
+          env: { OMNIBUS_TRANSPORT: t },
+          testTimeout: 90_000,
+          hookTimeout: 120_000,
+          fileParallelism: false,
+        },
+      })),
+    ],
+  },
+});
