@@ -11,6 +11,7 @@ import {
   connect,
   defineMessage,
   type Envelope,
+  type InferMessage,
   memoryStore,
   NonRetryableError,
   type Transport,
@@ -33,12 +34,12 @@ const Order = defineMessage({
     1: (v1: { id: string; total: number }) => ({ orderId: v1.id, totalCents: Math.round(v1.total * 100) }),
   },
 });
-type Order = z.infer<typeof Order.schema>;
+type Order = InferMessage<typeof Order>;
 
 const buses: Bus[] = [];
-async function bus(service = 'conformance'): Promise<Bus> {
+async function bus(service = 'conformance', transport: Transport = harness.create()): Promise<Bus> {
   const b = await connect({
-    transport: harness.create(),
+    transport,
     service,
     publishTimeoutMs: 20_000,
     drainTimeoutMs: 15_000,
@@ -526,7 +527,8 @@ describe(`conformance: ${harness.name}`, () => {
     async () => {
       const topic = topicName('restart');
       const handled = new Set<string>();
-      const consumer = await bus('survivor');
+      const onRestartable = () => harness.createForRestart?.() ?? harness.create();
+      const consumer = await bus('survivor', onRestartable());
       await consumer.subscribe({
         topic,
         group: 'survivor',
@@ -538,7 +540,7 @@ describe(`conformance: ${harness.name}`, () => {
           }),
         },
       });
-      const producer = await bus('checkout');
+      const producer = await bus('checkout', onRestartable());
       const ids = new Set<string>();
       for (let i = 0; i < 300; i += 50) {
         const rs = await Promise.all(

@@ -21,6 +21,11 @@ export interface TransportHarness {
   /** Stops and restarts the broker process, keeping its data; absent where there is no hook. */
   restart?(): Promise<void>;
   /**
+   * A transport on the broker that `restart()` restarts, where that is not the one `create()` uses
+   * (RabbitMQ restarts a private node so the shared broker is never disturbed).
+   */
+  createForRestart?(): Transport;
+  /**
    * Where the transport keeps order only on specially configured topics (SQS FIFO), the name of such a
    * topic derived from `base`; the per-key order scenario publishes there.
    */

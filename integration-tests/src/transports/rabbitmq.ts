@@ -1,0 +1,218 @@
+/**
+ * The RabbitMQ harness. Everything runs on the shared broker (`AMQP_URL`, default 127.0.0.1:5672) except
+ * the broker-restart scenario, which runs on a private node (127.0.0.1:5673, started and restarted by
+ * scripts/brokers/rabbitmq-private.sh) so the shared broker is never disturbed.
+ */
+import { execFile } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import {
+  type Delivery,
+  redactText,
+  type SubscribeSpec,
+  type Transport,
+  type TransportSubscription,
+  type WireMessage,
+} from '@omnibus/core';
+import { names, type RabbitMqOptions, RabbitMqTransport, wireFromAmqp } from '@omnibus/rabbitmq';
+import { type Channel, type ChannelModel, connect, type GetMessage } from 'amqplib';
+import type { TransportHarness } from '../harness.js';
+
+const AMQP_URL = process.env.AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
+const RESTART_URL = process.env.OMNIBUS_RABBITMQ_RESTART_URL ?? 'amqp://guest:guest@127.0.0.1:5673';
+const PRIVATE_NODE_SCRIPT = fileURLToPath(
+  new URL('../../../scripts/brokers/rabbitmq-private.sh', import.meta.url),
+);
+const run = promisify(execFile);
+
+const BASE: Partial<RabbitMqOptions> = {
+  // Fast recovery keeps the restart scenario short; streams make the replay scenario run.
+  reconnect: { initialMs: 100, maxMs: 2_000 },
+  streams: { maxAge: '1h' },
+};
+
+/** Topics and groups this run created on the shared broker, deleted at teardown. */
+const created = new Map<string, Set<string>>();
+const tiers = new Set<number>();
+
+/** Records what it declares so teardown can remove it from the shared broker. */
+class TrackedTransport extends RabbitMqTransport {
+  #note(topic: string, group?: string): void {
+    const groups = created.get(topic) ?? new Set<string>();
+    if (group !== undefined) groups.add(group);
+    created.set(topic, groups);
+    for (const t of this.options.delayTiersMs) tiers.add(t);
+  }
+  override async publish(topic: string, messages: readonly WireMessage[]): Promise<void> {
+    this.#note(topic);
+    return super.publish(topic, messages);
+  }
+  override async provision(
+    topic: string,
+    groups: readonly { group: string; patterns: readonly string[] }[],
+  ): Promise<void> {
+    this.#note(topic);
+    for (const g of groups) this.#note(topic, g.group);
+    return super.provision(topic, groups);
+  }
+  override async subscribe(
+    spec: SubscribeSpec,
+    onDelivery: (d: Delivery) => void,
+  ): Promise<TransportSubscription> {
+    this.#note(spec.topic, spec.group);
+    return super.subscribe(spec, onDelivery);
+  }
+}
+
+let privateNode: Promise<void> | undefined;
+/** Starts the private node once per run (the script is idempotent); never touches the shared broker. */
+function privateNodeUp(): Promise<void> {
+  privateNode ??= run('bash', [PRIVATE_NODE_SCRIPT, 'up'], { timeout: 180_000 }).then(
+    () => undefined,
+    (err: unknown) => {
+      privateNode = undefined;
+      throw new Error(
+        `could not start the private RabbitMQ node (${PRIVATE_NODE_SCRIPT} up): ${String(err)}`,
+      );
+    },
+  );
+  return privateNode;
+}
+
+/** A transport on the private node that `restart()` restarts; it starts that node before connecting. */
+export function createForRestart(): Transport {
+  const t = new RabbitMqTransport({ ...BASE, url: RESTART_URL });
+  const connectToNode = t.connect.bind(t);
+  t.connect = async (ctx) => {
+    await privateNodeUp();
+    await connectToNode(ctx);
+  };
+  return t;
+}
+
+let raw: ChannelModel | undefined;
+async function rawConnection(): Promise<ChannelModel> {
+  if (!raw) {
+    try {
+      raw = await connect(AMQP_URL);
+    } catch (err) {
+      throw new Error(`RabbitMQ is not reachable at ${redactText(AMQP_URL)}: ${String(err)}`);
+    }
+    raw.on('error', () => {});
+    raw.on('close', () => {
+      raw = undefined;
+    });
+  }
+  return raw;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function withChannel<T>(fn: (ch: Channel) => Promise<T>): Promise<T> {
+  const ch = await (await rawConnection()).createChannel();
+  ch.on('error', () => {});
+  try {
+    return await fn(ch);
+  } finally {
+    await ch.close().catch(() => {});
+  }
+}
+
+export const harness: TransportHarness = {
+  name: 'rabbitmq',
+
+  async setup() {
+    // Fails (never skips) when the broker is down: the raw connection is the proof it is there.
+    await rawConnection();
+  },
+
+  async teardown() {
+    if (process.env.OMNIBUS_KEEP_TOPOLOGY !== '1') {
+      await withChannel(async (ch) => {
+        for (const [topic, groups] of created) {
+          for (const group of groups) {
+            const queues = [
+              names.groupQueue(topic, group),
+              names.deadLetterQueue(topic, group),
+              ...[...tiers].map((t) => names.retryQueue(topic, group, t)),
+            ];
+            for (const q of queues) await ch.deleteQueue(q).catch(() => {});
+          }
+          await ch.deleteQueue(names.streamQueue(topic)).catch(() => {});
+          await ch.deleteExchange(names.exchange(topic)).catch(() => {});
+        }
+      }).catch(() => {});
+      created.clear();
+    }
+    await raw?.close().catch(() => {});
+    raw = undefined;
+  },
+
+  create() {
+    return new TrackedTransport({ ...BASE, url: AMQP_URL });
+  },
+
+  createForRestart,
+
+  createUnreachable() {
+    return new RabbitMqTransport({
+      url: 'amqp://guest:guest@127.0.0.1:1',
+      connectTimeoutMs: 2_000,
+      publishTimeoutMs: 3_000,
+    });
+  },
+
+  async readDeadLetters(topic, group, count, timeoutMs) {
+    const deadline = Date.now() + timeoutMs;
+    const queue = names.deadLetterQueue(topic, group);
+    const out: WireMessage[] = [];
+    let ch: Channel | undefined;
+    try {
+      while (out.length < count && Date.now() <= deadline) {
+        if (!ch) {
+          ch = await (await rawConnection()).createChannel();
+          ch.on('error', () => {});
+        }
+        let m: GetMessage | false;
+        try {
+          m = await ch.get(queue, { noAck: false });
+        } catch {
+          // A queue nobody declared yet closes the channel (404): that is "nothing dead-lettered yet".
+          ch = undefined;
+          await sleep(100);
+          continue;
+        }
+        if (m) {
+          out.push(wireFromAmqp(m));
+          ch.ack(m);
+        } else {
+          await sleep(50);
+        }
+      }
+    } finally {
+      await ch?.close().catch(() => {});
+    }
+    return out;
+  },
+
+  async publishRaw(topic, body, options = {}) {
+    const conn = await rawConnection();
+    const ch = await conn.createConfirmChannel();
+    ch.on('error', () => {});
+    try {
+      // The exchange may not exist if nothing subscribed yet; declaring it matches what the adapter does.
+      await ch.assertExchange(names.exchange(topic), 'topic', { durable: true });
+      const headers: Record<string, string> = { ...options.headers };
+      if (options.key !== undefined) headers.cloudEvents_partitionkey = options.key;
+      ch.publish(names.exchange(topic), options.type ?? '', body, { persistent: true, headers });
+      await ch.waitForConfirms();
+    } finally {
+      await ch.close().catch(() => {});
+    }
+  },
+
+  async restart() {
+    await privateNodeUp();
+    await run('bash', [PRIVATE_NODE_SCRIPT, 'restart'], { timeout: 180_000 });
+  },
+};

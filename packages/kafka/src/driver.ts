@@ -1,0 +1,601 @@
+/**
+ * The only module that touches kafkajs: a small client interface (admin, producer, group consumer)
+ * in plain types, so the rest of the transport never sees a kafkajs type and another client can
+ * replace this file later.
+ */
+import type { ConnectionOptions } from 'node:tls';
+import type { Logger } from '@omnibus/core';
+import type {
+  Admin,
+  Consumer,
+  EachBatchPayload,
+  IHeaders,
+  Kafka as KafkaClient,
+  LogEntry,
+  Producer,
+  SASLOptions,
+} from 'kafkajs';
+import kafkajs from 'kafkajs';
+
+const { Kafka, CompressionTypes, Partitioners, logLevel: LogLevel, ConfigResourceTypes } = kafkajs;
+
+export interface DriverRetry {
+  retries: number;
+  initialRetryTimeMs: number;
+  maxRetryTimeMs: number;
+}
+
+export interface DriverSasl {
+  mechanism: 'plain' | 'scram-sha-256' | 'scram-sha-512';
+  username: string;
+  password: string;
+}
+
+export interface DriverConfig {
+  brokers: string[];
+  clientId: string;
+  ssl?: boolean | ConnectionOptions | undefined;
+  sasl?: DriverSasl | undefined;
+  connectionTimeoutMs: number;
+  requestTimeoutMs: number;
+  retry: DriverRetry;
+  logger: Logger;
+}
+
+export interface ProducedRecord {
+  key?: string | undefined;
+  value: Uint8Array;
+  /** Bytes values are sent unchanged (used to copy a received record's headers exactly). */
+  headers: Record<string, string | Uint8Array>;
+}
+
+export interface TopicRecords {
+  topic: string;
+  records: ProducedRecord[];
+}
+
+export interface ConsumedRecord {
+  offset: string;
+  key: string | undefined;
+  value: Uint8Array;
+  /** Header values decoded as UTF-8; for a repeated header name the last value wins. */
+  headers: Record<string, string>;
+  /** The same headers as received, bytes untouched, for copying the record elsewhere. */
+  rawHeaders: Record<string, Uint8Array>;
+  /** Record timestamp, ms since the epoch. */
+  timestamp: number;
+}
+
+export interface ConsumedBatch {
+  topic: string;
+  partition: number;
+  records: ConsumedRecord[];
+}
+
+export interface BatchControl {
+  /** Moves the fetch position past this offset (it will not be fetched again unless sought). */
+  resolve(offset: string): void;
+  /** Keeps the group membership alive; rejects when the group is rebalancing (rethrow it). */
+  heartbeat(): Promise<void>;
+  /** False once the consumer stops or the partition was sought: stop handing out this batch. */
+  isActive(): boolean;
+}
+
+export interface ConsumerHandlers {
+  /** Called synchronously after every group (re)join, before the first fetch of the new generation. */
+  onAssignment(memberId: string, assignment: ReadonlyMap<string, readonly number[]>): void;
+  onBatch(batch: ConsumedBatch, control: BatchControl): Promise<void>;
+  onCrash?(error: Error, restarting: boolean): void;
+}
+
+export interface ConsumerConfig {
+  groupId: string;
+  topics: string[];
+  fromBeginning: boolean;
+  sessionTimeoutMs: number;
+  rebalanceTimeoutMs: number;
+  heartbeatIntervalMs: number;
+  maxWaitTimeMs: number;
+  maxBytesPerPartition: number;
+  partitionsConsumedConcurrently: number;
+  /** Delay before re-creating a consumer that kafkajs gave up on. */
+  restartDelayMs: number;
+}
+
+export interface DriverConsumer {
+  start(): Promise<void>;
+  pause(topic: string, partitions?: number[]): void;
+  resume(topic: string, partitions?: number[]): void;
+  /** The next fetch of this partition starts at `offset` (applied on the next fetch cycle). */
+  seek(topic: string, partition: number, offset: string): void;
+  commit(offsets: { topic: string; partition: number; offset: string }[]): Promise<void>;
+  /** Leaves the group and disconnects. */
+  stop(): Promise<void>;
+}
+
+export interface DriverProducer {
+  connect(): Promise<void>;
+  send(batches: TopicRecords[]): Promise<void>;
+  disconnect(): Promise<void>;
+}
+
+export interface ProducerConfig {
+  idempotent: boolean;
+  acks: -1 | 0 | 1;
+  compression: 'none' | 'gzip';
+  /** Broker-side wait for replication acks per request. */
+  ackTimeoutMs: number;
+  /** Retries of one send; kept short between attempts so a send resumes soon after the broker is back. */
+  retry: DriverRetry;
+}
+
+export interface PartitionOffsets {
+  partition: number;
+  low: number;
+  high: number;
+}
+
+export interface ClusterInfo {
+  clusterId: string;
+  controller: number | null;
+  brokers: { nodeId: number; host: string; port: number }[];
+}
+
+export type DriverErrorKind = 'too-large' | 'unknown-topic' | 'connection' | 'other';
+
+/** Maps a client error (possibly wrapped by retries) to what the transport needs to decide. */
+export function classifyError(err: unknown): DriverErrorKind {
+  let current: unknown = err;
+  for (let depth = 0; current && depth < 6; depth++) {
+    const e = current as { type?: unknown; name?: unknown; cause?: unknown; originalError?: unknown };
+    if (e.type === 'MESSAGE_TOO_LARGE' || e.type === 'RECORD_LIST_TOO_LARGE') return 'too-large';
+    if (e.type === 'UNKNOWN_TOPIC_OR_PARTITION') return 'unknown-topic';
+    if (
+      e.name === 'KafkaJSConnectionError' ||
+      e.name === 'KafkaJSConnectionClosedError' ||
+      e.name === 'KafkaJSRequestTimeoutError' ||
+      e.name === 'KafkaJSBrokerNotFound' ||
+      e.name === 'KafkaJSNoBrokerAvailableError'
+    ) {
+      return 'connection';
+    }
+    current = e.cause ?? e.originalError;
+  }
+  return 'other';
+}
+
+function headerBytes(value: IHeaders[string]): Buffer | undefined {
+  if (value === undefined || value === null) return undefined;
+  if (Array.isArray(value)) return headerBytes(value[value.length - 1]);
+  return typeof value === 'string' ? Buffer.from(value, 'utf8') : value;
+}
+
+function toRecord(message: EachBatchPayload['batch']['messages'][number]): ConsumedRecord {
+  const headers: Record<string, string> = {};
+  const rawHeaders: Record<string, Uint8Array> = {};
+  if (message.headers) {
+    for (const name of Object.keys(message.headers)) {
+      const bytes = headerBytes(message.headers[name]);
+      if (bytes === undefined) continue;
+      rawHeaders[name] = bytes;
+      // Kafka header values are bytes; invalid UTF-8 becomes U+FFFD instead of throwing.
+      headers[name] = bytes.toString('utf8');
+    }
+  }
+  const ts = Number(message.timestamp);
+  return {
+    offset: message.offset,
+    key: message.key ? message.key.toString('utf8') : undefined,
+    value: message.value ?? new Uint8Array(0),
+    headers,
+    rawHeaders,
+    timestamp: Number.isFinite(ts) ? ts : 0,
+  };
+}
+
+function toBuffer(bytes: Uint8Array): Buffer {
+  return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
+function toHeaders(headers: Record<string, string | Uint8Array>): IHeaders {
+  const out: IHeaders = {};
+  for (const name in headers) {
+    const v = headers[name]!;
+    out[name] = typeof v === 'string' ? v : toBuffer(v);
+  }
+  return out;
+}
+
+// kafkajs logs every failed request at ERROR although the caller sees (and retries) the error, and
+// warns about bounded idempotent retries that RotatingProducer makes safe: those become debug lines,
+// so an application log is not flooded during a broker restart.
+const ROUTINE = [
+  /^Response /,
+  /^Connection error/,
+  /^Failed to send messages/,
+  /^Limiting retries for the idempotent/,
+];
+
+function logCreator(logger: Logger) {
+  return () =>
+    ({ namespace, level, log }: LogEntry) => {
+      const { message, timestamp: _t, logger: _l, ...fields } = log as LogEntry['log'] & { logger?: string };
+      const text = `kafkajs ${namespace}: ${message}`;
+      const routine = namespace === 'Connection' || ROUTINE.some((r) => r.test(message));
+      if ((level === LogLevel.ERROR || level === LogLevel.WARN) && !routine) logger.warn(fields, text);
+      else logger.debug(fields, text);
+    };
+}
+
+export class KafkaDriver {
+  private readonly kafka: KafkaClient;
+  private admin: Admin | undefined;
+  private adminConnecting: Promise<Admin> | undefined;
+
+  constructor(private readonly config: DriverConfig) {
+    const retry = {
+      retries: config.retry.retries,
+      initialRetryTime: config.retry.initialRetryTimeMs,
+      maxRetryTime: config.retry.maxRetryTimeMs,
+      factor: 0.2,
+      multiplier: 2,
+    };
+    this.kafka = new Kafka({
+      clientId: config.clientId,
+      brokers: config.brokers,
+      ssl: config.ssl,
+      sasl: config.sasl as SASLOptions | undefined,
+      connectionTimeout: config.connectionTimeoutMs,
+      requestTimeout: config.requestTimeoutMs,
+      retry,
+      logLevel: LogLevel.INFO,
+      logCreator: logCreator(config.logger),
+    });
+  }
+
+  private async getAdmin(): Promise<Admin> {
+    if (this.admin) return this.admin;
+    if (!this.adminConnecting) {
+      const admin = this.kafka.admin();
+      this.adminConnecting = admin.connect().then(
+        () => {
+          this.admin = admin;
+          return admin;
+        },
+        (err: unknown) => {
+          this.adminConnecting = undefined;
+          throw err;
+        },
+      );
+    }
+    return this.adminConnecting;
+  }
+
+  async connectAdmin(): Promise<void> {
+    await this.getAdmin();
+  }
+
+  async listTopics(): Promise<string[]> {
+    return (await this.getAdmin()).listTopics();
+  }
+
+  /**
+   * Creates the topics that do not exist yet (existing ones are left as they are) and waits until
+   * every partition has a leader. kafkajs's own `waitForLeaders` gives up on UNKNOWN_TOPIC_OR_PARTITION,
+   * which a KRaft broker answers while its metadata cache still lags the controller.
+   */
+  async createTopics(
+    topics: {
+      topic: string;
+      partitions: number;
+      replicationFactor: number;
+      config?: Record<string, string>;
+    }[],
+    timeoutMs = 30_000,
+  ): Promise<void> {
+    if (topics.length === 0) return;
+    const admin = await this.getAdmin();
+    try {
+      await admin.createTopics({
+        waitForLeaders: false,
+        timeout: timeoutMs,
+        topics: topics.map((t) => ({
+          topic: t.topic,
+          numPartitions: t.partitions,
+          replicationFactor: t.replicationFactor,
+          configEntries: Object.entries(t.config ?? {}).map(([name, value]) => ({ name, value })),
+        })),
+      });
+    } catch (err) {
+      // Another process won the race for some of them: kafkajs lists those as TOPIC_ALREADY_EXISTS.
+      const errors = (err as { errors?: { type?: string }[] }).errors;
+      if (!errors?.every((e) => e.type === 'TOPIC_ALREADY_EXISTS')) throw err;
+    }
+    const names = topics.map((t) => t.topic);
+    const deadline = Date.now() + timeoutMs;
+    for (let delay = 50; ; delay = Math.min(delay * 2, 500)) {
+      try {
+        const meta = await admin.fetchTopicMetadata({ topics: names });
+        const ready =
+          meta.topics.length === names.length &&
+          meta.topics.every((t) => t.partitions.length > 0 && t.partitions.every((p) => p.leader >= 0));
+        if (ready) return;
+      } catch (err) {
+        const type = (err as { type?: string }).type;
+        if (type !== 'UNKNOWN_TOPIC_OR_PARTITION' && type !== 'LEADER_NOT_AVAILABLE') throw err;
+      }
+      if (Date.now() > deadline)
+        throw new Error(`topics ${names.join(', ')} have no leaders after ${timeoutMs} ms`);
+      await new Promise((r) => setTimeout(r, delay));
+    }
+  }
+
+  async deleteTopics(topics: string[]): Promise<void> {
+    if (topics.length === 0) return;
+    await (await this.getAdmin()).deleteTopics({ topics });
+  }
+
+  async topicOffsets(topic: string): Promise<PartitionOffsets[]> {
+    const rows = await (await this.getAdmin()).fetchTopicOffsets(topic);
+    return rows
+      .map((r) => ({ partition: r.partition, low: Number(r.low), high: Number(r.high) }))
+      .sort((a, b) => a.partition - b.partition);
+  }
+
+  /** Committed offsets of a group on a topic; -1 where the group has committed nothing. */
+  async groupOffsets(groupId: string, topic: string): Promise<{ partition: number; offset: number }[]> {
+    const rows = await (await this.getAdmin()).fetchOffsets({ groupId, topics: [topic] });
+    const partitions = rows.find((r) => r.topic === topic)?.partitions ?? [];
+    return partitions
+      .map((p) => ({ partition: p.partition, offset: Number(p.offset) }))
+      .sort((a, b) => a.partition - b.partition);
+  }
+
+  async offsetsForTimestamp(
+    topic: string,
+    timestamp: number,
+  ): Promise<{ partition: number; offset: string }[]> {
+    const rows = await (await this.getAdmin()).fetchTopicOffsetsByTimestamp(topic, timestamp);
+    return rows.map((r) => ({ partition: r.partition, offset: r.offset }));
+  }
+
+  async describeCluster(): Promise<ClusterInfo> {
+    const info = await (await this.getAdmin()).describeCluster();
+    return {
+      clusterId: info.clusterId,
+      controller: info.controller,
+      brokers: info.brokers.map((b) => ({ nodeId: b.nodeId, host: b.host, port: b.port })),
+    };
+  }
+
+  /** Reads configuration values of one broker. */
+  async brokerConfig(brokerId: number, names: string[]): Promise<Record<string, string>> {
+    const res = await (await this.getAdmin()).describeConfigs({
+      includeSynonyms: false,
+      resources: [{ type: ConfigResourceTypes.BROKER, name: String(brokerId), configNames: names }],
+    });
+    const out: Record<string, string> = {};
+    for (const entry of res.resources[0]?.configEntries ?? []) out[entry.configName] = entry.configValue;
+    return out;
+  }
+
+  async deleteGroups(groupIds: string[]): Promise<void> {
+    await (await this.getAdmin()).deleteGroups(groupIds);
+  }
+
+  producer(config: ProducerConfig): DriverProducer {
+    return new RotatingProducer(this.kafka, config);
+  }
+
+  consumer(config: ConsumerConfig, handlers: ConsumerHandlers): DriverConsumer {
+    return new GroupConsumer(this.kafka, config, handlers, this.config.logger);
+  }
+
+  async close(): Promise<void> {
+    const admin = this.admin ?? (await this.adminConnecting?.catch(() => undefined));
+    this.admin = undefined;
+    this.adminConnecting = undefined;
+    await admin?.disconnect();
+  }
+}
+
+/**
+ * kafkajs rolls back an idempotent producer's sequence numbers when a send finally fails; if the
+ * broker did write that request, the next batch would reuse its sequence numbers and could be taken
+ * for a duplicate. After any failed send the producer is replaced (a new producer id starts fresh
+ * sequences), so a failure never leaks into later sends.
+ */
+class RotatingProducer implements DriverProducer {
+  private current: Producer | undefined;
+  private connecting: Promise<Producer> | undefined;
+  private closed = false;
+
+  constructor(
+    private readonly kafka: KafkaClient,
+    private readonly config: ProducerConfig,
+  ) {}
+
+  private create(): Promise<Producer> {
+    if (this.current) return Promise.resolve(this.current);
+    if (!this.connecting) {
+      const producer = this.kafka.producer({
+        idempotent: this.config.idempotent,
+        maxInFlightRequests: this.config.idempotent ? 1 : undefined,
+        createPartitioner: Partitioners.DefaultPartitioner,
+        allowAutoTopicCreation: false,
+        retry: {
+          retries: this.config.retry.retries,
+          initialRetryTime: this.config.retry.initialRetryTimeMs,
+          maxRetryTime: this.config.retry.maxRetryTimeMs,
+          factor: 0.2,
+          multiplier: 2,
+        },
+      });
+      this.connecting = producer.connect().then(
+        () => {
+          this.connecting = undefined;
+          if (this.closed) {
+            void producer.disconnect().catch(() => {});
+            throw new Error('producer closed');
+          }
+          this.current = producer;
+          return producer;
+        },
+        async (err: unknown) => {
+          this.connecting = undefined;
+          await producer.disconnect().catch(() => {});
+          throw err;
+        },
+      );
+    }
+    return this.connecting;
+  }
+
+  async connect(): Promise<void> {
+    await this.create();
+  }
+
+  async send(batches: TopicRecords[]): Promise<void> {
+    const producer = await this.create();
+    try {
+      await producer.sendBatch({
+        acks: this.config.acks,
+        timeout: this.config.ackTimeoutMs,
+        compression: this.config.compression === 'gzip' ? CompressionTypes.GZIP : CompressionTypes.None,
+        topicMessages: batches.map((b) => ({
+          topic: b.topic,
+          messages: b.records.map((r) => ({
+            key: r.key === undefined ? null : r.key,
+            value: toBuffer(r.value),
+            headers: toHeaders(r.headers),
+          })),
+        })),
+      });
+    } catch (err) {
+      if (this.config.idempotent && this.current === producer) {
+        this.current = undefined;
+        void producer.disconnect().catch(() => {});
+      }
+      throw err;
+    }
+  }
+
+  async disconnect(): Promise<void> {
+    this.closed = true;
+    const producer = this.current ?? (await this.connecting?.catch(() => undefined));
+    this.current = undefined;
+    await producer?.disconnect();
+  }
+}
+
+/**
+ * One group member. kafkajs restarts a crashed consumer by itself when the error is retriable; when
+ * it gives up, this wrapper builds a fresh consumer after a delay so a subscription outlives any
+ * broker outage.
+ */
+class GroupConsumer implements DriverConsumer {
+  private consumer: Consumer | undefined;
+  private stopped = false;
+  private restartTimer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly kafka: KafkaClient,
+    private readonly config: ConsumerConfig,
+    private readonly handlers: ConsumerHandlers,
+    private readonly logger: Logger,
+  ) {}
+
+  async start(): Promise<void> {
+    const consumer = this.kafka.consumer({
+      groupId: this.config.groupId,
+      sessionTimeout: this.config.sessionTimeoutMs,
+      rebalanceTimeout: this.config.rebalanceTimeoutMs,
+      heartbeatInterval: this.config.heartbeatIntervalMs,
+      maxWaitTimeInMs: this.config.maxWaitTimeMs,
+      maxBytesPerPartition: this.config.maxBytesPerPartition,
+      allowAutoTopicCreation: false,
+    });
+    this.consumer = consumer;
+    consumer.on(consumer.events.GROUP_JOIN, (event) => {
+      const assignment = new Map<string, number[]>();
+      for (const [topic, partitions] of Object.entries(event.payload.memberAssignment)) {
+        assignment.set(topic, [...partitions]);
+      }
+      this.handlers.onAssignment(event.payload.memberId, assignment);
+    });
+    consumer.on(consumer.events.CRASH, (event) => {
+      const { error, restart } = event.payload;
+      this.handlers.onCrash?.(error, restart || !this.stopped);
+      if (!restart && !this.stopped && this.consumer === consumer) this.scheduleRestart();
+    });
+    await consumer.connect();
+    await consumer.subscribe({ topics: this.config.topics, fromBeginning: this.config.fromBeginning });
+    await consumer.run({
+      autoCommit: false,
+      eachBatchAutoResolve: false,
+      partitionsConsumedConcurrently: this.config.partitionsConsumedConcurrently,
+      eachBatch: async (payload) => {
+        const { batch } = payload;
+        await this.handlers.onBatch(
+          { topic: batch.topic, partition: batch.partition, records: batch.messages.map(toRecord) },
+          {
+            resolve: (offset) => payload.resolveOffset(offset),
+            heartbeat: () => payload.heartbeat(),
+            isActive: () => payload.isRunning() && !payload.isStale() && !this.stopped,
+          },
+        );
+      },
+    });
+  }
+
+  private scheduleRestart(): void {
+    clearTimeout(this.restartTimer);
+    this.restartTimer = setTimeout(() => {
+      if (this.stopped) return;
+      const old = this.consumer;
+      this.consumer = undefined;
+      void (async () => {
+        await old?.disconnect().catch(() => {});
+        if (this.stopped) return;
+        try {
+          await this.start();
+        } catch (err) {
+          this.logger.warn({ err, groupId: this.config.groupId }, 'kafka consumer restart failed; retrying');
+          this.scheduleRestart();
+        }
+      })();
+    }, this.config.restartDelayMs);
+    this.restartTimer.unref?.();
+  }
+
+  pause(topic: string, partitions?: number[]): void {
+    this.consumer?.pause([partitions ? { topic, partitions } : { topic }]);
+  }
+
+  resume(topic: string, partitions?: number[]): void {
+    this.consumer?.resume([partitions ? { topic, partitions } : { topic }]);
+  }
+
+  seek(topic: string, partition: number, offset: string): void {
+    try {
+      this.consumer?.seek({ topic, partition, offset });
+    } catch (err) {
+      // Between a crash and the restart there is no group to seek in; the partition then restarts
+      // from its committed offset, which is at or before the sought one.
+      this.logger.debug({ err, topic, partition }, 'kafka seek skipped: consumer restarting');
+    }
+  }
+
+  async commit(offsets: { topic: string; partition: number; offset: string }[]): Promise<void> {
+    if (offsets.length === 0 || !this.consumer) return;
+    await this.consumer.commitOffsets(offsets);
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.restartTimer);
+    const consumer = this.consumer;
+    this.consumer = undefined;
+    await consumer?.disconnect();
+  }
+}

@@ -1,0 +1,200 @@
+/** Options of the Kafka transport: one zod schema validated at construction, and the `kafka://` URL form. */
+import { ConfigError, redactUrl } from '@omnibus/core';
+import { z } from 'zod';
+
+const hostPort = z.string().regex(/^[^\s:/,]+:\d{1,5}$/, 'expected "host:port"');
+const positiveInt = z.number().int().positive();
+const nonNegativeInt = z.number().int().nonnegative();
+
+export const DEFAULT_RETRY_TIERS_MS = [1_000, 5_000, 30_000, 120_000, 600_000, 3_600_000] as const;
+
+// Kafka's broker default message.max.bytes; read from the broker at connect when it allows it.
+export const DEFAULT_BROKER_MESSAGE_MAX_BYTES = 1_048_588;
+
+export const kafkaOptionsSchema = z
+  .object({
+    /** Bootstrap brokers, `host:port`. Defaults to the KAFKA_BROKERS environment variable. */
+    brokers: z.array(hostPort).min(1).optional(),
+    /** Client id sent to the broker; defaults to `omnibus-<service>`. */
+    clientId: z.string().min(1).optional(),
+    /** `true` or Node TLS options, passed to the client as is. */
+    ssl: z.union([z.boolean(), z.record(z.string(), z.unknown())]).optional(),
+    sasl: z
+      .object({
+        mechanism: z.enum(['plain', 'scram-sha-256', 'scram-sha-512']),
+        username: z.string().min(1),
+        password: z.string(),
+      })
+      .optional(),
+    connectionTimeoutMs: positiveInt.default(3_000),
+    requestTimeoutMs: positiveInt.default(30_000),
+    /** Client-level retry of connections and requests (admin, consumers). */
+    retry: z
+      .object({
+        retries: nonNegativeInt.default(8),
+        initialRetryTimeMs: positiveInt.default(300),
+        maxRetryTimeMs: positiveInt.default(30_000),
+      })
+      .default({ retries: 8, initialRetryTimeMs: 300, maxRetryTimeMs: 30_000 }),
+
+    /** Partitions of topics this transport creates. */
+    partitions: positiveInt.default(3),
+    replicationFactor: positiveInt.default(1),
+    /** Partitions of each retry-tier topic; defaults to `partitions`. */
+    retryPartitions: positiveInt.optional(),
+    /** Partitions of each dead-letter topic; defaults to `partitions`. */
+    deadLetterPartitions: positiveInt.optional(),
+    /** Topic-level configs for topics this transport creates, e.g. `{ 'retention.ms': '604800000' }`. */
+    topicConfig: z.record(z.string(), z.string()).default({}),
+    /** Create a topic on first publish when it does not exist (the broker's auto-creation stays off). */
+    autoCreateTopics: z.boolean().default(true),
+
+    /** Idempotent producer (no duplicates from the client's own retries); requires acks 'all'. */
+    idempotent: z.boolean().default(true),
+    acks: z.enum(['all', 'leader', 'none']).default('all'),
+    compression: z.enum(['none', 'gzip']).default('none'),
+    /** How long concurrent publishes are gathered into one request; 0 sends at once. */
+    lingerMs: nonNegativeInt.default(5),
+    /** A request is sent as soon as this many bytes are gathered (a bigger single message goes alone). */
+    batchMaxBytes: positiveInt.default(512 * 1024),
+    /** Requests in flight at once per transport; more publishes wait and are gathered meanwhile. */
+    maxInFlightSends: positiveInt.default(1),
+    /** A publish not acknowledged within this time rejects with PublishError TIMEOUT. */
+    sendTimeoutMs: positiveInt.default(30_000),
+    /** Largest wire message accepted; defaults to the broker's message.max.bytes minus record overhead. */
+    maxMessageBytes: positiveInt.optional(),
+
+    /** Fixed delays (ms) of the retry-tier topics; a delay is rounded up to one, longer ones are chained. */
+    retryTiersMs: z
+      .array(positiveInt)
+      .min(1)
+      .default([...DEFAULT_RETRY_TIERS_MS])
+      .refine((tiers) => tiers.every((t, i) => i === 0 || t > tiers[i - 1]!), 'must be strictly increasing'),
+    /** How often settled offsets are committed. */
+    commitIntervalMs: positiveInt.default(1_000),
+    sessionTimeoutMs: positiveInt.default(30_000),
+    heartbeatIntervalMs: positiveInt.default(3_000),
+    rebalanceTimeoutMs: positiveInt.default(60_000),
+    /** Longest a fetch waits for data; also bounds how soon a resumed or sought partition is fetched. */
+    maxWaitTimeMs: positiveInt.default(1_000),
+    /** Fetch wait of the retry-tier consumer: how late after its due time a retry may start. */
+    retryMaxWaitTimeMs: positiveInt.default(250),
+    maxBytesPerPartition: positiveInt.default(1_048_576),
+    partitionsConsumedConcurrently: positiveInt.default(3),
+    /** Delay before re-creating a consumer the client gave up on (e.g. after a long broker outage). */
+    consumerRestartDelayMs: positiveInt.default(2_000),
+  })
+  .strict()
+  .superRefine((o, ctx) => {
+    if (o.idempotent && o.acks !== 'all') {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['acks'],
+        message: "the idempotent producer requires acks 'all'",
+      });
+    }
+    if (o.heartbeatIntervalMs >= o.sessionTimeoutMs) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['heartbeatIntervalMs'],
+        message: 'must be lower than sessionTimeoutMs',
+      });
+    }
+  });
+
+export type KafkaTransportOptions = z.input<typeof kafkaOptionsSchema>;
+export type ResolvedKafkaOptions = z.output<typeof kafkaOptionsSchema> & { brokers: string[] };
+
+/** Validates options once; a bad value throws ConfigError naming the option's path. */
+export function resolveOptions(input: unknown): ResolvedKafkaOptions {
+  const parsed = kafkaOptionsSchema.safeParse(input ?? {});
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    const field = issue.path.length > 0 ? issue.path.map(String).join('.') : (unrecognizedKey(issue) ?? '');
+    throw new ConfigError(field, issue.message, { cause: parsed.error });
+  }
+  const options = parsed.data;
+  let brokers = options.brokers;
+  if (!brokers) {
+    const env = process.env.KAFKA_BROKERS;
+    if (!env) throw new ConfigError('brokers', 'required (or set KAFKA_BROKERS)');
+    brokers = env
+      .split(',')
+      .map((b) => b.trim())
+      .filter(Boolean);
+    const bad = brokers.find((b) => !hostPort.safeParse(b).success);
+    if (bad !== undefined || brokers.length === 0) {
+      throw new ConfigError(
+        'brokers',
+        `KAFKA_BROKERS must be comma-separated host:port, got ${JSON.stringify(bad ?? env)}`,
+      );
+    }
+  }
+  return { ...options, brokers };
+}
+
+function unrecognizedKey(issue: { code: string }): string | undefined {
+  const keys = (issue as { keys?: unknown }).keys;
+  return issue.code === 'unrecognized_keys' && Array.isArray(keys) ? String(keys[0]) : undefined;
+}
+
+const URL_NUMBERS = new Set([
+  'partitions',
+  'replicationFactor',
+  'retryPartitions',
+  'deadLetterPartitions',
+  'lingerMs',
+  'batchMaxBytes',
+  'maxInFlightSends',
+  'sendTimeoutMs',
+  'maxMessageBytes',
+  'connectionTimeoutMs',
+  'requestTimeoutMs',
+  'commitIntervalMs',
+  'sessionTimeoutMs',
+  'heartbeatIntervalMs',
+  'rebalanceTimeoutMs',
+  'maxWaitTimeMs',
+  'retryMaxWaitTimeMs',
+  'maxBytesPerPartition',
+  'partitionsConsumedConcurrently',
+]);
+const URL_BOOLEANS = new Set(['ssl', 'idempotent', 'autoCreateTopics']);
+const URL_STRINGS = new Set(['clientId', 'acks', 'compression']);
+
+/**
+ * `kafka://[user:password@]host:port[,host:port…][?option=value…]`; `kafka+ssl://` turns TLS on.
+ * Credentials need `sasl=plain|scram-sha-256|scram-sha-512`. Explicit options win over the URL.
+ */
+export function optionsFromUrl(url: string, options: Record<string, unknown> = {}): KafkaTransportOptions {
+  const match = /^(kafka|kafka\+ssl):\/\/(?:([^@/?]*)@)?([^/?]*)\/?(?:\?(.*))?$/i.exec(url);
+  if (!match)
+    throw new ConfigError('url', `expected kafka://host:port[,host:port…][?options], got ${redactUrl(url)}`);
+  const [, scheme, userinfo, hosts, query] = match;
+  const out: Record<string, unknown> = {};
+  if (hosts) out.brokers = hosts.split(',').filter(Boolean);
+  if (scheme!.toLowerCase() === 'kafka+ssl') out.ssl = true;
+  let mechanism: string | undefined;
+  for (const [name, value] of new URLSearchParams(query ?? '')) {
+    if (name === 'sasl') mechanism = value;
+    else if (name === 'retryTiersMs') out.retryTiersMs = value.split(',').map(Number);
+    else if (URL_NUMBERS.has(name)) out[name] = Number(value);
+    else if (URL_BOOLEANS.has(name)) {
+      if (value !== 'true' && value !== 'false')
+        throw new ConfigError(name, `expected true or false, got ${JSON.stringify(value)}`);
+      out[name] = value === 'true';
+    } else if (URL_STRINGS.has(name)) out[name] = value;
+    else throw new ConfigError(name, 'unknown kafka:// URL option');
+  }
+  if (userinfo) {
+    const [user, ...rest] = userinfo.split(':');
+    out.sasl = {
+      mechanism: mechanism ?? 'plain',
+      username: decodeURIComponent(user ?? ''),
+      password: decodeURIComponent(rest.join(':')),
+    };
+  } else if (mechanism) {
+    throw new ConfigError('sasl', 'a SASL mechanism needs user:password in the URL');
+  }
+  return { ...out, ...options } as KafkaTransportOptions;
+}

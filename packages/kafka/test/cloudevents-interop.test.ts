@@ -1,0 +1,126 @@
+/** Interop with the official CloudEvents SDK's Kafka binding, both directions, through the real broker. */
+import { CloudEvent, Kafka as CloudEventsKafka, type KafkaMessage } from 'cloudevents';
+import type { Consumer } from 'kafkajs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { KafkaTransport } from '../src/index.js';
+import {
+  Collector,
+  connected,
+  deleteTopics,
+  envelope,
+  rawKafka,
+  requireBroker,
+  unique,
+  waitFor,
+} from './helpers.js';
+
+const PREFIX = unique('omnibus-kce');
+
+describe('CloudEvents SDK interop (Kafka binding, binary mode)', () => {
+  let transport: KafkaTransport;
+  const consumers: Consumer[] = [];
+
+  beforeAll(async () => {
+    await requireBroker();
+    transport = await connected();
+  });
+
+  afterAll(async () => {
+    for (const c of consumers) await c.disconnect().catch(() => {});
+    await transport?.close();
+    await deleteTopics(PREFIX);
+  });
+
+  it('a record the transport produced is read by Kafka.toEvent with every attribute intact', async () => {
+    const topic = `${PREFIX}-out`;
+    const env = envelope({
+      key: 'customer-42',
+      causationId: 'cause-1',
+      correlationId: 'corr-1',
+      version: 3,
+      time: Date.parse('2025-03-04T05:06:07.089Z'),
+      traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01',
+      headers: { tenant: 'acme' },
+      data: Buffer.from(JSON.stringify({ orderId: 'o-1', totalCents: 4200 })),
+    });
+    await transport.publish(topic, [transport.encode(env)]);
+
+    const consumer = rawKafka().consumer({ groupId: unique('ce-reader'), maxWaitTimeInMs: 200 });
+    consumers.push(consumer);
+    await consumer.connect();
+    await consumer.subscribe({ topics: [topic], fromBeginning: true });
+    const messages: KafkaMessage[] = [];
+    await consumer.run({
+      eachMessage: async ({ message }) => {
+        const headers: Record<string, string> = {};
+        for (const [k, v] of Object.entries(message.headers ?? {})) headers[k] = String(v);
+        messages.push({ key: message.key!.toString(), value: message.value!, headers, body: message.value });
+      },
+    });
+    const message = await waitFor('the record', () => messages[0]);
+    expect(CloudEventsKafka.isEvent(message)).toBe(true);
+    const event = CloudEventsKafka.toEvent(message) as CloudEvent<{ orderId: string; totalCents: number }>;
+    expect(event.specversion).toBe('1.0');
+    expect(event.id).toBe(env.id);
+    expect(event.type).toBe(env.type);
+    expect(event.source).toBe(env.source);
+    expect(event.time).toBe('2025-03-04T05:06:07.089Z');
+    expect(event.datacontenttype).toBe('application/json');
+    expect(event.correlationid).toBe('corr-1');
+    expect(event.causationid).toBe('cause-1');
+    expect(String(event.schemaversion)).toBe('3');
+    expect(event.partitionkey).toBe('customer-42');
+    expect(event.data).toEqual({ orderId: 'o-1', totalCents: 4200 });
+    // Trace context and user headers stay plain headers, where tracing tools look for them.
+    expect(message.headers.traceparent).toBe(env.traceparent);
+    expect(message.headers.tenant).toBe('acme');
+  });
+
+  it('a record made by Kafka.binary(new CloudEvent(...)) is decoded by the transport', async () => {
+    const topic = `${PREFIX}-in`;
+    const event = new CloudEvent({
+      id: 'sdk-event-1',
+      type: 'order.placed',
+      source: '/sdk/tests',
+      time: '2025-01-02T03:04:05.678Z',
+      datacontenttype: 'application/json',
+      partitionkey: 'customer-7',
+      correlationid: 'corr-sdk',
+      schemaversion: '2',
+      data: { orderId: 'o-9' },
+    });
+    const message = CloudEventsKafka.binary(event);
+    const c = new Collector();
+    c.listener = (d) => void d.ack();
+    const sub = await transport.subscribe(
+      { topic, group: 'g', patterns: ['#'], maxInFlight: 4 },
+      c.onDelivery,
+    );
+
+    const producer = rawKafka().producer();
+    await producer.connect();
+    const headers: Record<string, string> = {};
+    for (const [k, v] of Object.entries(message.headers)) if (v !== undefined) headers[k] = String(v);
+    await producer.send({
+      topic,
+      messages: [{ key: String(message.key), value: JSON.stringify(message.value), headers }],
+    });
+    await producer.disconnect();
+
+    const delivery = await waitFor('the delivery', () => c.deliveries[0]);
+    const decoded = transport.decode(delivery.wire);
+    expect(decoded).toMatchObject({
+      id: 'sdk-event-1',
+      type: 'order.placed',
+      source: '/sdk/tests',
+      time: Date.parse('2025-01-02T03:04:05.678Z'),
+      contentType: 'application/json',
+      key: 'customer-7',
+      correlationId: 'corr-sdk',
+      version: 2,
+    });
+    expect(JSON.parse(Buffer.from(decoded.data).toString())).toEqual({ orderId: 'o-9' });
+    expect(decoded.headers).toEqual({});
+    await sub.close();
+  });
+});

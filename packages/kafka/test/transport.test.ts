@@ -1,0 +1,260 @@
+/** The transport end to end on the real broker: publish, consume, provisioning, figures, failures. */
+import { ConfigError, DecodeError, type Delivery, ErrorCode, PublishError } from '@omnibus/core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { KafkaTransport, transportFromUrl } from '../src/index.js';
+import {
+  BROKERS,
+  Collector,
+  connected,
+  deleteTopics,
+  envelope,
+  rawKafka,
+  requireBroker,
+  unique,
+  waitFor,
+} from './helpers.js';
+
+const PREFIX = unique('omnibus-kt');
+
+describe('kafka transport', () => {
+  let transport: KafkaTransport;
+
+  beforeAll(async () => {
+    await requireBroker();
+    transport = await connected();
+  });
+
+  afterAll(async () => {
+    await transport?.close();
+    await deleteTopics(PREFIX);
+  });
+
+  it('publishes and delivers CloudEvents binary records to a group, keys choosing partitions', async () => {
+    const topic = `${PREFIX}-basic`;
+    const c = new Collector();
+    c.listener = (d) => void d.ack();
+    const sub = await transport.subscribe(
+      { topic, group: 'g', patterns: ['#'], maxInFlight: 16 },
+      c.onDelivery,
+    );
+    const envs = Array.from({ length: 40 }, (_, i) => envelope({ key: `customer-${i % 7}` }));
+    await Promise.all(envs.map((e) => transport.publish(topic, [transport.encode(e)])));
+    await waitFor('40 deliveries', () => c.deliveries.length >= 40);
+    const decoded = c.deliveries.map((d) => transport.decode(d.wire));
+    expect(new Set(decoded.map((e) => e.id))).toEqual(new Set(envs.map((e) => e.id)));
+    const first = decoded.find((e) => e.id === envs[0]!.id)!;
+    expect(first).toMatchObject({
+      type: envs[0]!.type,
+      source: envs[0]!.source,
+      key: 'customer-0',
+      version: 1,
+    });
+    expect(Buffer.from(first.data).toString()).toBe(Buffer.from(envs[0]!.data).toString());
+    expect(c.deliveries[0]!.wire.headers.ce_specversion).toBe('1.0');
+    expect(c.deliveries[0]!.wire.headers['content-type']).toBe('application/json');
+    expect(c.deliveries.every((d) => d.previousAttempts === 0 && d.group === 'g' && d.topic === topic)).toBe(
+      true,
+    );
+
+    // Same key, same partition: read the records back raw and compare partitions per key.
+    const admin = rawKafka().admin();
+    await admin.connect();
+    const offsets = await admin.fetchTopicOffsets(topic);
+    await admin.disconnect();
+    expect(offsets.filter((o) => Number(o.high) > 0).length).toBeGreaterThan(1);
+    await sub.close();
+  });
+
+  it('reports lag per partition and in total, and health from the cluster', async () => {
+    const topic = `${PREFIX}-stats`;
+    await transport.provision(topic, [{ group: 'g', patterns: ['#'] }]);
+    await transport.publish(
+      topic,
+      Array.from({ length: 9 }, (_, i) => transport.encode(envelope({ key: `k${i}` }))),
+    );
+    const before = await transport.stats(topic, 'g');
+    expect(before.lag).toBe(9);
+    expect(before.messages).toBe(9);
+    expect(before['lag.0']! + before['lag.1']! + before['lag.2']!).toBe(9);
+
+    const c = new Collector();
+    c.listener = (d) => void d.ack();
+    const sub = await transport.subscribe(
+      { topic, group: 'g', patterns: ['#'], maxInFlight: 4 },
+      c.onDelivery,
+    );
+    await waitFor('9 deliveries', () => c.deliveries.length >= 9);
+    await sub.close();
+    const after = await transport.stats(topic, 'g');
+    expect(after.lag).toBe(0);
+
+    const health = await transport.health();
+    expect(health.ok).toBe(true);
+    expect(health.details.brokers).toBeGreaterThan(0);
+  });
+
+  it('reads maxMessageBytes from the broker and rejects oversize records as TOO_LARGE', async () => {
+    const topic = `${PREFIX}-large`;
+    expect(transport.capabilities.maxMessageBytes).toBeGreaterThan(900_000);
+    expect(transport.capabilities.maxMessageBytes).toBeLessThan(1_048_588);
+    const atLimit = envelope({ data: Buffer.alloc(transport.capabilities.maxMessageBytes - 600, 97) });
+    await transport.publish(topic, [transport.encode(atLimit)]);
+    const tooLarge = envelope({ data: Buffer.alloc(1_100_000, 97) });
+    const err = await transport.publish(topic, [transport.encode(tooLarge)]).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(PublishError);
+    expect((err as PublishError).code).toBe(ErrorCode.TOO_LARGE);
+  });
+
+  it('decode throws DecodeError for garbage and survives garbage header bytes', async () => {
+    const topic = `${PREFIX}-garbage`;
+    await transport.provision(topic, [{ group: 'g', patterns: ['#'] }]);
+    const producer = rawKafka().producer();
+    await producer.connect();
+    await producer.send({
+      topic,
+      messages: [
+        {
+          value: Buffer.from([0xff, 0x00, 0xfe]),
+          headers: { ce_type: Buffer.from([0xc3, 0x28]), junk: Buffer.from([0xff]) },
+        },
+        { value: null },
+      ],
+    });
+    await producer.disconnect();
+    const c = new Collector();
+    c.listener = (d) => void d.ack();
+    const sub = await transport.subscribe(
+      { topic, group: 'g', patterns: ['#'], maxInFlight: 4 },
+      c.onDelivery,
+    );
+    await waitFor('2 deliveries', () => c.deliveries.length >= 2);
+    for (const d of c.deliveries) expect(() => transport.decode(d.wire)).toThrow(DecodeError);
+    expect(c.deliveries.some((d) => d.wire.body.byteLength === 0)).toBe(true);
+    await sub.close();
+  });
+
+  it('batches concurrent publishes and resolves each when acknowledged', async () => {
+    const topic = `${PREFIX}-batch`;
+    const t = await connected({ lingerMs: 20 });
+    try {
+      const many = Array.from({ length: 500 }, (_, i) => envelope({ key: `k${i}` }));
+      await Promise.all(many.map((e) => t.publish(topic, [t.encode(e)])));
+      expect((await t.stats(topic)).messages).toBe(500);
+    } finally {
+      await t.close();
+    }
+  });
+
+  it('rejects a publish after close with CLOSED', async () => {
+    const t = await connected();
+    await t.close();
+    const err = await t.publish(`${PREFIX}-closed`, [t.encode(envelope())]).catch((e: unknown) => e);
+    expect((err as PublishError).code).toBe(ErrorCode.CLOSED);
+  });
+
+  it('fails to connect quickly to a closed port', async () => {
+    const t = new KafkaTransport({
+      brokers: ['127.0.0.1:1'],
+      connectionTimeoutMs: 500,
+      retry: { retries: 1, initialRetryTimeMs: 100, maxRetryTimeMs: 200 },
+    });
+    const started = Date.now();
+    await expect(t.connect({ logger: silent, service: 'x' })).rejects.toMatchObject({
+      code: ErrorCode.CONNECTION,
+    });
+    expect(Date.now() - started).toBeLessThan(15_000);
+  });
+
+  it('validates options and URLs with ConfigError naming the field', () => {
+    expect(() => new KafkaTransport({ brokers: ['nope'] })).toThrow(ConfigError);
+    expect(() => new KafkaTransport({ brokers: BROKERS, lingerMs: -1 })).toThrow(/lingerMs/);
+    expect(() => new KafkaTransport({ brokers: BROKERS, idempotent: true, acks: 'leader' })).toThrow(/acks/);
+    expect(() => new KafkaTransport({ brokers: BROKERS, retryTiersMs: [5000, 1000] })).toThrow(
+      /retryTiersMs/,
+    );
+    expect(() => transportFromUrl('kafka://127.0.0.1:9092?bogus=1')).toThrow(/bogus/);
+    const t = transportFromUrl(
+      'kafka+ssl://user:s3cret@h1:9092,h2:9093?sasl=scram-sha-512&partitions=6',
+    ) as KafkaTransport;
+    expect(t.options.brokers).toEqual(['h1:9092', 'h2:9093']);
+    expect(t.options.ssl).toBe(true);
+    expect(t.options.sasl).toEqual({ mechanism: 'scram-sha-512', username: 'user', password: 's3cret' });
+    expect(t.options.partitions).toBe(6);
+    try {
+      transportFromUrl('kafka://user:s3cret@h1:9092?partitions=zero');
+      expect.unreachable();
+    } catch (err) {
+      expect(err).toBeInstanceOf(ConfigError);
+      expect(String((err as Error).message)).not.toContain('s3cret');
+    }
+  });
+
+  it('declares its capabilities', () => {
+    const caps = transport.capabilities;
+    expect(caps).toMatchObject({
+      consumerGroups: true,
+      fanOut: true,
+      patternRouting: false,
+      ordering: 'group',
+      keyAffinity: true,
+      replay: true,
+      nativeDelay: true,
+      nativeDeadLetter: false,
+      persistent: true,
+    });
+    expect(caps.maxDelayMs).toBe(Number.POSITIVE_INFINITY);
+    expect(caps.delayTiersMs).toEqual([1_000, 5_000, 30_000, 120_000, 600_000, 3_600_000]);
+  });
+
+  it('delivers every message to each group (fan-out)', async () => {
+    const topic = `${PREFIX}-fanout`;
+    const a = new Collector();
+    const b = new Collector();
+    a.listener = (d) => void d.ack();
+    b.listener = (d) => void d.ack();
+    const subA = await transport.subscribe(
+      { topic, group: 'a', patterns: ['#'], maxInFlight: 8 },
+      a.onDelivery,
+    );
+    const subB = await transport.subscribe(
+      { topic, group: 'b', patterns: ['#'], maxInFlight: 8 },
+      b.onDelivery,
+    );
+    await transport.publish(
+      topic,
+      Array.from({ length: 12 }, () => transport.encode(envelope())),
+    );
+    await waitFor('12 each', () => a.deliveries.length >= 12 && b.deliveries.length >= 12);
+    await Promise.all([subA.close(), subB.close()]);
+  });
+
+  it('never holds more than maxInFlight unsettled deliveries', async () => {
+    const topic = `${PREFIX}-inflight`;
+    await transport.publish(
+      topic,
+      Array.from({ length: 60 }, (_, i) => transport.encode(envelope({ key: `k${i}` }))),
+    );
+    const held: Delivery[] = [];
+    let maxHeld = 0;
+    const c = new Collector();
+    c.listener = (d) => {
+      held.push(d);
+      maxHeld = Math.max(maxHeld, held.length);
+    };
+    const sub = await transport.subscribe(
+      { topic, group: 'g', patterns: ['#'], maxInFlight: 5 },
+      c.onDelivery,
+    );
+    let acked = 0;
+    while (acked < 60) {
+      const d = await waitFor('a delivery', () => held.shift());
+      await d.ack();
+      acked++;
+    }
+    expect(maxHeld).toBeLessThanOrEqual(5);
+    expect(maxHeld).toBe(5);
+    await sub.close();
+  });
+});
+
+const silent = { debug() {}, info() {}, warn() {}, error() {} };

@@ -1,0 +1,374 @@
+/**
+ * One subscription: a channel with its own prefetch consuming a group queue (or, for replay, the topic's
+ * stream), the deliveries it hands to the core, and the hand-offs to retry tiers and the dead-letter queue.
+ */
+import {
+  ControlHeader,
+  type Delivery,
+  type Logger,
+  type ReplayFrom,
+  type SubscribeSpec,
+  type TransportSubscription,
+  UnsupportedError,
+  type WireMessage,
+} from '@omnibus/core';
+import type { Channel, ConsumeMessage, Message } from 'amqplib';
+import { AmqpCode, amqpCode, errorText, missingObject } from './amqp-errors.js';
+import type { ConnectionManager } from './connection.js';
+import { names, tierFor } from './naming.js';
+import type { ResolvedOptions } from './options.js';
+import type { Publisher } from './publisher.js';
+import type { Topology } from './topology.js';
+import { previousAttempts, republishOptions, wireFromAmqp } from './wire.js';
+
+export interface SubscriptionDeps {
+  conn: ConnectionManager;
+  topology: Topology;
+  publisher: Publisher;
+  opts: ResolvedOptions;
+  logger: Logger;
+  onClosed(sub: AmqpSubscription): void;
+}
+
+interface ConsumerChannel {
+  ch: Channel;
+  generation: number;
+  alive: boolean;
+  consumerTag: string | undefined;
+}
+
+const RESYNC_DELAY_MS = 1_000;
+
+export class AmqpSubscription implements TransportSubscription {
+  readonly spec: SubscribeSpec;
+  readonly #deps: SubscriptionDeps;
+  readonly #onDelivery: (d: Delivery) => void;
+  readonly #queue: string;
+  readonly #replay: boolean;
+  readonly #prefetch: number;
+  #paused = false;
+  #closed = false;
+  #chan: ConsumerChannel | undefined;
+  #ops: Promise<void> = Promise.resolve();
+  #resyncTimer: NodeJS.Timeout | undefined;
+  /** Hand-offs (retry, dead-letter, chaining) under way: close waits for them before dropping the channel. */
+  #handoffs = 0;
+  #handoffsIdle: (() => void)[] = [];
+  /** Replay: the next stream offset to read after a reconnect. */
+  #nextOffset: number | undefined;
+
+  constructor(spec: SubscribeSpec, onDelivery: (d: Delivery) => void, deps: SubscriptionDeps) {
+    this.spec = spec;
+    this.#deps = deps;
+    this.#onDelivery = onDelivery;
+    this.#replay = spec.group === undefined;
+    this.#queue = this.#replay ? names.streamQueue(spec.topic) : names.groupQueue(spec.topic, spec.group!);
+    this.#prefetch = Math.max(1, Math.min(spec.maxInFlight, deps.opts.prefetch ?? Number.MAX_SAFE_INTEGER));
+  }
+
+  get group(): string {
+    return this.spec.group ?? '';
+  }
+
+  /** First consume: errors (missing queue, refused declare) reach the caller of subscribe. */
+  async start(): Promise<void> {
+    const run = this.#ops.then(() => this.#sync());
+    this.#ops = run.catch(() => {});
+    await run;
+  }
+
+  pause(): void {
+    if (this.#paused || this.#closed) return;
+    this.#paused = true;
+    this.#schedule();
+  }
+
+  resume(): void {
+    if (!this.#paused || this.#closed) return;
+    this.#paused = false;
+    this.#schedule();
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    clearTimeout(this.#resyncTimer);
+    this.#schedule();
+    await this.#ops;
+    if (this.#handoffs > 0) {
+      const deadline = this.#deps.opts.publishTimeoutMs;
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, deadline);
+        this.#handoffsIdle.push(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    }
+    const chan = this.#chan;
+    this.#chan = undefined;
+    // Closing the channel returns whatever is still unsettled to the queue.
+    if (chan?.alive) await chan.ch.close().catch(() => {});
+    this.#deps.onClosed(this);
+  }
+
+  /** Called by the transport after every reconnect. */
+  restore(): void {
+    if (!this.#closed) this.#schedule();
+  }
+
+  #schedule(): void {
+    this.#ops = this.#ops
+      .then(() => this.#sync())
+      .catch((err: unknown) => {
+        this.#deps.logger.error(
+          { transport: 'rabbitmq', queue: this.#queue, err: errorText(err) },
+          'could not (re)start consuming; trying again',
+        );
+        this.#scheduleResync();
+      });
+  }
+
+  #scheduleResync(): void {
+    if (this.#closed || this.#resyncTimer) return;
+    this.#resyncTimer = setTimeout(() => {
+      this.#resyncTimer = undefined;
+      this.#schedule();
+    }, RESYNC_DELAY_MS);
+  }
+
+  /** Brings the broker side in line with the wanted state (consuming, paused, closed). */
+  async #sync(): Promise<void> {
+    const { conn } = this.#deps;
+    let chan = this.#chan;
+    if (this.#closed) {
+      if (chan?.alive && chan.consumerTag) {
+        const tag = chan.consumerTag;
+        chan.consumerTag = undefined;
+        await chan.ch.cancel(tag).catch(() => {});
+      }
+      return;
+    }
+    const model = conn.current;
+    if (!model) return; // the reconnect hook calls again
+    if (!chan?.alive || chan.generation !== conn.generation) {
+      const deadline = Date.now() + this.#deps.opts.publishTimeoutMs;
+      if (this.#replay) await this.#deps.topology.ensureStream(this.spec.topic, deadline);
+      else await this.#deps.topology.ensureGroup(this.spec.topic, this.group, this.spec.patterns, deadline);
+      const ch = await model.createChannel();
+      const fresh: ConsumerChannel = { ch, generation: conn.generation, alive: true, consumerTag: undefined };
+      ch.on('error', (err: Error) => {
+        this.#deps.logger.warn(
+          { transport: 'rabbitmq', queue: this.#queue, err: errorText(err) },
+          'consumer channel closed by the broker',
+        );
+      });
+      ch.on('close', () => {
+        fresh.alive = false;
+        fresh.consumerTag = undefined;
+        // Closed while the connection stays up (e.g. a broker-side error): open a new one.
+        if (!this.#closed && this.#chan === fresh && conn.state === 'open') this.#scheduleResync();
+      });
+      this.#chan = chan = fresh;
+      // Per-consumer prefetch: never more unsettled deliveries than the core allows.
+      await ch.prefetch(this.#prefetch);
+    }
+    if (!this.#paused && !chan.consumerTag) {
+      const target = chan;
+      let reply: { consumerTag: string };
+      try {
+        reply = await chan.ch.consume(this.#queue, (msg) => this.#onMessage(target, msg), {
+          noAck: false,
+          arguments: this.#replay ? { 'x-stream-offset': this.#streamOffset() } : undefined,
+        });
+      } catch (err) {
+        if (amqpCode(err) === AmqpCode.NOT_FOUND) throw missingObject(err, 'queue', this.#queue);
+        throw err;
+      }
+      target.consumerTag = reply.consumerTag;
+    } else if (this.#paused && chan.consumerTag) {
+      const tag = chan.consumerTag;
+      chan.consumerTag = undefined;
+      // basic.cancel stops new deliveries; those already received can still be acked on this channel.
+      await chan.ch.cancel(tag);
+    }
+  }
+
+  #streamOffset(): unknown {
+    if (this.#nextOffset !== undefined) return this.#nextOffset;
+    return streamOffset(this.spec.replay ?? 'earliest');
+  }
+
+  #onMessage(chan: ConsumerChannel, msg: ConsumeMessage | null): void {
+    if (msg === null) {
+      // The broker cancelled the consumer (queue deleted, or a quorum queue lost its members).
+      chan.consumerTag = undefined;
+      this.#deps.logger.warn(
+        { transport: 'rabbitmq', queue: this.#queue },
+        'consumer cancelled by the broker',
+      );
+      if (!this.#replay) this.#deps.topology.forget(this.spec.topic, this.group);
+      this.#scheduleResync();
+      return;
+    }
+    const wire = wireFromAmqp(msg);
+    if (this.#replay) {
+      const offset = msg.properties.headers?.['x-stream-offset'];
+      if (typeof offset === 'number') this.#nextOffset = offset + 1;
+    } else {
+      const dueAt = Number(wire.headers[ControlHeader.dueAt]);
+      const remaining = dueAt - Date.now();
+      if (remaining > 0) {
+        // Back early from the largest tier of a chained delay: round again without bothering the core.
+        void this.#chain(chan, msg, remaining);
+        return;
+      }
+    }
+    const delivery = new AmqpDelivery(this, chan, msg, wire);
+    try {
+      this.#onDelivery(delivery);
+    } catch (err) {
+      this.#deps.logger.error({ transport: 'rabbitmq', err: errorText(err) }, 'delivery callback threw');
+      void delivery.release();
+    }
+  }
+
+  async #chain(chan: ConsumerChannel, msg: ConsumeMessage, remainingMs: number): Promise<void> {
+    const tier = tierFor(remainingMs, this.#deps.opts.delayTiersMs);
+    try {
+      await this.handOff(names.retryQueue(this.spec.topic, this.group, tier), msg, {});
+      settle(chan, this.#deps.conn, (ch) => ch.ack(msg));
+    } catch (err) {
+      this.#deps.logger.warn(
+        { transport: 'rabbitmq', queue: this.#queue, err: errorText(err) },
+        'could not send a delayed message round again; it goes back to the queue',
+      );
+      // Not at once: the broker is in trouble, and an immediate requeue would spin.
+      setTimeout(() => settle(chan, this.#deps.conn, (ch) => ch.nack(msg, false, true)), RESYNC_DELAY_MS);
+    }
+  }
+
+  /** Publishes a copy of `msg` straight to a queue and waits for the confirm. */
+  async handOff(
+    queue: string,
+    msg: Message,
+    controlHeaders: Record<string, string>,
+    drop: readonly string[] = [],
+  ): Promise<void> {
+    this.#handoffs++;
+    try {
+      const deadline = Date.now() + this.#deps.opts.publishTimeoutMs;
+      const options = republishOptions(msg, controlHeaders, drop);
+      await this.#deps.publisher.send(
+        [{ exchange: '', routingKey: queue, content: msg.content, options }],
+        deadline,
+      );
+    } finally {
+      this.#handoffs--;
+      if (this.#handoffs === 0) for (const w of this.#handoffsIdle.splice(0)) w();
+    }
+  }
+
+  get replay(): boolean {
+    return this.#replay;
+  }
+  get deps(): SubscriptionDeps {
+    return this.#deps;
+  }
+}
+
+/** Acks/nacks only on the channel that received the message: a tag on any other channel is a protocol error. */
+function settle(chan: ConsumerChannel, conn: ConnectionManager, fn: (ch: Channel) => void): boolean {
+  if (!chan.alive || chan.generation !== conn.generation) return false;
+  try {
+    fn(chan.ch);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export function streamOffset(from: ReplayFrom): unknown {
+  if (from === 'earliest') return 'first';
+  // `next` is "only what arrives from now on"; `last` would start at the last chunk and replay part of it.
+  if (from === 'latest') return 'next';
+  if ('offset' in from) return Number(from.offset);
+  return { '!': 'timestamp', value: Math.floor(from.timestamp / 1000) };
+}
+
+class AmqpDelivery implements Delivery {
+  readonly wire: WireMessage;
+  readonly topic: string;
+  readonly group: string;
+  readonly previousAttempts: number;
+  readonly redelivered: boolean;
+  readonly receivedAt = Date.now();
+  readonly #sub: AmqpSubscription;
+  readonly #chan: ConsumerChannel;
+  readonly #msg: ConsumeMessage;
+  #state: 'open' | 'settling' | 'settled' = 'open';
+
+  constructor(sub: AmqpSubscription, chan: ConsumerChannel, msg: ConsumeMessage, wire: WireMessage) {
+    this.#sub = sub;
+    this.#chan = chan;
+    this.#msg = msg;
+    this.wire = wire;
+    this.topic = sub.spec.topic;
+    this.group = sub.group;
+    this.previousAttempts = previousAttempts(wire);
+    this.redelivered = msg.fields.redelivered;
+  }
+
+  async ack(): Promise<void> {
+    if (this.#state !== 'open') return;
+    this.#state = 'settled';
+    // If the channel died meanwhile the broker redelivers the message: at-least-once, never lost.
+    settle(this.#chan, this.#sub.deps.conn, (ch) => ch.ack(this.#msg));
+  }
+
+  async release(): Promise<void> {
+    if (this.#state !== 'open') return;
+    this.#state = 'settled';
+    // A stream cannot take a message back; reading it again is a matter of the next replay's offset.
+    if (this.#sub.replay) settle(this.#chan, this.#sub.deps.conn, (ch) => ch.ack(this.#msg));
+    else settle(this.#chan, this.#sub.deps.conn, (ch) => ch.nack(this.#msg, false, true));
+  }
+
+  async retryLater(delayMs: number, controlHeaders: Record<string, string>): Promise<void> {
+    if (this.#sub.replay) throw new UnsupportedError('a replay subscription cannot schedule retries');
+    const tiers = this.#sub.deps.opts.delayTiersMs;
+    const delay = Math.max(0, delayMs);
+    const largest = tiers[tiers.length - 1]!;
+    const headers = { ...controlHeaders };
+    const drop: string[] = [];
+    if (delay > largest) headers[ControlHeader.dueAt] = String(Date.now() + delay);
+    else if (!(ControlHeader.dueAt in headers)) drop.push(ControlHeader.dueAt);
+    const queue = names.retryQueue(this.topic, this.group, tierFor(delay, tiers));
+    await this.#handOffThenAck(queue, headers, drop);
+  }
+
+  async deadLetter(controlHeaders: Record<string, string>): Promise<void> {
+    if (this.#sub.replay) throw new UnsupportedError('a replay subscription has no dead-letter queue');
+    await this.#handOffThenAck(names.deadLetterQueue(this.topic, this.group), controlHeaders, [
+      ControlHeader.dueAt,
+    ]);
+  }
+
+  async #handOffThenAck(
+    queue: string,
+    headers: Record<string, string>,
+    drop: readonly string[],
+  ): Promise<void> {
+    if (this.#state !== 'open') return;
+    this.#state = 'settling';
+    try {
+      await this.#sub.handOff(queue, this.#msg, headers, drop);
+    } catch (err) {
+      // Not settled: the core releases it (or the channel's end returns it to the queue).
+      this.#state = 'open';
+      throw err;
+    }
+    this.#state = 'settled';
+    settle(this.#chan, this.#sub.deps.conn, (ch) => ch.ack(this.#msg));
+  }
+}

@@ -1,0 +1,263 @@
+/**
+ * Declares (or verifies) the broker objects a topic and its groups need, on a dedicated channel that may
+ * die on a refused declare without harming publishing or consuming, and re-declares them after reconnects.
+ */
+import { ConfigError, type Logger } from '@omnibus/core';
+import type { Channel } from 'amqplib';
+import { AmqpCode, amqpCode, declareConflict, errorText, missingObject } from './amqp-errors.js';
+import type { ConnectionManager } from './connection.js';
+import { MAX_NAME_BYTES, names } from './naming.js';
+import type { ResolvedOptions } from './options.js';
+
+/** Serialises RPCs on one long-lived channel and replaces it after the broker closes it on an error. */
+export class AdminChannel {
+  readonly #conn: ConnectionManager;
+  #chain: Promise<unknown> = Promise.resolve();
+  #current: { ch: Channel; generation: number; alive: boolean } | undefined;
+
+  constructor(conn: ConnectionManager) {
+    this.#conn = conn;
+  }
+
+  run<T>(fn: (ch: Channel) => Promise<T>, deadline?: number): Promise<T> {
+    const result = this.#chain.then(() => this.#exec(fn, deadline));
+    this.#chain = result.catch(() => {});
+    return result;
+  }
+
+  async #exec<T>(fn: (ch: Channel) => Promise<T>, deadline: number | undefined): Promise<T> {
+    const model = await this.#conn.whenOpen(deadline);
+    let cur = this.#current;
+    if (!cur?.alive || cur.generation !== this.#conn.generation) {
+      const ch = await model.createChannel();
+      const entry = { ch, generation: this.#conn.generation, alive: true };
+      // A refused declare closes the channel with an error event; the caller already gets the rejection.
+      ch.on('error', () => {});
+      ch.on('close', () => {
+        entry.alive = false;
+      });
+      this.#current = cur = entry;
+    }
+    return fn(cur.ch);
+  }
+
+  async close(): Promise<void> {
+    const cur = this.#current;
+    this.#current = undefined;
+    if (cur?.alive) await cur.ch.close().catch(() => {});
+  }
+}
+
+function checkName(name: string, field: string): void {
+  if (Buffer.byteLength(name, 'utf8') > MAX_NAME_BYTES) {
+    throw new ConfigError(field, `"${name}" is longer than RabbitMQ's ${MAX_NAME_BYTES}-byte name limit`);
+  }
+}
+
+export class Topology {
+  readonly #opts: ResolvedOptions;
+  readonly #conn: ConnectionManager;
+  readonly #admin: AdminChannel;
+  readonly #logger: Logger;
+  /** What this process declared, so it can be declared again on a broker that lost it. */
+  readonly #known = new Map<string, Map<string, Set<string>>>();
+  readonly #knownStreams = new Set<string>();
+  /** Declarations already done on the current connection. */
+  #done = new Map<string, Promise<void>>();
+  #doneGeneration = -1;
+
+  constructor(opts: ResolvedOptions, conn: ConnectionManager, admin: AdminChannel, logger: Logger) {
+    this.#opts = opts;
+    this.#conn = conn;
+    this.#admin = admin;
+    this.#logger = logger;
+  }
+
+  groupQueueArgs(topic: string, group: string): Record<string, unknown> {
+    const args: Record<string, unknown> = {
+      'x-dead-letter-exchange': '',
+      'x-dead-letter-routing-key': names.deadLetterQueue(topic, group),
+    };
+    if (this.#opts.queueType === 'quorum') {
+      args['x-queue-type'] = 'quorum';
+      args['x-dead-letter-strategy'] = 'at-least-once';
+      args['x-overflow'] = 'reject-publish';
+      args['x-delivery-limit'] = this.#opts.deliveryLimit;
+    }
+    if (this.#opts.singleActiveConsumer) args['x-single-active-consumer'] = true;
+    return args;
+  }
+
+  retryQueueArgs(topic: string, group: string, tierMs: number): Record<string, unknown> {
+    const args: Record<string, unknown> = {
+      'x-message-ttl': tierMs,
+      // Through the default exchange straight to this group's queue, so other groups never see the retry.
+      'x-dead-letter-exchange': '',
+      'x-dead-letter-routing-key': names.groupQueue(topic, group),
+    };
+    if (this.#opts.queueType === 'quorum') {
+      args['x-queue-type'] = 'quorum';
+      args['x-dead-letter-strategy'] = 'at-least-once';
+      args['x-overflow'] = 'reject-publish';
+    }
+    return args;
+  }
+
+  deadLetterQueueArgs(): Record<string, unknown> {
+    return this.#opts.queueType === 'quorum' ? { 'x-queue-type': 'quorum' } : {};
+  }
+
+  streamArgs(): Record<string, unknown> {
+    const args: Record<string, unknown> = { 'x-queue-type': 'stream' };
+    const s = this.#opts.streams;
+    if (s?.maxAge) args['x-max-age'] = s.maxAge;
+    if (s?.maxLengthBytes) args['x-max-length-bytes'] = s.maxLengthBytes;
+    return args;
+  }
+
+  /** Makes sure the topic's exchange exists before publishing to it (a missing one would kill the channel). */
+  ensureExchange(topic: string, deadline?: number): Promise<void> {
+    return this.#once(`x|${topic}`, async () => {
+      checkName(topic, 'topic');
+      const create = this.#opts.provision === 'create';
+      await this.#admin.run(async (ch) => {
+        try {
+          if (create) await ch.assertExchange(names.exchange(topic), 'topic', { durable: true });
+          else await ch.checkExchange(names.exchange(topic));
+        } catch (err) {
+          throw this.#declareError(err, 'exchange', topic);
+        }
+      }, deadline);
+      if (create && this.#opts.streams) await this.#declareStream(topic, deadline);
+    });
+  }
+
+  /** Exchange, group queue with its bindings, dead-letter queue and retry tiers (create); existence (verify). */
+  ensureGroup(topic: string, group: string, patterns: readonly string[], deadline?: number): Promise<void> {
+    if (this.#opts.provision === 'none') return Promise.resolve();
+    const sorted = [...new Set(patterns)].sort();
+    const known = this.#known.get(topic) ?? new Map<string, Set<string>>();
+    this.#known.set(topic, known);
+    const set = known.get(group) ?? new Set<string>();
+    for (const p of sorted) set.add(p);
+    known.set(group, set);
+    return this.#once(`g|${topic}|${group}|${sorted.join(',')}`, async () => {
+      checkName(names.retryQueue(topic, group, Math.max(...this.#opts.delayTiersMs)), 'group');
+      await this.ensureExchange(topic, deadline);
+      if (this.#opts.provision === 'create') await this.#declareGroup(topic, group, sorted, deadline);
+      else await this.#verifyGroup(topic, group, deadline);
+    });
+  }
+
+  async ensureStream(topic: string, deadline?: number): Promise<void> {
+    await this.ensureExchange(topic, deadline);
+    if (this.#opts.provision === 'create') return;
+    const name = names.streamQueue(topic);
+    await this.#admin.run(async (ch) => {
+      try {
+        await ch.checkQueue(name);
+      } catch (err) {
+        throw this.#declareError(err, 'queue', name);
+      }
+    }, deadline);
+  }
+
+  /** Declares again everything this process knows about; runs after a reconnect. */
+  async restore(): Promise<void> {
+    if (this.#opts.provision !== 'create') return;
+    for (const [topic, groups] of this.#known) {
+      for (const [group, patterns] of groups) await this.ensureGroup(topic, group, [...patterns]);
+    }
+    for (const topic of this.#knownStreams) await this.ensureExchange(topic);
+  }
+
+  /** Forget what was declared after a queue vanished (deleted by an operator), so it is declared again. */
+  forget(topic: string, group?: string): void {
+    for (const key of [...this.#done.keys()]) {
+      if (key === `x|${topic}` || (group !== undefined && key.startsWith(`g|${topic}|${group}|`))) {
+        this.#done.delete(key);
+      }
+    }
+  }
+
+  #once(key: string, fn: () => Promise<void>): Promise<void> {
+    if (this.#doneGeneration !== this.#conn.generation) {
+      this.#done = new Map();
+      this.#doneGeneration = this.#conn.generation;
+    }
+    let p = this.#done.get(key);
+    if (!p) {
+      p = fn();
+      const done = this.#done;
+      this.#done.set(key, p);
+      // A failure is not remembered: the next call tries again (the operator may have fixed the broker).
+      p.catch(() => {
+        if (done.get(key) === p) done.delete(key);
+      });
+    }
+    return p;
+  }
+
+  async #declareStream(topic: string, deadline?: number): Promise<void> {
+    this.#knownStreams.add(topic);
+    const name = names.streamQueue(topic);
+    checkName(name, 'topic');
+    await this.#admin.run(async (ch) => {
+      try {
+        await ch.assertQueue(name, { durable: true, arguments: this.streamArgs() });
+      } catch (err) {
+        throw this.#declareError(err, 'queue', name);
+      }
+      await ch.bindQueue(name, names.exchange(topic), '#');
+    }, deadline);
+  }
+
+  async #declareGroup(topic: string, group: string, patterns: readonly string[], deadline?: number) {
+    const queue = names.groupQueue(topic, group);
+    const dlq = names.deadLetterQueue(topic, group);
+    await this.#admin.run(async (ch) => {
+      const declare = async (name: string, args: Record<string, unknown>) => {
+        try {
+          await ch.assertQueue(name, { durable: true, arguments: args });
+        } catch (err) {
+          throw this.#declareError(err, 'queue', name);
+        }
+      };
+      // Dead-letter and retry targets first: the group queue's arguments point at them.
+      await declare(dlq, this.deadLetterQueueArgs());
+      await declare(queue, this.groupQueueArgs(topic, group));
+      for (const tier of this.#opts.delayTiersMs) {
+        await declare(names.retryQueue(topic, group, tier), this.retryQueueArgs(topic, group, tier));
+      }
+      for (const pattern of patterns) await ch.bindQueue(queue, names.exchange(topic), pattern);
+    }, deadline);
+    this.#logger.debug({ transport: 'rabbitmq', topic, group, patterns }, 'group topology declared');
+  }
+
+  async #verifyGroup(topic: string, group: string, deadline?: number) {
+    const queues = [
+      names.groupQueue(topic, group),
+      names.deadLetterQueue(topic, group),
+      ...this.#opts.delayTiersMs.map((t) => names.retryQueue(topic, group, t)),
+    ];
+    await this.#admin.run(async (ch) => {
+      for (const name of queues) {
+        try {
+          await ch.checkQueue(name);
+        } catch (err) {
+          throw this.#declareError(err, 'queue', name);
+        }
+      }
+    }, deadline);
+  }
+
+  #declareError(err: unknown, kind: 'queue' | 'exchange', name: string): Error {
+    const code = amqpCode(err);
+    if (code === AmqpCode.PRECONDITION_FAILED) return declareConflict(err, kind, name);
+    if (code === AmqpCode.NOT_FOUND) return missingObject(err, kind, name);
+    if (code === AmqpCode.ACCESS_REFUSED) {
+      return new ConfigError('url', `access to ${kind} "${name}" refused: ${errorText(err)}`, { cause: err });
+    }
+    return err instanceof Error ? err : new Error(String(err));
+  }
+}

@@ -1,0 +1,269 @@
+/** The RabbitMQ Transport: wires connection, topology, publisher and subscriptions to the core's contract. */
+import {
+  type Capabilities,
+  ConfigError,
+  ConnectionError,
+  type Delivery,
+  fromBinary,
+  type HealthReport,
+  type Logger,
+  PublishError,
+  type RawEnvelope,
+  type SubscribeSpec,
+  silentLogger,
+  type Transport,
+  type TransportContext,
+  type TransportSubscription,
+  toBinary,
+  UnsupportedError,
+  type WireMessage,
+  wireSize,
+} from '@omnibus/core';
+import { AmqpCode, amqpCode, errorText } from './amqp-errors.js';
+import { ConnectionManager, NoConnectionError } from './connection.js';
+import { names } from './naming.js';
+import { type RabbitMqOptions, type ResolvedOptions, resolveOptions } from './options.js';
+import { Publisher } from './publisher.js';
+import { AmqpSubscription } from './subscription.js';
+import { AdminChannel, Topology } from './topology.js';
+import { amqpFromWire, binaryMode } from './wire.js';
+
+interface Parts {
+  conn: ConnectionManager;
+  admin: AdminChannel;
+  topology: Topology;
+  publisher: Publisher;
+  logger: Logger;
+}
+
+export class RabbitMqTransport implements Transport {
+  readonly name = 'rabbitmq';
+  readonly capabilities: Capabilities;
+  readonly options: ResolvedOptions;
+  /** The AMQP `connection_name` this transport announces (visible in `rabbitmqctl list_connections`). */
+  readonly connectionName: string;
+  #parts: Parts | undefined;
+  #closed = false;
+  readonly #subs = new Set<AmqpSubscription>();
+
+  constructor(options: RabbitMqOptions) {
+    this.options = resolveOptions(options);
+    const o = this.options;
+    this.connectionName =
+      o.connectionName ?? `omnibus-${process.pid}-${Math.random().toString(36).slice(2, 10)}`;
+    this.capabilities = {
+      consumerGroups: true,
+      fanOut: true,
+      patternRouting: true,
+      ordering: o.singleActiveConsumer ? 'group' : 'process',
+      replay: o.streams !== undefined,
+      nativeDelay: true,
+      // Longer delays are chained through the largest tier, so no delay is ever shortened.
+      maxDelayMs: Number.MAX_SAFE_INTEGER,
+      delayTiersMs: o.delayTiersMs,
+      nativeDeadLetter: true,
+      maxMessageBytes: o.maxMessageBytes,
+      persistent: true,
+      keyAffinity: false,
+    };
+  }
+
+  async connect(ctx: TransportContext): Promise<void> {
+    if (this.#closed) throw new ConfigError('', 'this transport was closed; create a new one');
+    if (this.#parts) return;
+    const logger = ctx.logger ?? silentLogger;
+    const o = this.options;
+    const conn = new ConnectionManager({
+      url: o.url,
+      socketOptions: {
+        ...o.tls,
+        clientProperties: { connection_name: this.connectionName, omnibus_service: ctx.service },
+      },
+      connectTimeoutMs: o.connectTimeoutMs,
+      reconnect: o.reconnect,
+      logger,
+    });
+    const admin = new AdminChannel(conn);
+    const topology = new Topology(o, conn, admin, logger);
+    const publisher = new Publisher(conn, o.confirmWindow, logger);
+    publisher.onMissingExchange = (exchange) => topology.forget(exchange);
+    conn.onOpen(async () => {
+      try {
+        await topology.restore();
+      } finally {
+        // Consumers come back even if re-declaring failed: their queues usually survived the outage.
+        for (const sub of this.#subs) sub.restore();
+      }
+    });
+    this.#parts = { conn, admin, topology, publisher, logger };
+    try {
+      await conn.start();
+    } catch (err) {
+      this.#parts = undefined;
+      throw err;
+    }
+  }
+
+  encode(envelope: RawEnvelope): WireMessage {
+    return toBinary(envelope, binaryMode);
+  }
+
+  decode(wire: WireMessage): RawEnvelope {
+    return fromBinary(wire, binaryMode);
+  }
+
+  async publish(topic: string, messages: readonly WireMessage[]): Promise<void> {
+    const parts = this.#require(true);
+    if (messages.length === 0) return;
+    const deadline = Date.now() + this.options.publishTimeoutMs;
+    for (const m of messages) {
+      const size = wireSize(m);
+      if (size > this.options.maxMessageBytes) {
+        throw new PublishError(
+          'TOO_LARGE',
+          `message of ${size} bytes exceeds maxMessageBytes (${this.options.maxMessageBytes})`,
+        );
+      }
+    }
+    try {
+      await parts.topology.ensureExchange(topic, deadline);
+    } catch (err) {
+      throw publishErrorFrom(err, topic);
+    }
+    const exchange = names.exchange(topic);
+    await parts.publisher.send(
+      messages.map((m) => ({ exchange, ...amqpFromWire(m) })),
+      deadline,
+    );
+  }
+
+  async provision(
+    topic: string,
+    groups: readonly { group: string; patterns: readonly string[] }[],
+  ): Promise<void> {
+    const parts = this.#require();
+    if (this.options.provision === 'none') return;
+    const deadline = Date.now() + this.options.publishTimeoutMs;
+    await parts.topology.ensureExchange(topic, deadline);
+    for (const g of groups) await parts.topology.ensureGroup(topic, g.group, g.patterns, deadline);
+  }
+
+  async subscribe(
+    spec: SubscribeSpec,
+    onDelivery: (delivery: Delivery) => void,
+  ): Promise<TransportSubscription> {
+    const parts = this.#require();
+    if (spec.group === undefined) {
+      if (!this.options.streams) {
+        throw new UnsupportedError(
+          'replay needs a stream queue per topic: create the RabbitMQ transport with streams: true',
+        );
+      }
+    } else if (spec.replay !== undefined) {
+      throw new ConfigError('replay', 'a replay subscription has no group');
+    }
+    if (spec.exclusive && spec.group !== undefined && !this.options.singleActiveConsumer) {
+      throw new ConfigError(
+        'singleActiveConsumer',
+        'an exclusive subscription needs queues declared with x-single-active-consumer: create the RabbitMQ ' +
+          'transport with singleActiveConsumer: true (an existing queue must be re-created to gain it)',
+      );
+    }
+    const sub = new AmqpSubscription(spec, onDelivery, {
+      conn: parts.conn,
+      topology: parts.topology,
+      publisher: parts.publisher,
+      opts: this.options,
+      logger: parts.logger,
+      onClosed: (s) => this.#subs.delete(s),
+    });
+    this.#subs.add(sub);
+    try {
+      await sub.start();
+    } catch (err) {
+      await sub.close();
+      throw err;
+    }
+    return sub;
+  }
+
+  async health(): Promise<HealthReport> {
+    const parts = this.#parts;
+    if (!parts) {
+      return { ok: false, transport: this.name, details: { state: this.#closed ? 'closed' : 'idle' } };
+    }
+    const details = parts.conn.details();
+    details.subscriptions = this.#subs.size;
+    details.publishesInFlight = parts.publisher.inFlight;
+    details.publishesQueued = parts.publisher.queued;
+    return {
+      ok: parts.conn.state === 'open' && details.blocked === undefined,
+      transport: this.name,
+      details,
+    };
+  }
+
+  async stats(topic: string, group?: string): Promise<Record<string, number>> {
+    const parts = this.#require();
+    const deadline = Date.now() + this.options.publishTimeoutMs;
+    const check = (queue: string) =>
+      parts.admin.run(async (ch) => {
+        try {
+          return await ch.checkQueue(queue);
+        } catch (err) {
+          if (amqpCode(err) === AmqpCode.NOT_FOUND) return undefined;
+          throw err;
+        }
+      }, deadline);
+    if (group === undefined) {
+      const stream = this.options.streams ? await check(names.streamQueue(topic)) : undefined;
+      return stream ? { messages: stream.messageCount, consumers: stream.consumerCount } : {};
+    }
+    const q = await check(names.groupQueue(topic, group));
+    if (!q) throw new ConfigError('group', `queue "${names.groupQueue(topic, group)}" does not exist`);
+    const dlq = await check(names.deadLetterQueue(topic, group));
+    const out: Record<string, number> = { messages: q.messageCount, consumers: q.consumerCount };
+    if (dlq) out.deadLetters = dlq.messageCount;
+    return out;
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    const parts = this.#parts;
+    if (!parts) return;
+    await Promise.all([...this.#subs].map((s) => s.close()));
+    await parts.publisher.close(Date.now() + this.options.publishTimeoutMs);
+    await parts.admin.close();
+    await parts.conn.close();
+  }
+
+  #require(forPublish = false): Parts {
+    const problem = this.#closed
+      ? 'the transport is closed'
+      : this.#parts
+        ? undefined
+        : 'call connect() first';
+    if (problem === undefined) return this.#parts!;
+    throw forPublish
+      ? new PublishError('CLOSED', problem)
+      : new ConnectionError(problem, { retryable: false });
+  }
+}
+
+function publishErrorFrom(err: unknown, topic: string): Error {
+  if (err instanceof PublishError) return err;
+  if (err instanceof NoConnectionError) {
+    return new PublishError(err.reason === 'timeout' ? 'TIMEOUT' : 'CLOSED', err.message, { cause: err });
+  }
+  if (err instanceof ConfigError && amqpCode(err.cause) === AmqpCode.NOT_FOUND) {
+    return new PublishError('UNROUTABLE', `exchange "${topic}" does not exist: ${err.message}`, {
+      cause: err,
+    });
+  }
+  if (err instanceof ConfigError) return err;
+  return new PublishError('PUBLISH_FAILED', `could not prepare exchange "${topic}": ${errorText(err)}`, {
+    cause: err,
+    retryable: true,
+  });
+}

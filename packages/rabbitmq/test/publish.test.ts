@@ -1,0 +1,138 @@
+/** Publishing: confirms, the wire format as a raw AMQP client sees it, unroutable and oversized messages. */
+import { PublishError } from '@omnibus/core';
+import { afterAll, describe, expect, it } from 'vitest';
+import { names } from '../src/index.js';
+import { envelope, Fixture, unique } from './helpers.js';
+
+const fx = new Fixture();
+afterAll(() => fx.cleanup());
+
+describe('publish', () => {
+  it('resolves once confirmed; the message carries CloudEvents headers and native AMQP properties', async () => {
+    const topic = unique('wire');
+    fx.track(topic, 'g');
+    const t = await fx.transport();
+    await t.provision(topic, [{ group: 'g', patterns: ['order.*'] }]);
+    const env = envelope('order.placed', {
+      key: 'customer-7',
+      causationId: 'cause-1',
+      traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01',
+      headers: { tenant: 'acme' },
+      time: Date.parse('2024-05-01T10:20:30.456Z'),
+    });
+    await t.publish(topic, [t.encode(env)]);
+
+    const [m] = await fx.drain(names.groupQueue(topic, 'g'), 1);
+    expect(m!.fields.routingKey).toBe('order.placed');
+    expect(m!.content.toString()).toBe('{"n":1}');
+    const p = m!.properties;
+    expect(p.messageId).toBe(env.id);
+    expect(p.correlationId).toBe(env.correlationId);
+    expect(p.type).toBe('order.placed');
+    expect(p.appId).toBe('adapter-test');
+    expect(p.contentType).toBe('application/json');
+    expect(p.deliveryMode).toBe(2);
+    expect(p.timestamp).toBe(Math.floor(Date.parse('2024-05-01T10:20:30.456Z') / 1000));
+    expect(p.headers).toMatchObject({
+      cloudEvents_specversion: '1.0',
+      cloudEvents_id: env.id,
+      cloudEvents_type: 'order.placed',
+      cloudEvents_source: 'adapter-test',
+      cloudEvents_time: '2024-05-01T10:20:30.456Z',
+      cloudEvents_partitionkey: 'customer-7',
+      cloudEvents_causationid: 'cause-1',
+      cloudEvents_schemaversion: '1',
+      traceparent: env.traceparent,
+      tenant: 'acme',
+    });
+    // content type travels as the AMQP property only (the CloudEvents AMQP binding).
+    expect(p.headers).not.toHaveProperty('content-type');
+    expect(p.headers).not.toHaveProperty('cloudEvents_datacontenttype');
+  });
+
+  it('rejects with UNROUTABLE when no group queue is bound for the type, and still delivers the rest', async () => {
+    const topic = unique('unroutable');
+    fx.track(topic, 'g');
+    const t = await fx.transport();
+    await t.provision(topic, [{ group: 'g', patterns: ['order.placed'] }]);
+    const err = await t.publish(topic, [t.encode(envelope('invoice.sent'))]).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(PublishError);
+    expect((err as PublishError).code).toBe('UNROUTABLE');
+    expect((err as Error).message).toContain('invoice.sent');
+
+    // An exchange with no queue at all is unroutable too.
+    const empty = unique('empty');
+    fx.track(empty);
+    await expect(t.publish(empty, [t.encode(envelope('order.placed'))])).rejects.toMatchObject({
+      code: 'UNROUTABLE',
+    });
+
+    // A mixed batch: the routable ones are confirmed, the call reports the failure.
+    const ok = envelope('order.placed');
+    await expect(
+      t.publish(topic, [
+        t.encode(ok),
+        t.encode(envelope('invoice.sent')),
+        t.encode(envelope('order.placed')),
+      ]),
+    ).rejects.toMatchObject({ code: 'UNROUTABLE' });
+    const got = await fx.drain(names.groupQueue(topic, 'g'), 2);
+    expect(got[0]!.properties.messageId).toBe(ok.id);
+  });
+
+  it("with provision: 'verify' a missing exchange is UNROUTABLE and the shared confirm channel survives", async () => {
+    const topic = unique('verify-pub');
+    fx.track(topic, 'g');
+    const creator = await fx.transport();
+    await creator.provision(topic, [{ group: 'g', patterns: ['#'] }]);
+    const t = await fx.transport({ provision: 'verify' });
+    const missing = unique('missing');
+    await expect(t.publish(missing, [t.encode(envelope('a.b'))])).rejects.toMatchObject({
+      code: 'UNROUTABLE',
+    });
+    await t.publish(topic, [t.encode(envelope('a.b'))]);
+    expect(await fx.depth(names.groupQueue(topic, 'g'))).toBe(1);
+  });
+
+  it('keeps thousands of publishes within a small confirm window and confirms every one', async () => {
+    const topic = unique('window');
+    fx.track(topic, 'g');
+    const t = await fx.transport({ confirmWindow: 50 });
+    await t.provision(topic, [{ group: 'g', patterns: ['#'] }]);
+    const batch = Array.from({ length: 3000 }, (_, i) =>
+      t.encode(envelope('bulk.item', { headers: { i: String(i) } })),
+    );
+    let maxInFlight = 0;
+    const probe = setInterval(() => {
+      void t.health().then((h) => {
+        maxInFlight = Math.max(maxInFlight, Number(h.details.publishesInFlight));
+      });
+    }, 1);
+    await Promise.all([
+      t.publish(topic, batch.slice(0, 1000)),
+      ...batch.slice(1000).map((m) => t.publish(topic, [m])),
+    ]);
+    clearInterval(probe);
+    expect(maxInFlight).toBeGreaterThan(0);
+    expect(maxInFlight).toBeLessThanOrEqual(50);
+    expect(await fx.depth(names.groupQueue(topic, 'g'))).toBe(3000);
+  });
+
+  it('refuses a message larger than maxMessageBytes before sending it', async () => {
+    const topic = unique('big');
+    fx.track(topic, 'g');
+    const t = await fx.transport({ maxMessageBytes: 1024 });
+    await t.provision(topic, [{ group: 'g', patterns: ['#'] }]);
+    const big = envelope('big.one', { data: Buffer.alloc(2048) });
+    await expect(t.publish(topic, [t.encode(big)])).rejects.toMatchObject({ code: 'TOO_LARGE' });
+    expect(await fx.depth(names.groupQueue(topic, 'g'))).toBe(0);
+  });
+
+  it('a closed transport rejects publishes with CLOSED', async () => {
+    const t = await fx.transport();
+    await t.close();
+    await expect(t.publish('whatever', [t.encode(envelope('a.b'))])).rejects.toMatchObject({
+      code: 'CLOSED',
+    });
+  });
+});

@@ -1,0 +1,227 @@
+/** Topology as named in ARCHITECTURE.md, provisioning modes, refused declares and option validation. */
+import { ConfigError, ConnectionError, silentLogger } from '@omnibus/core';
+import { afterAll, describe, expect, it } from 'vitest';
+import { names, rabbitmq, transportFromUrl } from '../src/index.js';
+import { Fixture, unique } from './helpers.js';
+
+const fx = new Fixture();
+afterAll(() => fx.cleanup());
+
+describe('topology', () => {
+  it('provision creates the exchange, group queue, dead-letter queue and retry tiers with their arguments', async () => {
+    const topic = unique('topo');
+    fx.track(topic, 'billing');
+    const t = await fx.transport({ delayTiersMs: [1_000, 5_000] });
+    await t.provision(topic, [{ group: 'billing', patterns: ['order.*'] }]);
+
+    const ch = await fx.channel();
+    await ch.checkExchange(topic);
+    for (const q of [
+      names.groupQueue(topic, 'billing'),
+      names.deadLetterQueue(topic, 'billing'),
+      names.retryQueue(topic, 'billing', 1_000),
+      names.retryQueue(topic, 'billing', 5_000),
+    ]) {
+      expect((await ch.checkQueue(q)).queue).toBe(q);
+    }
+    // Re-declaring with the exact arguments succeeds only if the broker holds exactly these.
+    await ch.assertQueue(names.groupQueue(topic, 'billing'), {
+      durable: true,
+      arguments: {
+        'x-queue-type': 'quorum',
+        'x-dead-letter-exchange': '',
+        'x-dead-letter-routing-key': `${topic}.billing.dlq`,
+        'x-dead-letter-strategy': 'at-least-once',
+        'x-overflow': 'reject-publish',
+        'x-delivery-limit': 50,
+      },
+    });
+    await ch.assertQueue(names.retryQueue(topic, 'billing', 5_000), {
+      durable: true,
+      arguments: {
+        'x-queue-type': 'quorum',
+        'x-message-ttl': 5_000,
+        'x-dead-letter-exchange': '',
+        'x-dead-letter-routing-key': `${topic}.billing`,
+        'x-dead-letter-strategy': 'at-least-once',
+        'x-overflow': 'reject-publish',
+      },
+    });
+    await ch.close();
+
+    // The binding routes matching types only.
+    const pub = await fx.confirmChannel();
+    pub.publish(topic, 'order.placed', Buffer.from('a'), { persistent: true });
+    pub.publish(topic, 'invoice.sent', Buffer.from('b'), { persistent: true });
+    await pub.waitForConfirms();
+    await pub.close();
+    const got = await fx.drain(names.groupQueue(topic, 'billing'), 1);
+    expect(got.map((m) => m.fields.routingKey)).toEqual(['order.placed']);
+    expect(await fx.depth(names.groupQueue(topic, 'billing'))).toBe(0);
+  });
+
+  it('provisioning twice is idempotent, also from a second transport', async () => {
+    const topic = unique('idem');
+    fx.track(topic, 'g');
+    const a = await fx.transport();
+    const b = await fx.transport();
+    await a.provision(topic, [{ group: 'g', patterns: ['#'] }]);
+    await a.provision(topic, [{ group: 'g', patterns: ['#'] }]);
+    await b.provision(topic, [{ group: 'g', patterns: ['#'] }]);
+    expect(await fx.queueExists(names.groupQueue(topic, 'g'))).toBe(true);
+  });
+
+  it('queueType classic declares classic queues', async () => {
+    const topic = unique('classic');
+    fx.track(topic, 'g');
+    const t = await fx.transport({ queueType: 'classic', delayTiersMs: [1_000] });
+    await t.provision(topic, [{ group: 'g', patterns: ['#'] }]);
+    const ch = await fx.channel();
+    await expect(
+      ch.assertQueue(names.groupQueue(topic, 'g'), {
+        durable: true,
+        arguments: { 'x-queue-type': 'quorum' },
+      }),
+    ).rejects.toThrow(/PRECONDITION_FAILED/);
+  });
+
+  it('an existing queue with different arguments gives a ConfigError naming the argument and the way out', async () => {
+    const topic = unique('conflict');
+    fx.track(topic, 'billing');
+    const ch = await fx.channel();
+    await ch.assertQueue(names.groupQueue(topic, 'billing'), { durable: true }); // classic, no arguments
+    await ch.close();
+
+    const t = await fx.transport();
+    const err = await t.provision(topic, [{ group: 'billing', patterns: ['#'] }]).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ConfigError);
+    const ce = err as ConfigError;
+    // The broker names the first argument it finds different: here the dead-letter target.
+    expect(ce.message).toContain('x-dead-letter-exchange');
+    expect(ce.message).toContain(names.groupQueue(topic, 'billing'));
+    expect(ce.message).toMatch(/delete the queue/);
+
+    // The refused declare closed only a throwaway channel: the transport keeps working.
+    const other = unique('after-conflict');
+    fx.track(other, 'g');
+    await t.provision(other, [{ group: 'g', patterns: ['#'] }]);
+    const h = await t.health();
+    expect(h.ok).toBe(true);
+  });
+
+  it('a classic queue where a quorum queue is wanted is reported against queueType', async () => {
+    const topic = unique('qtype');
+    fx.track(topic, 'g');
+    const classic = await fx.transport({ queueType: 'classic' });
+    await classic.provision(topic, [{ group: 'g', patterns: ['#'] }]);
+    const quorum = await fx.transport();
+    const err = await quorum.provision(topic, [{ group: 'g', patterns: ['#'] }]).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ConfigError);
+    expect((err as ConfigError).field).toBe('queueType');
+    expect((err as ConfigError).message).toMatch(/x-queue-type|x-dead-letter-strategy|x-overflow/);
+  });
+
+  it('a different delivery limit is reported against deliveryLimit', async () => {
+    const topic = unique('limit');
+    fx.track(topic, 'g');
+    const a = await fx.transport({ deliveryLimit: 50 });
+    await a.provision(topic, [{ group: 'g', patterns: ['#'] }]);
+    const b = await fx.transport({ deliveryLimit: 60 });
+    const err = await b.provision(topic, [{ group: 'g', patterns: ['#'] }]).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ConfigError);
+    expect((err as ConfigError).field).toBe('deliveryLimit');
+    expect((err as ConfigError).message).toContain('x-delivery-limit');
+  });
+
+  it("provision: 'verify' checks without creating and names what is missing", async () => {
+    const topic = unique('verify');
+    fx.track(topic, 'g');
+    const t = await fx.transport({ provision: 'verify' });
+    const err = await t.provision(topic, [{ group: 'g', patterns: ['#'] }]).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ConfigError);
+    expect((err as Error).message).toContain(`exchange "${topic}" does not exist`);
+    expect(await fx.queueExists(names.groupQueue(topic, 'g'))).toBe(false);
+
+    const creator = await fx.transport();
+    await creator.provision(topic, [{ group: 'g', patterns: ['#'] }]);
+    await t.provision(topic, [{ group: 'g', patterns: ['#'] }]);
+  });
+
+  it('streams: true declares a stream queue per topic bound to every type', async () => {
+    const topic = unique('stream');
+    fx.track(topic);
+    const t = await fx.transport({ streams: { maxAge: '1h' } });
+    expect(t.capabilities.replay).toBe(true);
+    await t.provision(topic, []);
+    const ch = await fx.channel();
+    await ch.assertQueue(names.streamQueue(topic), {
+      durable: true,
+      arguments: { 'x-queue-type': 'stream', 'x-max-age': '1h' },
+    });
+    await ch.close();
+  });
+});
+
+describe('options', () => {
+  it('rejects bad options with a ConfigError naming the field', () => {
+    const cases: [Record<string, unknown>, string][] = [
+      [{ url: 'http://localhost' }, 'url'],
+      [{ url: 'not a url' }, 'url'],
+      [{ url: 'amqp://h', prefetch: 0 }, 'prefetch'],
+      [{ url: 'amqp://h', queueType: 'stream' }, 'queueType'],
+      [{ url: 'amqp://h', reconnect: { initialMs: 500, maxMs: 10 } }, 'reconnect.maxMs'],
+      [{ url: 'amqp://h', delayTiersMs: [1000, -5] }, 'delayTiersMs.1'],
+      [{ url: 'amqp://h', streams: { maxAge: 'forever' } }, 'streams.maxAge'],
+      [{ url: 'amqp://h?heartbeat=soon' }, 'url'],
+    ];
+    for (const [options, field] of cases) {
+      let err: unknown;
+      try {
+        rabbitmq(options as never);
+      } catch (e) {
+        err = e;
+      }
+      expect(err, JSON.stringify(options)).toBeInstanceOf(ConfigError);
+      expect((err as ConfigError).field, JSON.stringify(options)).toBe(field);
+    }
+  });
+
+  it('never shows the password of a URL in errors', () => {
+    expect(() => rabbitmq({ url: 'http://user:hunter2@host' })).toThrow(ConfigError);
+    try {
+      rabbitmq({ url: 'amqp://user:hunter2@host', prefetch: -1 });
+    } catch (e) {
+      expect(String(e)).not.toContain('hunter2');
+    }
+  });
+
+  it('states capabilities from the options', () => {
+    const t = transportFromUrl('amqp://127.0.0.1', {
+      delayTiersMs: [5_000, 1_000],
+      singleActiveConsumer: true,
+    });
+    expect(t.capabilities).toMatchObject({
+      consumerGroups: true,
+      fanOut: true,
+      patternRouting: true,
+      ordering: 'group',
+      replay: false,
+      nativeDelay: true,
+      maxDelayMs: Number.MAX_SAFE_INTEGER,
+      delayTiersMs: [1_000, 5_000],
+      nativeDeadLetter: true,
+      maxMessageBytes: 16 * 1024 * 1024,
+      persistent: true,
+    });
+    expect(rabbitmq({ url: 'amqp://h' }).capabilities.ordering).toBe('process');
+  });
+
+  it('a closed port fails to connect with a ConnectionError that hides the password', async () => {
+    const t = rabbitmq({ url: 'amqp://guest:s3cret@127.0.0.1:1', connectTimeoutMs: 2_000 });
+    const err = await t.connect({ logger: silentLogger, service: 'x' }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ConnectionError);
+    expect(String((err as Error).message)).not.toContain('s3cret');
+    expect(String((err as Error).message)).toContain('127.0.0.1:1');
+    await expect(t.publish('x', [])).rejects.toThrow(/connect/);
+  });
+});
