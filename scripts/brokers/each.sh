@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Run one action (up|down|status) over a set of brokers, in parallel, and
+# print each broker's report in a fixed order. Used by up.sh and down.sh.
+# Usage: each.sh up|down|status [all|rabbitmq|rabbitmq-private|kafka|sqs]...
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ALL=(rabbitmq rabbitmq-private kafka sqs)
+
+usage() {
+  local IFS='|'
+  echo "usage: $0 up|down|status [all|${ALL[*]}]..." >&2
+  exit 2
+}
+
+action="${1:-}"
+[[ $action == up || $action == down || $action == status ]] || usage
+shift
+(($# > 0)) || set -- all
+
+targets=()
+add() {
+  local t
+  for t in "${targets[@]}"; do [[ $t == "$1" ]] && return 0; done
+  targets+=("$1")
+}
+for arg in "$@"; do
+  case "$arg" in
+    all) for t in "${ALL[@]}"; do add "$t"; done ;;
+    rabbitmq | rabbitmq-private | kafka) add "$arg" ;;
+    sqs | elasticmq) add sqs ;;
+    *) usage ;;
+  esac
+done
+
+script_for() {
+  case "$1" in
+    rabbitmq) echo rabbitmq.sh ;;
+    rabbitmq-private) echo rabbitmq-private.sh ;;
+    kafka) echo kafka.sh ;;
+    sqs) echo elasticmq.sh ;;
+  esac
+}
+
+# The variable that, when set, says a broker is provided elsewhere.
+external_var_for() {
+  case "$1" in
+    rabbitmq) echo AMQP_URL ;;
+    kafka) echo KAFKA_BROKERS ;;
+    sqs) echo SQS_ENDPOINT ;;
+    *) echo "" ;;
+  esac
+}
+
+started_ms=$(date +%s%3N)
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+
+pids=()
+for t in "${targets[@]}"; do
+  var="$(external_var_for "$t")"
+  if [[ -n $var && -n ${!var:-} ]]; then
+    echo "$t: skipped ($var=${!var} is used instead)" >"$work/$t.out"
+    pids+=("")
+    continue
+  fi
+  "$HERE/$(script_for "$t")" "$action" >"$work/$t.out" 2>&1 &
+  pids+=("$!")
+done
+
+rc=0
+for i in "${!targets[@]}"; do
+  t="${targets[$i]}"
+  if [[ -n ${pids[$i]} ]] && ! wait "${pids[$i]}"; then
+    rc=1
+    if [[ $action == status ]]; then
+      cat "$work/$t.out"
+      continue
+    fi
+    cat "$work/$t.out" >&2
+    echo "$t: FAILED ($action)" >&2
+  else
+    cat "$work/$t.out"
+  fi
+done
+ms=$(($(date +%s%3N) - started_ms))
+if ((rc == 0)); then
+  printf 'brokers: %s done in %d.%ds\n' "$action" $((ms / 1000)) $(((ms % 1000) / 100))
+fi
+exit "$rc"
