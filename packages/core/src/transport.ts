@@ -21,7 +21,10 @@ export interface Capabilities {
   replay: boolean;
   /** Delayed redelivery without holding the message in the consumer. */
   nativeDelay: boolean;
-  /** The longest single delay the broker supports; longer delays are chained by the transport. */
+  /**
+   * The longest delay `retryLater` honours without shortening it, chaining included (unbounded where
+   * the transport chains hops, e.g. delay tiers re-sent until due).
+   */
   maxDelayMs: number;
   /** Fixed delay tiers (ms) a delay is rounded up to; empty when any delay is exact. */
   delayTiersMs: readonly number[];
