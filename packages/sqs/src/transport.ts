@@ -1,0 +1,441 @@
+/** The SQS transport: CloudEvents structured bodies, headers as message attributes, one queue per topic and group. */
+import { createHash } from 'node:crypto';
+import {
+  GetQueueAttributesCommand,
+  type GetQueueAttributesCommandOutput,
+  ListQueuesCommand,
+  SQSClient,
+} from '@aws-sdk/client-sqs';
+import {
+  type Capabilities,
+  ConfigError,
+  ConnectionError,
+  type Delivery,
+  ErrorCode,
+  fromStructured,
+  type HealthReport,
+  isOmnibusError,
+  type Logger,
+  PublishError,
+  type RawEnvelope,
+  redactUrl,
+  type SubscribeSpec,
+  silentLogger,
+  type Transport,
+  type TransportContext,
+  type TransportSubscription,
+  toStructured,
+  UnsupportedError,
+  type WireMessage,
+} from '@omnibus/core';
+import { headersToAttributes, sqsMessageBytes } from './attributes.js';
+import { brokerAnswered, describeError, isQueueMissing } from './aws-errors.js';
+import { fifoPredicate, parseOptions, type ResolvedSqsOptions, type SqsOptions } from './options.js';
+import { DEFAULT_MAX_MESSAGE_BYTES, type QueueInfo, QueueRegistry } from './queues.js';
+import { RetryStateStore } from './retry-state.js';
+import { QueueSender, type SendEntry, toPublishError } from './sender.js';
+import { SqsSubscription } from './subscription.js';
+
+// Loopback endpoints are emulators (ElasticMQ, LocalStack) that ignore signatures; the SDK still
+// needs some credentials to sign with, so these stand in when none are configured anywhere.
+const EMULATOR_CREDENTIALS = { accessKeyId: 'omnibus-local', secretAccessKey: 'omnibus-local' };
+const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '[::1]', '::1']);
+// SQS: MessageGroupId and MessageDeduplicationId take up to 128 of these characters.
+const FIFO_ID = /^[A-Za-z0-9!"#$%&'()*+,\-./:;<=>?@[\\\]^_`{|}~]{1,128}$/;
+
+// The 12-hour visibility ceiling counts from the receive, so a retry handed over after a long handler
+// run gets less; 11 h leaves room for that.
+const FIFO_DURABLE_MAX_DELAY_MS = 11 * 3_600_000;
+
+/** A key SQS cannot take as a group id is hashed: deterministic, so per-key order still holds. */
+export function fifoGroupId(key: string): string {
+  return FIFO_ID.test(key) ? key : `sha256-${createHash('sha256').update(key).digest('hex')}`;
+}
+
+function deduplicationId(id: string): string {
+  return FIFO_ID.test(id) ? id : `sha256-${createHash('sha256').update(id).digest('hex')}`;
+}
+
+export class SqsTransport implements Transport {
+  readonly name = 'sqs';
+  readonly capabilities: Capabilities;
+  private readonly options: ResolvedSqsOptions;
+  private readonly client: SQSClient;
+  private readonly registry: QueueRegistry;
+  private readonly isFifo: (topic: string) => boolean;
+  private readonly senders = new Map<string, QueueSender>();
+  private readonly subscriptions = new Set<SqsSubscription>();
+  private readonly retryStates = new RetryStateStore();
+  // The envelope id of each encoded message, so publish can set the FIFO deduplication id without re-parsing the body.
+  private readonly wireIds = new WeakMap<WireMessage, string>();
+  private readonly knownMaxBytes = new Map<string, number>();
+  private logger: Logger = silentLogger;
+  private closed = false;
+
+  constructor(options: SqsOptions = {}) {
+    this.options = parseOptions(options);
+    this.isFifo = fifoPredicate(this.options.fifoTopics);
+    const allFifo = this.options.fifoTopics === true;
+    const fifoTopics = this.options.fifoTopics;
+    const hasFifo = fifoTopics !== undefined && !(Array.isArray(fifoTopics) && fifoTopics.length === 0);
+    const self = this;
+    this.capabilities = {
+      consumerGroups: true,
+      fanOut: false,
+      patternRouting: false,
+      // Per transport: FIFO topics keep per-key order across the whole group (MessageGroupId), standard
+      // queues only as far as the core keeps it in one process. 'group' is claimed only when every topic is FIFO.
+      ordering: allFifo ? 'group' : 'process',
+      replay: false,
+      nativeDelay: true,
+      // Standard queues chain 15-minute hops durably (x-omnibus-due-at travels with the copy): unbounded.
+      // FIFO queues hold a message invisible for up to 12 h per receive; what lies beyond is chained in
+      // this process's memory only, so with any FIFO topic the durable bound is stated.
+      maxDelayMs: hasFifo ? FIFO_DURABLE_MAX_DELAY_MS : Number.MAX_SAFE_INTEGER,
+      delayTiersMs: [],
+      nativeDeadLetter: true,
+      get maxMessageBytes() {
+        return self.maxMessageBytes();
+      },
+      persistent: this.options.persistent,
+      keyAffinity: allFifo,
+    };
+    this.client = this.createClient();
+    this.registry = new QueueRegistry(
+      this.client,
+      {
+        provision: this.options.provision,
+        isFifo: this.isFifo,
+        visibilityTimeoutSeconds: this.options.visibilityTimeoutSeconds,
+        maxReceiveCount: this.options.maxReceiveCount,
+        onResolved: (info) => this.knownMaxBytes.set(info.url, info.maxMessageBytes),
+      },
+      () => this.logger,
+    );
+  }
+
+  private createClient(): SQSClient {
+    const { endpoint, region, credentials } = this.options;
+    const loopback = endpoint !== undefined && LOOPBACK_HOSTS.has(new URL(endpoint).hostname);
+    const envRegion = process.env.AWS_REGION ?? process.env.AWS_DEFAULT_REGION;
+    const envCredentials =
+      process.env.AWS_ACCESS_KEY_ID !== undefined || process.env.AWS_PROFILE !== undefined;
+    return new SQSClient({
+      ...(endpoint !== undefined ? { endpoint } : {}),
+      ...(region !== undefined
+        ? { region }
+        : endpoint !== undefined && !envRegion
+          ? { region: 'us-east-1' }
+          : {}),
+      ...(credentials !== undefined
+        ? { credentials: { ...credentials } } // a copy: the SDK writes tracking fields into it
+        : loopback && !envCredentials
+          ? { credentials: EMULATOR_CREDENTIALS }
+          : {}),
+      maxAttempts: this.options.maxAttempts,
+      requestHandler: {
+        connectionTimeout: 5_000,
+        // Long polls hold a request open for waitTimeSeconds; anything slower than that plus slack is stuck.
+        requestTimeout: (this.options.waitTimeSeconds + 5) * 1000,
+        // Without this the SDK only warns and keeps waiting; seen here: ElasticMQ never answers a long
+        // poll on a queue deleted meanwhile, which would stall that poller.
+        throwOnRequestTimeout: true,
+        // Every poller holds a socket for its whole long poll; the SDK's default pool of 50 would make
+        // publishes queue behind them once a process has a few dozen subscriptions.
+        httpAgent: { keepAlive: true, maxSockets: 512 },
+        httpsAgent: { keepAlive: true, maxSockets: 512 },
+      },
+    });
+  }
+
+  /** The AWS SDK client this transport sends with, e.g. to add middleware (tracing, metrics). */
+  get sdkClient(): SQSClient {
+    return this.client;
+  }
+
+  /** The smallest MaximumMessageSize among the queues seen so far (SQS's classic 256 KiB before any). */
+  private maxMessageBytes(): number {
+    if (this.knownMaxBytes.size === 0) return DEFAULT_MAX_MESSAGE_BYTES;
+    return Math.min(...this.knownMaxBytes.values());
+  }
+
+  private get endpointLabel(): string {
+    return this.options.endpoint
+      ? redactUrl(this.options.endpoint)
+      : `AWS SQS (${this.options.region ?? 'default region'})`;
+  }
+
+  async connect(ctx: TransportContext): Promise<void> {
+    this.logger = ctx.logger;
+    await this.probe();
+  }
+
+  /** Any answer from SQS, an access-denied one included, proves it is reachable. */
+  private async probe(): Promise<void> {
+    try {
+      await this.client.send(new ListQueuesCommand({ QueueNamePrefix: 'omnibus-probe-', MaxResults: 1 }));
+    } catch (err) {
+      if (brokerAnswered(err)) return;
+      throw new ConnectionError(`cannot connect to SQS at ${this.endpointLabel}: ${describeError(err)}`, {
+        cause: err,
+      });
+    }
+  }
+
+  encode(envelope: RawEnvelope): WireMessage {
+    const wire = toStructured(envelope);
+    this.wireIds.set(wire, envelope.id);
+    return wire;
+  }
+
+  decode(wire: WireMessage): RawEnvelope {
+    return fromStructured(wire);
+  }
+
+  async publish(topic: string, messages: readonly WireMessage[]): Promise<void> {
+    if (this.closed) throw new PublishError(ErrorCode.CLOSED, 'the SQS transport is closed');
+    if (messages.length === 0) return;
+    const names = this.registry.names(topic); // a topic that cannot be a queue name throws ConfigError here
+    let info = await this.resolveForPublish(topic);
+    try {
+      await this.sendAll(info, messages);
+    } catch (err) {
+      if (
+        !(
+          err instanceof PublishError &&
+          err.details.queueMissing === true &&
+          this.options.provision === 'create'
+        )
+      ) {
+        throw err;
+      }
+      this.logger.warn(
+        { topic, queue: names.main },
+        'SQS queue vanished; recreating it and publishing again',
+      );
+      this.registry.invalidate(topic);
+      info = await this.resolveForPublish(topic);
+      await this.sendAll(info, messages);
+    }
+  }
+
+  private async resolveForPublish(topic: string): Promise<QueueInfo> {
+    try {
+      return await this.registry.resolve(topic);
+    } catch (err) {
+      if (err instanceof ConfigError || isQueueMissing(err)) {
+        throw new PublishError(
+          ErrorCode.UNROUTABLE,
+          `no SQS queue for topic "${topic}": ${describeError(err)}`,
+          {
+            cause: err,
+          },
+        );
+      }
+      throw toPublishError(err, topic);
+    }
+  }
+
+  private async sendAll(info: QueueInfo, messages: readonly WireMessage[]): Promise<void> {
+    // Every entry is checked before any is sent, so a bad message does not leave its batch half published.
+    const entries = messages.map((wire) => this.toEntry(info, wire));
+    const sender = this.senderFor(info);
+    await Promise.all(entries.map(([entry, bytes]) => sender.send(entry, bytes)));
+  }
+
+  private toEntry(info: QueueInfo, wire: WireMessage): [SendEntry, number] {
+    const body = Buffer.from(wire.body.buffer, wire.body.byteOffset, wire.body.byteLength).toString('utf8');
+    const attributes = headersToAttributes(wire.headers);
+    const bytes = sqsMessageBytes(body, attributes);
+    if (bytes > info.maxMessageBytes) {
+      throw new PublishError(
+        ErrorCode.TOO_LARGE,
+        `message of ${bytes} bytes (body + attributes) exceeds the ${info.maxMessageBytes}-byte limit of SQS queue "${info.names.main}"`,
+        { details: { bytes, maxMessageBytes: info.maxMessageBytes } },
+      );
+    }
+    const entry: SendEntry = { MessageBody: body };
+    if (Object.keys(attributes).length > 0) entry.MessageAttributes = attributes;
+    if (info.names.fifo) {
+      if (wire.key === undefined || wire.key === '') {
+        // Rejected rather than given an arbitrary group: on a FIFO topic the key is what orders messages.
+        throw new PublishError(
+          ErrorCode.UNROUTABLE,
+          `topic "${info.topic}" is FIFO on SQS: every message needs a key (it becomes the MessageGroupId)`,
+          { details: { reason: 'fifo-key-required' } },
+        );
+      }
+      entry.MessageGroupId = fifoGroupId(wire.key);
+      entry.MessageDeduplicationId = deduplicationId(this.envelopeId(wire, body));
+    }
+    return [entry, bytes];
+  }
+
+  /** The envelope id: remembered from encode(), else read from the body, else a hash of the body. */
+  private envelopeId(wire: WireMessage, body: string): string {
+    const known = this.wireIds.get(wire);
+    if (known) return known;
+    try {
+      const id = (JSON.parse(body) as { id?: unknown }).id;
+      if (typeof id === 'string' && id !== '') return id;
+    } catch {
+      // not structured JSON: fall through to content-based deduplication
+    }
+    return createHash('sha256').update(body).digest('hex');
+  }
+
+  private senderFor(info: QueueInfo): QueueSender {
+    let sender = this.senders.get(info.url);
+    if (!sender) {
+      sender = new QueueSender(this.client, {
+        queueUrl: info.url,
+        queueName: info.names.main,
+        maxBatchBytes: info.maxMessageBytes,
+        lingerMs: this.options.batchLingerMs,
+        maxInFlight: info.names.fifo ? 1 : this.options.maxBatchesInFlight,
+      });
+      this.senders.set(info.url, sender);
+    }
+    return sender;
+  }
+
+  async provision(
+    topic: string,
+    groups: readonly { group: string; patterns: readonly string[] }[],
+  ): Promise<void> {
+    const distinct = [...new Set(groups.map((g) => g.group))];
+    if (distinct.length > 1) {
+      throw new UnsupportedError(
+        `SQS topic "${topic}" cannot serve groups ${distinct.map((g) => `"${g}"`).join(', ')}: one SQS queue ` +
+          'serves one consumer group; fan-out to several groups needs SNS, which this transport does not support yet',
+      );
+    }
+    // An explicit provision() is the deployment step: it creates what is missing whatever the provision option.
+    try {
+      const info = await this.registry.resolve(topic, 'create');
+      if (distinct[0] !== undefined) await this.registry.claimGroup(info, distinct[0], 'create');
+    } catch (err) {
+      throw this.brokerError(err, `provisioning topic "${topic}"`);
+    }
+  }
+
+  /** SDK errors leave as ConnectionError (retryable) with the cause; Omnibus errors pass through. */
+  private brokerError(err: unknown, what: string): unknown {
+    if (isOmnibusError(err)) return err;
+    return new ConnectionError(`${what} failed at ${this.endpointLabel}: ${describeError(err)}`, {
+      cause: err,
+    });
+  }
+
+  async subscribe(
+    spec: SubscribeSpec,
+    onDelivery: (delivery: Delivery) => void,
+  ): Promise<TransportSubscription> {
+    if (this.closed) throw new ConnectionError('the SQS transport is closed', { retryable: false });
+    if (spec.replay !== undefined) {
+      throw new UnsupportedError(
+        'SQS cannot replay: a received and deleted message is gone (capabilities.replay is false)',
+      );
+    }
+    if (!spec.group) {
+      throw new UnsupportedError('SQS subscriptions need a consumer group: the queue is the group');
+    }
+    const fifo = this.isFifo(spec.topic);
+    if (spec.exclusive && !fifo) {
+      throw new UnsupportedError(
+        `SQS has no single-active-consumer mode; for per-key order across processes make topic "${spec.topic}" FIFO (fifoTopics)`,
+      );
+    }
+    let info: QueueInfo;
+    try {
+      info = await this.registry.resolve(spec.topic);
+      await this.registry.claimGroup(info, spec.group);
+    } catch (err) {
+      throw this.brokerError(err, `subscribing to topic "${spec.topic}"`);
+    }
+    const sub = new SqsSubscription({
+      client: this.client,
+      registry: this.registry,
+      info,
+      spec: { ...spec, group: spec.group },
+      onDelivery,
+      options: this.options,
+      logger: this.logger,
+      retryStates: this.retryStates,
+      onClosed: () => this.subscriptions.delete(sub),
+    });
+    this.subscriptions.add(sub);
+    sub.start();
+    return sub;
+  }
+
+  async health(): Promise<HealthReport> {
+    const details: Record<string, unknown> = {
+      endpoint: this.endpointLabel,
+      subscriptions: this.subscriptions.size,
+      queues: this.knownMaxBytes.size,
+    };
+    try {
+      await this.probe();
+      return {
+        ok: !this.closed,
+        transport: this.name,
+        details: this.closed ? { ...details, closed: true } : details,
+      };
+    } catch (err) {
+      return { ok: false, transport: this.name, details: { ...details, error: describeError(err) } };
+    }
+  }
+
+  /**
+   * SQS's approximate counts for the topic's queue (ready = ApproximateNumberOfMessages, inFlight =
+   * …NotVisible, delayed = …Delayed), deadLettered for its dead-letter queue, and this process's subscriptions.
+   */
+  async stats(topic: string, _group?: string): Promise<Record<string, number>> {
+    let info: QueueInfo;
+    let res: GetQueueAttributesCommandOutput;
+    try {
+      info = await this.registry.resolve(topic);
+      res = await this.client.send(
+        new GetQueueAttributesCommand({
+          QueueUrl: info.url,
+          AttributeNames: [
+            'ApproximateNumberOfMessages',
+            'ApproximateNumberOfMessagesNotVisible',
+            'ApproximateNumberOfMessagesDelayed',
+          ],
+        }),
+      );
+    } catch (err) {
+      throw this.brokerError(err, `reading stats of topic "${topic}"`);
+    }
+    const a = res.Attributes ?? {};
+    const stats: Record<string, number> = {
+      ready: Number(a.ApproximateNumberOfMessages ?? 0),
+      inFlight: Number(a.ApproximateNumberOfMessagesNotVisible ?? 0),
+      delayed: Number(a.ApproximateNumberOfMessagesDelayed ?? 0),
+      deadLettered: 0,
+      consumers: [...this.subscriptions].filter((s) => s.topic === topic).length,
+    };
+    try {
+      const dlq = await this.client.send(
+        new GetQueueAttributesCommand({
+          QueueUrl: await this.registry.deadLetterUrl(info),
+          AttributeNames: ['ApproximateNumberOfMessages'],
+        }),
+      );
+      stats.deadLettered = Number(dlq.Attributes?.ApproximateNumberOfMessages ?? 0);
+    } catch {
+      // no dead-letter queue (yet): nothing to report
+    }
+    return stats;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await Promise.allSettled([...this.subscriptions].map((s) => s.close()));
+    await Promise.allSettled([...this.senders.values()].map((s) => s.flush()));
+    this.client.destroy();
+  }
+}
