@@ -35,6 +35,7 @@ export default defineConfig({
           include: ['integration-tests/src/**/*.test.ts'],
           environment: 'node',
           env: { OMNIBUS_TRANSPORT: t },
+          globalSetup: ['integration-tests/src/global-setup.ts'],
           testTimeout: 90_000,
           hookTimeout: 120_000,
           fileParallelism: false,

@@ -3,7 +3,7 @@
 //   node scripts/test.mjs all                 every project (unit, adapters, conformance on each transport)
 //   node scripts/test.mjs conformance <name>  the conformance suite against one transport
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -37,6 +37,13 @@ if (mode === 'conformance') {
 } else {
   console.error('usage: node scripts/test.mjs all | conformance <transport>');
   process.exit(2);
+}
+
+// With Docker and no broker variables, the conformance projects start brokers in testcontainers instead.
+const docker = process.env.DOCKER_HOST || existsSync('/var/run/docker.sock');
+const pointed = { rabbitmq: 'AMQP_URL', kafka: 'KAFKA_BROKERS', sqs: 'SQS_ENDPOINT' };
+if (docker && process.env.OMNIBUS_NO_CONTAINERS !== '1') {
+  brokers = brokers.filter((b) => !(b in pointed) || process.env[pointed[b]]);
 }
 
 if (brokers.length > 0) {
