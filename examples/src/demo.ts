@@ -155,9 +155,7 @@ async function main(): Promise<void> {
   );
   console.log(`  shipments booked              ${shipping.bus.counters.handled}`);
   console.log(`  payment provider calls        ${providerCalls}`);
-  const correlations = shippingOutcomes
-    .handled()
-    .map((o) => ('envelope' in o ? o.envelope.correlationId : ''));
+  const correlations = shippingOutcomes.handled().map((o) => o.envelope.correlationId);
   console.log(`  correlation ids at shipping   ${[...new Set(correlations)].sort().join(', ')}`);
 
   await Promise.all([checkout.bus.close(), payments.bus.close(), shipping.bus.close()]);

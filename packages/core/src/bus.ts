@@ -304,6 +304,8 @@ export class Bus {
       );
     }
     const idem = options.idempotency;
+    // A store may carry its own retention (memoryStore({ ttlMs })); subscribe's ttlMs wins when given.
+    const storeTtlMs = (idem?.store as { ttlMs?: unknown } | undefined)?.ttlMs;
     const policy: ConsumerPolicy = {
       topic: o.topic,
       group: o.group,
@@ -320,7 +322,9 @@ export class Bus {
         ? {
             store: idem.store,
             leaseMs: idem.leaseMs ?? o.handlerTimeoutMs + 5000,
-            ttlMs: o.idempotency?.ttlMs ?? 86_400_000,
+            ttlMs:
+              idem.ttlMs ??
+              (typeof storeTtlMs === 'number' ? storeTtlMs : (o.idempotency?.ttlMs ?? 86_400_000)),
           }
         : undefined,
       circuitBreaker: options.circuitBreaker ? { ...o.circuitBreaker, ...options.circuitBreaker } : undefined,

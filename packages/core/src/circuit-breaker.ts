@@ -23,6 +23,7 @@ export class CircuitBreaker {
   #probeInFlight = false;
   #waiters: (() => void)[] = [];
   #timer: NodeJS.Timeout | undefined;
+  #disposed = false;
   readonly #onStateChange: ((s: CircuitState) => void) | undefined;
   readonly #now: () => number;
 
@@ -43,8 +44,13 @@ export class CircuitBreaker {
    */
   async admit(): Promise<boolean> {
     for (;;) {
-      if (this.#state === 'closed') return false;
-      if (this.#state === 'open' && this.#now() - this.#openedAt >= this.cooldownMs) this.#set('half-open');
+      if (this.#state === 'closed' || this.#disposed) return false;
+      if (this.#state === 'open') {
+        const remainingMs = this.cooldownMs - (this.#now() - this.#openedAt);
+        if (remainingMs <= 0) this.#set('half-open');
+        // A timer may fire a little before the clock shows the full cool-down: never wait without one.
+        else if (!this.#timer) this.#arm(remainingMs);
+      }
       if (this.#state === 'half-open' && !this.#probeInFlight) {
         this.#probeInFlight = true;
         return true;
@@ -75,17 +81,36 @@ export class CircuitBreaker {
     return false;
   }
 
-  /** Frees everyone waiting (shutdown); they see the current state again. */
+  /**
+   * Ends an admitted call that said nothing about the dependency (the message itself was rejected, or the
+   * consumer is shutting down). A probe's slot passes to the next caller; the state does not change.
+   */
+  neutral(): void {
+    if (!this.#probeInFlight) return;
+    this.#probeInFlight = false;
+    this.#wake();
+  }
+
+  /** Frees everyone waiting (shutdown): from now on admit() no longer blocks. */
   dispose(): void {
+    this.#disposed = true;
     if (this.#timer) clearTimeout(this.#timer);
+    this.#timer = undefined;
     this.#wake();
   }
 
   #open(): void {
     this.#openedAt = this.#now();
     this.#set('open');
+    this.#arm(this.cooldownMs);
+  }
+
+  #arm(ms: number): void {
     if (this.#timer) clearTimeout(this.#timer);
-    this.#timer = setTimeout(() => this.#wake(), this.cooldownMs);
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined;
+      this.#wake();
+    }, ms);
     this.#timer.unref?.();
   }
 

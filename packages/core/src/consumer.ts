@@ -78,6 +78,32 @@ interface Route {
   fn: Handler<any>;
 }
 
+/**
+ * One handler invocation's abort state. Its AbortController is created only when the handler reads
+ * `ctx.signal` (creating one per message cost more than the rest of the invocation's bookkeeping);
+ * an abort that comes first is remembered and applied to the controller when it is created.
+ */
+interface Invocation {
+  controller: AbortController | undefined;
+  aborted: boolean;
+  reason: unknown;
+}
+
+function abortInvocation(inv: Invocation, reason: unknown): void {
+  if (inv.aborted) return;
+  inv.aborted = true;
+  inv.reason = reason;
+  inv.controller?.abort(reason);
+}
+
+function invocationSignal(inv: Invocation): AbortSignal {
+  if (!inv.controller) {
+    inv.controller = new AbortController();
+    if (inv.aborted) inv.controller.abort(inv.reason);
+  }
+  return inv.controller.signal;
+}
+
 const MAX_ERROR_HEADER = 1000;
 
 /** One group subscription: owns the scheduler, the breaker and the transport subscription. */
@@ -89,6 +115,8 @@ export class Consumer {
   readonly #patterns: [string, Route][] = [];
   readonly #breaker: CircuitBreaker | undefined;
   readonly #abort = new AbortController();
+  /** Handler invocations under way: shutdown aborts their signals. */
+  readonly #invocations = new Set<Invocation>();
   #sub: TransportSubscription | undefined;
   #closing = false;
 
@@ -170,6 +198,7 @@ export class Consumer {
       );
     }
     this.#abort.abort();
+    for (const inv of this.#invocations) abortInvocation(inv, this.#abort.signal.reason);
     this.#breaker?.dispose();
     await this.#sub?.close();
   }
@@ -249,8 +278,9 @@ export class Consumer {
     const envelope: Envelope = { ...raw, data };
 
     const claimKey = `${policy.group}:${raw.id}`;
-    const idem = policy.idempotency;
-    if (idem && !versionError) {
+    // A message this consumer cannot read yet takes no claim, so it must never drop someone else's.
+    const idem = versionError ? undefined : policy.idempotency;
+    if (idem) {
       const claim = await idem.store.claim(claimKey, idem.leaseMs);
       if (claim === 'done') {
         this.#deps.counters.duplicates++;
@@ -267,16 +297,22 @@ export class Consumer {
     }
 
     let attempts = previous;
+    // Whether this delivery has had its go: a failure while the circuit is open gives its attempt back,
+    // so `attempts` alone cannot say.
+    let tried = false;
     let firstFailureAt = numberHeader(d.wire.headers[ControlHeader.firstFailureAt]);
     for (;;) {
-      if (this.#breaker) await this.#breaker.admit();
-      if (this.#closing && attempts > previous) {
-        // Shutting down between in-process retries: hand the remaining attempts to the broker.
+      const probe = this.#breaker ? await this.#breaker.admit() : false;
+      // Shutting down between in-process retries, or past the drain time while waiting on an open
+      // circuit: hand the message back rather than run a handler after close.
+      if (this.#closing && (tried || this.#abort.signal.aborted)) {
+        if (probe) this.#breaker?.neutral();
         if (idem) await idem.store.release(claimKey);
         await d.release();
         return;
       }
       attempts++;
+      tried = true;
       const outcome = versionError
         ? { ok: false as const, error: versionError, timedOut: false }
         : await this.#invoke(route, data, envelope, d, attempts, claimKey);
@@ -294,6 +330,8 @@ export class Consumer {
         return;
       }
       const err = outcome.error;
+      // A message rejected for itself says nothing about the dependency: a probe must not stay in flight.
+      if (probe && (versionError || err instanceof NonRetryableError)) this.#breaker?.neutral();
       this.#deps.counters.failures++;
       const now = Date.now();
       firstFailureAt ??= now;
@@ -321,7 +359,10 @@ export class Consumer {
         return this.#deadLetter(d, raw, 'max-attempts', err, attempts, firstFailureAt, envelope);
       }
       const delay = backoffDelay(policy.backoff, attempts);
-      const inProcess = !outcome.timedOut && (policy.ordered || delay <= policy.inProcessMaxDelayMs);
+      // A version this process does not know cannot succeed here: let the broker offer it again later
+      // (perhaps to an upgraded replica) instead of spending the attempts in-process.
+      const inProcess =
+        !outcome.timedOut && !versionError && (policy.ordered || delay <= policy.inProcessMaxDelayMs);
       if (inProcess) {
         this.#deps.counters.retried++;
         await sleep(delay, this.#abort.signal);
@@ -352,9 +393,8 @@ export class Consumer {
     claimKey: string,
   ): Promise<{ ok: true } | { ok: false; error: unknown; timedOut: boolean }> {
     const { policy } = this;
-    const controller = new AbortController();
-    const onAbort = () => controller.abort(this.#abort.signal.reason);
-    this.#abort.signal.addEventListener('abort', onAbort, { once: true });
+    const inv: Invocation = { controller: undefined, aborted: false, reason: undefined };
+    this.#invocations.add(inv);
     const ctx: MessageContext = {
       envelope,
       attempt,
@@ -362,7 +402,9 @@ export class Consumer {
       receivedAt: d.receivedAt,
       topic: policy.topic,
       group: policy.group,
-      signal: controller.signal,
+      get signal() {
+        return invocationSignal(inv);
+      },
     };
     const started = performance.now();
     const run = () => runInMessageContext(envelope, () => this.#callHandler(route, data, ctx));
@@ -374,7 +416,7 @@ export class Consumer {
     try {
       const result = await Promise.race([promise.then(() => 'ok' as const), timeout]);
       if (result === 'timeout') {
-        controller.abort(new HandlerTimeoutError(policy.handlerTimeoutMs));
+        abortInvocation(inv, new HandlerTimeoutError(policy.handlerTimeoutMs));
         const idem = policy.idempotency;
         if (idem) {
           // Keep the claim while the late handler runs so a redelivery cannot run beside it.
@@ -393,7 +435,7 @@ export class Consumer {
       return { ok: false, error, timedOut: false };
     } finally {
       clearTimeout(timer);
-      this.#abort.signal.removeEventListener('abort', onAbort);
+      this.#invocations.delete(inv);
       this.#deps.counters.processingMs += performance.now() - started;
     }
   }

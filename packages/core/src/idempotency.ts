@@ -35,6 +35,14 @@ export class MemoryIdempotencyStore implements IdempotencyStore {
   readonly #now: () => number;
   // Map keeps insertion order, which doubles as the eviction order (oldest first).
   readonly #entries = new Map<string, Entry>();
+  // No entry expires before this (a lower bound, exact after a full scan). While `now` is below it,
+  // eviction skips the search for expired entries, which would walk the whole map on every insert
+  // once the store is full.
+  #earliestExpiry = Number.POSITIVE_INFINITY;
+  // Walks the map in insertion order from one eviction to the next: every key before it has been
+  // evicted, so its next key is the oldest. (A fresh `keys()` would step over all the slots those
+  // deletions left, every time.)
+  #oldest: Iterator<string> | undefined;
 
   constructor(options: MemoryStoreOptions = {}) {
     this.ttlMs = options.ttlMs ?? 86_400_000;
@@ -77,19 +85,31 @@ export class MemoryIdempotencyStore implements IdempotencyStore {
 
   #set(key: string, entry: Entry): void {
     this.#entries.set(key, entry);
+    if (entry.expiresAt < this.#earliestExpiry) this.#earliestExpiry = entry.expiresAt;
     if (this.#entries.size > this.maxEntries) this.#evict();
   }
 
   #evict(): void {
     const now = this.#now();
     // Expired entries go first; if none, the oldest insertions are dropped until within bounds.
-    for (const [k, e] of this.#entries) {
-      if (this.#entries.size <= this.maxEntries) return;
-      if (e.expiresAt <= now) this.#entries.delete(k);
+    if (now >= this.#earliestExpiry) {
+      let earliest = Number.POSITIVE_INFINITY;
+      for (const [k, e] of this.#entries) {
+        if (this.#entries.size <= this.maxEntries) return;
+        if (e.expiresAt <= now) this.#entries.delete(k);
+        else if (e.expiresAt < earliest) earliest = e.expiresAt;
+      }
+      // The whole map was scanned: what is left expires no earlier than this.
+      this.#earliestExpiry = earliest;
     }
-    for (const k of this.#entries.keys()) {
-      if (this.#entries.size <= this.maxEntries) return;
-      this.#entries.delete(k);
+    while (this.#entries.size > this.maxEntries) {
+      let next = this.#oldest?.next();
+      if (!next || next.done) {
+        this.#oldest = this.#entries.keys();
+        next = this.#oldest.next();
+        if (next.done) return;
+      }
+      this.#entries.delete(next.value);
     }
   }
 }

@@ -1,6 +1,8 @@
 /** Keeps credentials out of errors and logs: URLs lose their password, known secret fields are masked. */
 
-const URL_CREDENTIALS = /([a-z][a-z0-9+.-]*:\/\/)([^/@\s:]+)(:[^/@\s]*)?@/gi;
+// The password runs to the last `@` before whitespace or a quote: raw passwords may contain `@` or `/`
+// (AWS secret keys do), and over-masking a message is better than leaking part of a secret.
+const URL_CREDENTIALS = /([a-z][a-z0-9+.-]*:\/\/)([^/@\s:]+)(:[^\s"']*)?@/gi;
 const SECRET_KEYS = /pass(word)?|secret|token|credential|api[-_]?key|private[-_]?key/i;
 
 /** Replaces `user:password@` in every URL inside the text with `user:***@`. */

@@ -23,7 +23,11 @@ const ADAPTERS: Record<string, string> = {
 
 export function schemeOf(url: string): string {
   const m = /^([a-z][a-z0-9+.-]*):\/\//i.exec(url);
-  if (!m) throw new ConfigError('transport', `not a URL: ${JSON.stringify(redactUrl(url))}`);
+  if (!m) {
+    // Without a scheme redactUrl finds no URL, yet the text may still hold `user:password@`.
+    const masked = url.replace(/:.*@/s, ':***@');
+    throw new ConfigError('transport', `not a URL: ${JSON.stringify(masked)}`);
+  }
   return m[1]!.toLowerCase();
 }
 
@@ -68,7 +72,8 @@ async function importAdapter(pkg: string): Promise<Record<string, unknown>> {
     return (await import(entry ? pathToFileURL(entry).href : pkg)) as Record<string, unknown>;
   } catch (err) {
     const code = (err as { code?: string }).code;
-    if (code === 'ERR_MODULE_NOT_FOUND' || code === 'MODULE_NOT_FOUND') {
+    // Only a package that cannot be found at all means "install it"; a broken install says so itself.
+    if (!entry && (code === 'ERR_MODULE_NOT_FOUND' || code === 'MODULE_NOT_FOUND')) {
       throw new ConfigError(
         'transport',
         `this URL needs the ${pkg} package: install it (npm install ${pkg})`,

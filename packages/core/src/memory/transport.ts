@@ -34,7 +34,9 @@ interface Consumer {
 }
 
 class GroupQueue {
+  /** Waiting messages are `ready[readyHead…]`: taking one is O(1) however long the backlog. */
   readonly ready: Stored[] = [];
+  #readyHead = 0;
   readonly dlq: WireMessage[] = [];
   readonly consumers: Consumer[] = [];
   readonly timers = new Set<NodeJS.Timeout>();
@@ -51,9 +53,15 @@ class GroupQueue {
     return type !== undefined && this.patterns.some((p) => matchesPattern(p, type));
   }
 
+  /** Messages waiting for a consumer. */
+  get readyCount(): number {
+    return this.ready.length - this.#readyHead;
+  }
+
   enqueue(m: Stored, front = false): void {
-    if (front) this.ready.unshift(m);
-    else this.ready.push(m);
+    if (!front) this.ready.push(m);
+    else if (this.#readyHead > 0) this.ready[--this.#readyHead] = m;
+    else this.ready.unshift(m);
     this.schedule();
   }
 
@@ -68,7 +76,7 @@ class GroupQueue {
   }
 
   dispatch(): void {
-    while (this.ready.length > 0) {
+    while (this.#readyHead < this.ready.length) {
       const n = this.consumers.length;
       let chosen: Consumer | undefined;
       for (let i = 0; i < n; i++) {
@@ -80,7 +88,15 @@ class GroupQueue {
         }
       }
       if (!chosen) return;
-      const m = this.ready.shift()!;
+      // Array#shift copies the whole backlog on every call; a head index (compacted now and then) does not.
+      const m = this.ready[this.#readyHead++]!;
+      if (this.#readyHead === this.ready.length) {
+        this.ready.length = 0;
+        this.#readyHead = 0;
+      } else if (this.#readyHead > 1024 && this.#readyHead * 2 > this.ready.length) {
+        this.ready.splice(0, this.#readyHead);
+        this.#readyHead = 0;
+      }
       chosen.inFlight++;
       chosen.unacked.add(m);
       chosen.deliver(m);
@@ -88,9 +104,33 @@ class GroupQueue {
   }
 }
 
+/** Fills the replay log's dropped slots until they are compacted away, so their messages can be freed. */
+const DROPPED: WireMessage = { body: new Uint8Array(0), headers: {} };
+
 class TopicState {
   readonly groups = new Map<string, GroupQueue>();
-  readonly log: WireMessage[] = [];
+  // The replay log is `#log[#logHead…]`: dropping the oldest message is O(1), where splicing it off
+  // the front would copy the whole log on every publish once the retention is reached.
+  #log: WireMessage[] = [];
+  #logHead = 0;
+
+  /** The retained messages, oldest first. */
+  get log(): WireMessage[] {
+    if (this.#logHead > 0) {
+      this.#log.splice(0, this.#logHead);
+      this.#logHead = 0;
+    }
+    return this.#log;
+  }
+
+  append(wire: WireMessage, retention: number): void {
+    this.#log.push(wire);
+    while (this.#log.length - this.#logHead > retention) this.#log[this.#logHead++] = DROPPED;
+    if (this.#logHead > 1024 && this.#logHead * 2 > this.#log.length) {
+      this.#log.splice(0, this.#logHead);
+      this.#logHead = 0;
+    }
+  }
 }
 
 /** One named in-process broker. */
@@ -124,8 +164,7 @@ export class MemoryBroker {
   publish(topic: string, wire: WireMessage): void {
     const t = this.topic(topic);
     const type = wire.headers[TYPE_HEADER];
-    t.log.push(wire);
-    if (t.log.length > this.retention) t.log.splice(0, t.log.length - this.retention);
+    t.append(wire, this.retention);
     for (const q of t.groups.values()) {
       if (q.wants(type)) q.enqueue({ wire: copy(wire), redelivered: false });
     }
@@ -361,7 +400,7 @@ export class MemoryTransport implements Transport {
     let deadLettered = 0;
     let consumers = 0;
     for (const q of queues) {
-      ready += q.ready.length;
+      ready += q.readyCount;
       delayed += q.delayed;
       deadLettered += q.dlq.length;
       consumers += q.consumers.length;

@@ -26,8 +26,8 @@ export class OutcomeRecorder {
     });
   }
 
-  handled(): Outcome[] {
-    return this.outcomes.filter((o) => o.kind === 'handled');
+  handled(): Extract<Outcome, { kind: 'handled' }>[] {
+    return this.outcomes.filter((o): o is Extract<Outcome, { kind: 'handled' }> => o.kind === 'handled');
   }
 
   deadLettered(): Extract<Outcome, { kind: 'dead-lettered' }>[] {
@@ -39,7 +39,7 @@ export class OutcomeRecorder {
   /** Resolves once `predicate` holds over the outcomes seen so far; rejects after the deadline. */
   until(
     predicate: (outcomes: readonly Outcome[]) => boolean,
-    options: WaitOptions & { what?: string } = {},
+    options: WaitOptions & { what?: string | (() => string) } = {},
   ): Promise<void> {
     const timeoutMs = options.timeoutMs ?? 10_000;
     if (predicate(this.outcomes)) return Promise.resolve();
@@ -52,10 +52,9 @@ export class OutcomeRecorder {
       };
       const timer = setTimeout(() => {
         cleanup();
+        const what = typeof options.what === 'function' ? options.what() : (options.what ?? 'outcomes');
         reject(
-          new Error(
-            `timed out after ${timeoutMs} ms waiting for ${options.what ?? 'outcomes'} (${this.outcomes.length} seen)`,
-          ),
+          new Error(`timed out after ${timeoutMs} ms waiting for ${what} (${this.outcomes.length} seen)`),
         );
       }, timeoutMs);
       const cleanup = () => {
@@ -77,7 +76,8 @@ export class OutcomeRecorder {
         }
         return wanted.size === 0;
       },
-      { ...options, what: `${wanted.size} message(s) to be handled or dead-lettered` },
+      // Counted when the deadline passes: the error says what was still missing then.
+      { ...options, what: () => `${wanted.size} message(s) to be handled or dead-lettered` },
     );
   }
 

@@ -1,0 +1,48 @@
+import { describe, expect, it } from 'vitest';
+import { ConfigError } from './errors.js';
+import { MemoryTransport } from './memory/transport.js';
+import { resolveTransport, schemeOf } from './resolve.js';
+
+describe('schemeOf', () => {
+  it.each([
+    ['amqp://host', 'amqp'],
+    ['AMQPS://host', 'amqps'],
+    ['kafka+ssl://a:9093,b:9093', 'kafka+ssl'],
+    ['sqs+http://localhost:9324', 'sqs+http'],
+    ['memory://', 'memory'],
+  ])('%s → %s', (url, scheme) => {
+    expect(schemeOf(url)).toBe(scheme);
+  });
+
+  it.each(['localhost:5672', '://x', '1amqp://x', ''])('%j is not a URL', (url) => {
+    expect(() => schemeOf(url)).toThrow(ConfigError);
+  });
+
+  it('masks credentials in a malformed URL', () => {
+    let message = '';
+    try {
+      schemeOf('amqp:/admin:p@ss:word@rabbit');
+    } catch (err) {
+      message = (err as Error).message;
+    }
+    expect(message).toContain('not a URL');
+    expect(message).not.toContain('p@ss');
+    expect(message).not.toContain('word');
+  });
+});
+
+describe('resolveTransport', () => {
+  it('memory:// needs no package and names the broker', async () => {
+    const t = await resolveTransport('memory://orders-test');
+    expect(t).toBeInstanceOf(MemoryTransport);
+    expect(t.name).toBe('memory');
+  });
+
+  it('an unknown scheme lists the known ones and hides the password', async () => {
+    const err = await resolveTransport('redis://u:pw-123@host').catch((e: Error) => e);
+    expect(err).toBeInstanceOf(ConfigError);
+    expect((err as Error).message).toContain('unknown URL scheme "redis:"');
+    expect((err as Error).message).toContain('amqp');
+    expect((err as Error).message).not.toContain('pw-123');
+  });
+});
