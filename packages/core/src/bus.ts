@@ -3,13 +3,13 @@
 import type { BackoffOptions } from './backoff.js';
 import type { CircuitBreakerOptions } from './circuit-breaker.js';
 import { type Codec, CodecRegistry } from './codec.js';
-import { type ConsumeOutcome, Consumer, type ConsumerPolicy } from './consumer.js';
+import { type ConsumeOutcome, Consumer, type ConsumerDeps, type ConsumerPolicy } from './consumer.js';
 import { childTraceparent, currentContext } from './context.js';
 import { type Envelope, type RawEnvelope, type WireMessage, wireSize } from './envelope.js';
 import { ConfigError, ErrorCode, OmnibusError, PublishError, UnsupportedError } from './errors.js';
 import type { IdempotencyStore } from './idempotency.js';
 import { type Logger, silentLogger } from './logger.js';
-import type { Handler, MessageDefinition, TypedHandler } from './message.js';
+import type { AnyHandler, AnyMessageDefinition, MessageDefinition } from './message.js';
 import { type Counters, newCounters } from './metrics.js';
 import type { ConsumeMiddleware, Middleware, PublishMiddleware } from './middleware.js';
 import { connectSchema, parseOptions, subscribeSchema } from './options.js';
@@ -56,7 +56,7 @@ export interface SubscribeOptions {
   topic: string;
   group: string;
   /** Handlers by message type or pattern (`order.*`, `#`). Use `Def.handle(fn)` for typed, validated data. */
-  handlers: Record<string, TypedHandler<any> | Handler<any>>;
+  handlers: Record<string, AnyHandler>;
   /** Handlers running at once (default 8). */
   concurrency?: number;
   /** Per-key order: a key's messages run one at a time, retries included (default false). */
@@ -80,7 +80,7 @@ export interface SubscribeOptions {
 export interface ReplayOptions {
   topic: string;
   from: ReplayFrom;
-  handlers: Record<string, TypedHandler<any> | Handler<any>>;
+  handlers: Record<string, AnyHandler>;
   concurrency?: number;
   handlerTimeoutMs?: number;
 }
@@ -158,7 +158,7 @@ export class Bus {
   async publishBatch(
     topic: string,
     items: readonly (
-      | { definition: MessageDefinition<any>; data: unknown; options?: PublishOptions }
+      | { definition: AnyMessageDefinition; data: unknown; options?: PublishOptions }
       | (UntypedMessage & { options?: PublishOptions })
     )[],
   ): Promise<{ ids: string[] }> {
@@ -329,16 +329,7 @@ export class Bus {
         : undefined,
       circuitBreaker: options.circuitBreaker ? { ...o.circuitBreaker, ...options.circuitBreaker } : undefined,
     };
-    const consumer = new Consumer(policy, {
-      transport: this.transport,
-      codecs: this.#codecs,
-      logger: this.logger,
-      counters: this.#counters,
-      middleware: this.#consumeMw,
-      onOutcome: (outcome) => {
-        for (const l of this.#outcomeListeners) l(outcome);
-      },
-    });
+    const consumer = new Consumer(policy, this.#consumerDeps());
     const sub = await this.transport.subscribe(
       {
         topic: o.topic,
@@ -382,16 +373,7 @@ export class Bus {
         deadLetter: false,
         unmatched: 'ack',
       },
-      {
-        transport: this.transport,
-        codecs: this.#codecs,
-        logger: this.logger,
-        counters: this.#counters,
-        middleware: this.#consumeMw,
-        onOutcome: (outcome) => {
-          for (const l of this.#outcomeListeners) l(outcome);
-        },
-      },
+      this.#consumerDeps(),
     );
     const sub: TransportSubscription = await this.transport.subscribe(
       { topic: options.topic, patterns: consumer.patterns, maxInFlight: 64, replay: options.from },
@@ -405,6 +387,19 @@ export class Bus {
       close: async (opts) => {
         this.#consumers.delete(consumer);
         await consumer.close(opts?.drainTimeoutMs ?? this.#drainTimeoutMs);
+      },
+    };
+  }
+
+  #consumerDeps(): ConsumerDeps {
+    return {
+      transport: this.transport,
+      codecs: this.#codecs,
+      logger: this.logger,
+      counters: this.#counters,
+      middleware: this.#consumeMw,
+      onOutcome: (outcome) => {
+        for (const l of this.#outcomeListeners) l(outcome);
       },
     };
   }

@@ -17,7 +17,13 @@ import {
 } from './errors.js';
 import type { IdempotencyStore } from './idempotency.js';
 import type { LogFields, Logger } from './logger.js';
-import { type Handler, isTypedHandler, type MessageContext, type TypedHandler } from './message.js';
+import {
+  type AnyHandler,
+  type Handler,
+  isTypedHandler,
+  type MessageContext,
+  type TypedHandler,
+} from './message.js';
 import type { Counters } from './metrics.js';
 import type { ConsumeMiddleware } from './middleware.js';
 import { isPattern, matchesPattern } from './pattern.js';
@@ -27,7 +33,7 @@ import type { Delivery, Transport, TransportSubscription } from './transport.js'
 export interface ConsumerPolicy {
   topic: string;
   group: string;
-  handlers: Record<string, TypedHandler<any> | Handler<any>>;
+  handlers: Record<string, AnyHandler>;
   concurrency: number;
   ordered: boolean;
   maxAttempts: number;
@@ -74,8 +80,8 @@ export type ConsumeOutcome =
   | { kind: 'filtered'; type: string; topic: string; group: string };
 
 interface Route {
-  typed?: TypedHandler<any> | undefined;
-  fn: Handler<any>;
+  typed?: TypedHandler<unknown> | undefined;
+  fn: Handler<unknown>;
 }
 
 /**

@@ -8,6 +8,7 @@ export interface SchemaLike<T> {
   safeParse(data: unknown): { success: true; data: T } | { success: false; error: unknown };
 }
 
+// biome-ignore lint/suspicious/noExplicitAny: an upcaster receives whatever an older producer wrote; its own parameter type documents it.
 export type Upcaster = (previous: any) => unknown;
 
 export interface MessageOptions<T> {
@@ -130,6 +131,14 @@ function summariseIssues(issues: unknown[], error: unknown): string {
     })
     .join('; ');
 }
+
+/** A handler of any message type: a registry holds many, each checked by its own definition at runtime. */
+// biome-ignore lint/suspicious/noExplicitAny: handler data types differ per entry; `unknown` would reject every typed handler.
+export type AnyHandler = TypedHandler<any> | Handler<any>;
+
+/** A message definition of any data type, for lists that mix types (publishBatch). */
+// biome-ignore lint/suspicious/noExplicitAny: as above, definitions are contravariant in their data type.
+export type AnyMessageDefinition = MessageDefinition<any>;
 
 export function isTypedHandler(h: unknown): h is TypedHandler {
   return typeof h === 'object' && h !== null && 'definition' in h && 'fn' in h;

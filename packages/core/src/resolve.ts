@@ -55,15 +55,12 @@ async function importAdapter(pkg: string): Promise<Record<string, unknown>> {
     const req = createRequire(join(process.cwd(), 'noop.js'));
     const manifestPath = req.resolve(`${pkg}/package.json`);
     const manifest = JSON.parse(readFileSync(manifestPath, 'utf8')) as {
-      exports?: any;
+      exports?: Record<string, { import?: string | { default?: string } } | undefined>;
       module?: string;
       main?: string;
     };
-    const target =
-      manifest.exports?.['.']?.import?.default ??
-      manifest.exports?.['.']?.import ??
-      manifest.module ??
-      manifest.main;
+    const esm = manifest.exports?.['.']?.import;
+    const target = (typeof esm === 'string' ? esm : esm?.default) ?? manifest.module ?? manifest.main;
     if (typeof target === 'string') entry = join(dirname(manifestPath), target);
   } catch {
     entry = undefined;
