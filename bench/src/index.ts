@@ -1,0 +1,88 @@
+/**
+ * `pnpm bench [memory] [rabbitmq] [kafka] [sqs] [--reps N] [--scale F] [--sizes 200,16384]`
+ *
+ * Raw client vs Omnibus on the same broker in one run; figures are medians of alternating repetitions.
+ * Writes bench/results/latest.json (merged: transports not run keep their last figures) and BENCHMARKS.md.
+ * The launcher (scripts/bench.mjs) starts the brokers first.
+ */
+import { parseArgs } from 'node:util';
+import { loadBench, TRANSPORTS, type TransportName } from './lib/load.js';
+import { machine } from './lib/machine.js';
+import { readResults, writeReport, writeResults } from './lib/report.js';
+import { runTransport } from './lib/runner.js';
+import { workerProcesses } from './lib/workers.js';
+import { runStages } from './stages.js';
+
+const ALL = TRANSPORTS;
+type Name = TransportName;
+
+function log(line: string): void {
+  process.stdout.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${line}\n`);
+}
+
+async function main(): Promise<number> {
+  const { values, positionals } = parseArgs({
+    allowPositionals: true,
+    options: {
+      reps: { type: 'string', default: '3' },
+      scale: { type: 'string', default: '1' },
+      sizes: { type: 'string', default: '200,16384' },
+      'no-stages': { type: 'boolean', default: false },
+      'no-write': { type: 'boolean', default: false },
+    },
+  });
+  const names = positionals.length === 0 ? [...ALL] : positionals;
+  for (const n of names) {
+    if (!(ALL as readonly string[]).includes(n)) {
+      console.error(`unknown transport "${n}"; expected one of ${ALL.join(', ')}`);
+      return 2;
+    }
+  }
+  const reps = Number(values.reps);
+  const scale = Number(values.scale);
+  const sizes = values.sizes.split(',').map(Number);
+  if (
+    !Number.isInteger(reps) ||
+    reps < 1 ||
+    !(scale > 0) ||
+    sizes.some((s) => !Number.isInteger(s) || s < 64)
+  ) {
+    console.error('--reps must be a positive integer, --scale a positive number, --sizes integers ≥ 64');
+    return 2;
+  }
+  const results = readResults();
+  results.machine = machine();
+  let failed = 0;
+  for (const name of names as Name[]) {
+    const bench = await loadBench(name);
+    log(`${name}: start (${reps} alternating repetitions per figure, scale ${scale})`);
+    const exec = workerProcesses(name);
+    const r = await runTransport(bench, exec, { sizes, reps, scale, log }).finally(() => exec.close());
+    if (r.status !== 'ok') failed++;
+    results.transports[name] = r;
+    if (name === 'memory' && !values['no-stages']) {
+      log('memory: pipeline stage costs');
+      results.stages = await runStages({ scale, reps: Math.max(reps, 5), log });
+    }
+    if (!values['no-write']) writeResults(results);
+  }
+  results.machine = { ...machine(), loadAverage: results.machine.loadAverage };
+  if (!values['no-write']) {
+    writeResults(results);
+    const file = await writeReport(results);
+    log(`wrote bench/results/latest.json and ${file}`);
+  }
+  return failed > 0 ? 1 : 0;
+}
+
+main().then(
+  (code) => {
+    process.exitCode = code;
+    // Clients sometimes keep sockets or timers open after close(); a finished run must not hang.
+    setTimeout(() => process.exit(code), 2000).unref();
+  },
+  (err: unknown) => {
+    console.error(err);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,85 @@
+/** The Omnibus side of every transport's benchmark: one Bus, untyped publishes, one handler per subscription. */
+import { connect, type Handler, type Transport, uuidv7, wireSize } from '@omnibus/core';
+import { type BenchData, encodeData, MESSAGE_TYPE, makeData } from './payload.js';
+import type { Side } from './side.js';
+import { windowed } from './window.js';
+
+export const GROUP = 'bench';
+
+export interface OmnibusSideOptions {
+  transport: Transport;
+  /** Publishes unconfirmed at once in throughput runs (the same window the raw client gets). */
+  window: number;
+  concurrency: number;
+  prefetch: number;
+  /** publishBatch runs: messages per batch, and batches unsettled at once. */
+  batch: { size: number; outstanding: number };
+  cleanup(topic: string): Promise<void>;
+}
+
+export async function omnibusSide(o: OmnibusSideOptions): Promise<Side> {
+  const bus = await connect({ transport: o.transport, service: 'omnibus-bench' });
+  return {
+    kind: 'omnibus',
+    prepare: (topic) => bus.provision(topic, [{ group: GROUP }]),
+    publishMany: (topic, count, size) =>
+      windowed(count, o.window, (i) => bus.publish(topic, { type: MESSAGE_TYPE, data: makeData(i, size) })),
+    publishBatches: (topic, count, size) => {
+      const batches = Math.ceil(count / o.batch.size);
+      return windowed(batches, o.batch.outstanding, (b) => {
+        const items = [];
+        for (let i = b * o.batch.size; i < Math.min(count, (b + 1) * o.batch.size); i++) {
+          items.push({ type: MESSAGE_TYPE, data: makeData(i, size) });
+        }
+        return bus.publishBatch(topic, items);
+      });
+    },
+    publishOne: async (topic, data) => {
+      await bus.publish(topic, { type: MESSAGE_TYPE, data });
+    },
+    subscribe: async (topic, onMessage) => {
+      const handler: Handler<BenchData> = (data) => {
+        onMessage(data);
+      };
+      const sub = await bus.subscribe({
+        topic,
+        group: GROUP,
+        handlers: { [MESSAGE_TYPE]: handler },
+        concurrency: o.concurrency,
+        prefetch: o.prefetch,
+      });
+      return { close: () => sub.close({ drainTimeoutMs: 10_000 }) };
+    },
+    cleanup: o.cleanup,
+    close: () => bus.close({ drainTimeoutMs: 10_000 }),
+  };
+}
+
+/**
+ * Bytes a message occupies on the wire (body + header names and values, as the core counts them):
+ * the raw client's message against the CloudEvents envelope Omnibus sends for the same data.
+ */
+export function wireBytes(
+  transport: Transport,
+  size: number,
+  rawHeaders: Record<string, string>,
+): { raw: number; omnibus: number } {
+  const data = makeData(123_456, size);
+  const id = uuidv7();
+  const omnibus = transport.encode({
+    id,
+    type: MESSAGE_TYPE,
+    source: 'omnibus-bench',
+    time: Date.now(),
+    key: undefined,
+    correlationId: id,
+    version: 1,
+    contentType: 'application/json',
+    headers: {},
+    data: encodeData(data),
+  });
+  return {
+    raw: wireSize({ body: encodeData(data), headers: rawHeaders }),
+    omnibus: wireSize(omnibus),
+  };
+}
