@@ -576,6 +576,44 @@ describe(`conformance: ${harness.name}`, () => {
     240_000,
   );
 
+  scenario(
+    'connections closed by the broker mid-stream: the transport reconnects and nothing is lost',
+    'connection-drop',
+    async () => {
+      const topic = topicName('conndrop');
+      const handled = new Set<string>();
+      const consumer = await bus('survivor');
+      await consumer.subscribe({
+        topic,
+        group: 'survivor',
+        concurrency: 4,
+        handlers: { [Order.type]: Order.handle((_d, ctx) => void handled.add(ctx.envelope.id)) },
+      });
+      const producer = await bus('checkout');
+      const ids = new Set<string>();
+      const publishSome = async (from: number) => {
+        const results = await Promise.allSettled(
+          Array.from({ length: 50 }, (_, j) => producer.publish(topic, Order, order(from + j))),
+        );
+        // Only a resolved publish is a promise to deliver; a rejected one was reported to its caller.
+        for (const r of results) if (r.status === 'fulfilled') ids.add(r.value.id);
+        return results.filter((r) => r.status === 'fulfilled').length;
+      };
+      await publishSome(0);
+      await eventually(() => handled.size > 0, { timeoutMs: 20_000, what: 'consumption to start' });
+      const dropping = harness.dropConnections!();
+      await publishSome(50);
+      await dropping;
+      // Once the broker has closed the connections, publishing works again: the transport reconnected.
+      expect(await publishSome(100)).toBe(50);
+      await eventually(() => [...ids].every((id) => handled.has(id)), {
+        timeoutMs: 60_000,
+        what: 'every published message after the connections were closed',
+      });
+    },
+    120_000,
+  );
+
   scenario('replay re-reads history from the beginning', 'replay', async () => {
     const topic = topicName('replay');
     const producer = await bus('checkout');

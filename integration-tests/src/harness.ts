@@ -25,6 +25,8 @@ export interface TransportHarness {
    * (RabbitMQ restarts a private node so the shared broker is never disturbed).
    */
   createForRestart?(): Transport;
+  /** Closes, from the broker's side, every connection this harness's transports hold; absent where there is no hook. */
+  dropConnections?(): Promise<void>;
   /**
    * Where the transport keeps order only on specially configured topics (SQS FIFO), the name of such a
    * topic derived from `base`; the per-key order scenario publishes there.

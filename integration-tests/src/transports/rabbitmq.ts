@@ -35,8 +35,15 @@ const BASE: Partial<RabbitMqOptions> = {
 const created = new Map<string, Set<string>>();
 const tiers = new Set<number>();
 
+/** Connection names of the transports this harness created on the shared broker. */
+const ownConnections = new Set<string>();
+
 /** Records what it declares so teardown can remove it from the shared broker. */
 class TrackedTransport extends RabbitMqTransport {
+  constructor(options: RabbitMqOptions) {
+    super(options);
+    ownConnections.add(this.connectionName);
+  }
   #note(topic: string, group?: string): void {
     const groups = created.get(topic) ?? new Set<string>();
     if (group !== undefined) groups.add(group);
@@ -153,6 +160,30 @@ export const harness: TransportHarness = {
   },
 
   createForRestart,
+
+  async dropConnections() {
+    // Server-side close of this run's own connections only (never anyone else's on the shared broker).
+    const { stdout } = await run(
+      'rabbitmqctl',
+      ['-q', 'list_connections', '--no-table-headers', 'pid', 'client_properties'],
+      { timeout: 30_000 },
+    );
+    let closed = 0;
+    for (const line of stdout.split('\n')) {
+      const name = /\{"connection_name","([^"]+)"\}/.exec(line)?.[1];
+      if (!name || !ownConnections.has(name)) continue;
+      const pid = line.split('\t')[0]!;
+      await run(
+        'rabbitmqctl',
+        ['-q', 'close_connection', pid, 'conformance: connection killed by the broker'],
+        {
+          timeout: 30_000,
+        },
+      );
+      closed++;
+    }
+    if (closed === 0) throw new Error('no connection of this run was open on the broker');
+  },
 
   createUnreachable() {
     return new RabbitMqTransport({
