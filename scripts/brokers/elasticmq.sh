@@ -136,23 +136,6 @@ stored_queue_count() {
   grep -xE '[0-9]+' <<<"$out" | head -n 1
 }
 
-# Lines this start wrote to the server log.
-new_log() { tail -c +"$((LOG_OFFSET + 1))" "$SERVER_LOG" 2>/dev/null; }
-
-OUT_OFFSET=0
-LOG_OFFSET=0
-SPAWNED_PID=
-fail_start() {
-  warn "$1"
-  dump_since 20 "$OUT_FILE" "$OUT_OFFSET"
-  dump_since 40 "$SERVER_LOG" "$LOG_OFFSET"
-  # Leave no half-started server behind: the next `up` starts afresh.
-  if [[ -n $SPAWNED_PID ]]; then
-    warn "stopping the process this start launched (pid $SPAWNED_PID)"
-    stop_pid "$SPAWNED_PID" "$MARKER" 20 || true
-  fi
-  exit 1
-}
 
 # start [keep]: keep=1 keeps the stored queues and messages.
 start() {

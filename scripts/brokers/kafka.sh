@@ -151,22 +151,6 @@ probe() {
   tool_java -cp "$LIB_DIR/*:$PROBE_DIR" KafkaReady "$HOST:$PORT" "$1"
 }
 
-# Byte offsets of the logs when this start began: failures show only
-# what this start wrote.
-OUT_OFFSET=0
-LOG_OFFSET=0
-SPAWNED_PID=
-fail_start() {
-  warn "$1"
-  dump_since 20 "$OUT_FILE" "$OUT_OFFSET"
-  dump_since 40 "$SERVER_LOG" "$LOG_OFFSET"
-  # Leave no half-started server behind: the next `up` starts afresh.
-  if [[ -n $SPAWNED_PID ]]; then
-    warn "stopping the process this start launched (pid $SPAWNED_PID)"
-    stop_pid "$SPAWNED_PID" "$MARKER" 20 || true
-  fi
-  exit 1
-}
 
 # Wait until this start logged "Kafka Server started" and a client gets
 # answers (the probe runs meanwhile, retrying), or the process dies, or
@@ -186,7 +170,7 @@ wait_ready() {
     dump_tail 5 "$LOG_DIR/probe.err"
     fail_start "no answer on $HOST:$PORT within ${START_DEADLINE}s"
   fi
-  until tail -c +"$((LOG_OFFSET + 1))" "$SERVER_LOG" 2>/dev/null | grep -q 'Kafka Server started'; do
+  until new_log | grep -q 'Kafka Server started'; do
     ((SECONDS < deadline)) || fail_start "answers on $HOST:$PORT, but no 'Kafka Server started' in $SERVER_LOG"
     sleep 0.25
   done

@@ -164,3 +164,26 @@ resolve_jars() {
   rm -rf "$lib_dir"
   mv "$lib_dir.partial" "$lib_dir"
 }
+
+# --- start bookkeeping shared by the broker scripts ----------------------
+# A script sets OUT_FILE, SERVER_LOG and MARKER, records the byte offsets of
+# its logs when a start begins and the pid it spawned; a failed start then
+# shows only what this start wrote and leaves no half-started server behind.
+OUT_OFFSET=0
+LOG_OFFSET=0
+SPAWNED_PID=
+
+# Lines this start wrote to the server log.
+new_log() { tail -c +"$((LOG_OFFSET + 1))" "$SERVER_LOG" 2>/dev/null; }
+
+# shellcheck disable=SC2153 # MARKER, OUT_FILE and SERVER_LOG are set by the sourcing script.
+fail_start() {
+  warn "$1"
+  dump_since 20 "$OUT_FILE" "$OUT_OFFSET"
+  dump_since 40 "$SERVER_LOG" "$LOG_OFFSET"
+  if [[ -n $SPAWNED_PID ]]; then
+    warn "stopping the process this start launched (pid $SPAWNED_PID)"
+    stop_pid "$SPAWNED_PID" "$MARKER" 20 || true
+  fi
+  exit 1
+}

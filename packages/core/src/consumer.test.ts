@@ -712,12 +712,17 @@ describe('Consumer: newer versions', () => {
 describe('Consumer: handler timeout', () => {
   it('fails the attempt with HandlerTimeoutError and aborts the handler signal', async () => {
     let signal: AbortSignal | undefined;
+    let lateFailing!: () => void;
+    const late = new Promise<void>((r) => {
+      lateFailing = r;
+    });
     const t = setup({
       maxAttempts: 1,
       handlerTimeoutMs: 30,
       handler: Order.handle(async (_d, ctx) => {
         signal = ctx.signal;
         await new Promise((r) => setTimeout(r, 300));
+        lateFailing();
         throw new Error('late failure must not surface as an unhandled rejection');
       }),
     });
@@ -727,7 +732,8 @@ describe('Consumer: handler timeout', () => {
     expect(signal?.aborted).toBe(true);
     expect(signal?.reason).toBeInstanceOf(HandlerTimeoutError);
     // Let the late handler fail while the test still runs: vitest reports an unhandled rejection.
-    await new Promise((r) => setTimeout(r, 350));
+    await within(late);
+    await new Promise((r) => setImmediate(r));
   });
 
   it('a timed-out attempt is retried through the broker, never in process beside the late handler', async () => {
