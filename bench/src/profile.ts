@@ -117,8 +117,8 @@ function component(url: string, fn: string): string {
   if (fn === '(garbage collector)') return 'GC';
   if (fn === '(idle)') return 'idle';
   if (fn === '(program)') return 'V8/native (program)';
-  if (url.includes('/packages/core/src/')) return 'Omnibus core';
-  if (/\/packages\/(kafka|rabbitmq|sqs)\/src\//.test(url)) return 'Omnibus adapter';
+  if (/\/packages\/core\/(src|dist)\//.test(url)) return 'Omnibus core';
+  if (/\/packages\/(kafka|rabbitmq|sqs)\/(src|dist)\//.test(url)) return 'Omnibus adapter';
   if (url.includes('/bench/src/')) return 'benchmark harness';
   const m = /node_modules\/(?:\.pnpm\/[^/]+\/node_modules\/)?((?:@[^/]+\/)?[^/]+)/.exec(url);
   if (m) return m[1]!.startsWith('@aws-sdk') || m[1]!.startsWith('@smithy') ? 'AWS SDK' : m[1]!;
@@ -169,7 +169,7 @@ export function summarise(profile: CpuProfile, window?: [number, number]) {
     }
   }
   const spots: HotSpot[] = [...total.keys()]
-    .filter((k) => k.split('|')[1]!.includes('/packages/core/src/'))
+    .filter((k) => /\/packages\/core\/(src|dist)\//.test(k.split('|')[1]!))
     .map((k) => {
       const [fn, url] = k.split('|');
       const s = self.get(k) ?? 0;

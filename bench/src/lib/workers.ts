@@ -34,7 +34,7 @@ class Worker {
   #exited: Error | undefined;
 
   constructor(transport: string, kind: SideKind) {
-    // The same Node flags as this process: tsx's loader and the omnibus-source condition.
+    // The same Node flags as this process (tsx's loader).
     this.#child = fork(WORKER, [transport, kind], { execArgv: process.execArgv, stdio: 'inherit' });
     this.#child.on('message', (m: WorkerReply) => {
       const p = this.#pending.get(m.id);
