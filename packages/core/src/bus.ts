@@ -5,6 +5,7 @@ import type { CircuitBreakerOptions } from './circuit-breaker.js';
 import { type Codec, CodecRegistry } from './codec.js';
 import { type ConsumeOutcome, Consumer, type ConsumerDeps, type ConsumerPolicy } from './consumer.js';
 import { childTraceparent, currentContext } from './context.js';
+import { DeadlineQueue } from './deadline.js';
 import { type Envelope, type RawEnvelope, type WireMessage, wireSize } from './envelope.js';
 import { ConfigError, ErrorCode, OmnibusError, PublishError, UnsupportedError } from './errors.js';
 import type { IdempotencyStore } from './idempotency.js';
@@ -100,6 +101,17 @@ export interface BusHealth {
 
 type OutcomeListener = (o: ConsumeOutcome) => void;
 
+interface Draft {
+  envelope: Envelope;
+  /** The definition's codec; else chosen by the envelope's content type once middleware has run. */
+  codec: Codec | undefined;
+}
+
+interface Prepared {
+  id: string;
+  message: WireMessage;
+}
+
 export class Bus {
   readonly service: string;
   readonly transport: Transport;
@@ -107,7 +119,7 @@ export class Bus {
   readonly #codecs: CodecRegistry;
   readonly #publishMw: PublishMiddleware[];
   readonly #consumeMw: ConsumeMiddleware[];
-  readonly #publishTimeoutMs: number;
+  readonly #publishDeadlines: DeadlineQueue;
   readonly #drainTimeoutMs: number;
   readonly #counters: Counters = newCounters();
   readonly #consumers = new Set<Consumer>();
@@ -126,7 +138,7 @@ export class Bus {
     this.service = o.service;
     this.logger = options.logger ?? silentLogger;
     this.#codecs = new CodecRegistry(options.codecs);
-    this.#publishTimeoutMs = o.publishTimeoutMs;
+    this.#publishDeadlines = new DeadlineQueue(o.publishTimeoutMs);
     this.#drainTimeoutMs = o.drainTimeoutMs;
     this.#publishMw = (options.middleware ?? []).flatMap((m) => (m.publish ? [m.publish] : []));
     this.#consumeMw = (options.middleware ?? []).flatMap((m) => (m.consume ? [m.consume] : []));
@@ -145,10 +157,26 @@ export class Bus {
     options?: PublishOptions,
   ): Promise<{ id: string }>;
   publish(topic: string, message: UntypedMessage, options?: PublishOptions): Promise<{ id: string }>;
-  async publish(topic: string, a: unknown, b?: unknown, c?: PublishOptions): Promise<{ id: string }> {
-    const wire = await this.#prepare(topic, a, b, c);
-    await this.#send(topic, [wire.message]);
-    return { id: wire.id };
+  publish(topic: string, a: unknown, b?: unknown, c?: PublishOptions): Promise<{ id: string }> {
+    // Without publish middleware everything before the broker call is synchronous: no extra promises.
+    if (this.#publishMw.length > 0) return this.#publishThroughMiddleware(topic, a, b, c);
+    let prepared: Prepared;
+    try {
+      prepared = this.#encode(topic, this.#envelope(topic, a, b, c));
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return this.#send(topic, [prepared.message], { id: prepared.id });
+  }
+
+  async #publishThroughMiddleware(
+    topic: string,
+    a: unknown,
+    b: unknown,
+    c: PublishOptions | undefined,
+  ): Promise<{ id: string }> {
+    const prepared = await this.#prepare(topic, a, b, c);
+    return this.#send(topic, [prepared.message], { id: prepared.id });
   }
 
   /**
@@ -169,20 +197,23 @@ export class Bus {
           : this.#prepare(topic, item, item.options, undefined),
       ),
     );
-    if (prepared.length > 0)
-      await this.#send(
-        topic,
-        prepared.map((p) => p.message),
-      );
-    return { ids: prepared.map((p) => p.id) };
+    const ids = prepared.map((p) => p.id);
+    if (prepared.length === 0) return { ids };
+    return this.#send(
+      topic,
+      prepared.map((p) => p.message),
+      { ids },
+    );
   }
 
-  async #prepare(
-    topic: string,
-    a: unknown,
-    b: unknown,
-    c: PublishOptions | undefined,
-  ): Promise<{ id: string; message: WireMessage }> {
+  async #prepare(topic: string, a: unknown, b: unknown, c: PublishOptions | undefined): Promise<Prepared> {
+    const draft = this.#envelope(topic, a, b, c);
+    if (this.#publishMw.length > 0) await this.#runPublishMiddleware(draft.envelope);
+    return this.#encode(topic, draft);
+  }
+
+  /** Validates the arguments and builds the envelope (data not yet encoded). */
+  #envelope(topic: string, a: unknown, b: unknown, c: PublishOptions | undefined): Draft {
     if (this.#closed) throw new PublishError(ErrorCode.CLOSED, 'the bus is closed');
     if (typeof topic !== 'string' || topic === '')
       throw new ConfigError('topic', 'must be a non-empty string');
@@ -224,8 +255,12 @@ export class Bus {
       headers: options.headers ?? {},
       data,
     };
-    if (this.#publishMw.length > 0) await this.#runPublishMiddleware(envelope);
-    codec ??= this.#codecs.get(envelope.contentType);
+    return { envelope, codec };
+  }
+
+  /** Encodes the data, maps the envelope to the wire, and checks the size against the transport's limit. */
+  #encode(topic: string, { envelope, codec: fixed }: Draft): Prepared {
+    const codec = fixed ?? this.#codecs.get(envelope.contentType);
     if (!codec) throw new ConfigError('contentType', `no codec registered for ${envelope.contentType}`);
     const raw: RawEnvelope = { ...envelope, data: codec.encode(envelope.data) };
     const message = this.transport.encode(raw);
@@ -235,12 +270,12 @@ export class Bus {
       this.#counters.publishFailed++;
       throw new PublishError(
         ErrorCode.TOO_LARGE,
-        `message ${id} (${type}) is ${size} bytes on the wire; ${this.transport.name} accepts at most ${max}`,
+        `message ${envelope.id} (${envelope.type}) is ${size} bytes on the wire; ${this.transport.name} accepts at most ${max}`,
         { details: { size, max } },
       );
     }
     if (this.#publishListeners.size > 0) for (const l of this.#publishListeners) l(envelope, topic);
-    return { id, message };
+    return { id: envelope.id, message };
   }
 
   async #runPublishMiddleware(envelope: Envelope): Promise<void> {
@@ -253,36 +288,55 @@ export class Bus {
     await next();
   }
 
-  async #send(topic: string, messages: WireMessage[]): Promise<void> {
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () =>
+  /**
+   * Hands the messages to the transport; resolves with `result` once the broker has accepted them, or
+   * rejects with a PublishError (failed, or not confirmed within the publish timeout). The timeouts of
+   * all of this bus's publishes share one timer (see DeadlineQueue).
+   */
+  #send<R>(topic: string, messages: WireMessage[], result: R): Promise<R> {
+    const counters = this.#counters;
+    return new Promise<R>((resolve, reject) => {
+      let settled = false;
+      const deadline = this.#publishDeadlines.start(performance.now(), () => {
+        settled = true;
+        counters.publishFailed += messages.length;
+        reject(
+          new PublishError(
+            ErrorCode.TIMEOUT,
+            `publish to ${topic} not confirmed within ${this.#publishDeadlines.timeoutMs} ms`,
+          ),
+        );
+      });
+      const fail = (err: unknown) => {
+        deadline.done();
+        if (settled) return;
+        settled = true;
+        counters.publishFailed += messages.length;
+        if (err instanceof OmnibusError) reject(err);
+        else
           reject(
             new PublishError(
-              ErrorCode.TIMEOUT,
-              `publish to ${topic} not confirmed within ${this.#publishTimeoutMs} ms`,
+              ErrorCode.PUBLISH_FAILED,
+              `publish to ${topic} failed: ${redactText(String((err as Error)?.message ?? err))}`,
+              { cause: err },
             ),
-          ),
-        this.#publishTimeoutMs,
-      );
+          );
+      };
+      let accepted: Promise<void>;
+      try {
+        accepted = this.transport.publish(topic, messages);
+      } catch (err) {
+        fail(err);
+        return;
+      }
+      accepted.then(() => {
+        deadline.done();
+        if (settled) return;
+        settled = true;
+        counters.published += messages.length;
+        resolve(result);
+      }, fail);
     });
-    try {
-      await Promise.race([this.transport.publish(topic, messages), timeout]);
-      this.#counters.published += messages.length;
-    } catch (err) {
-      this.#counters.publishFailed += messages.length;
-      if (err instanceof OmnibusError) throw err;
-      throw new PublishError(
-        ErrorCode.PUBLISH_FAILED,
-        `publish to ${topic} failed: ${redactText(String((err as Error)?.message ?? err))}`,
-        {
-          cause: err,
-        },
-      );
-    } finally {
-      clearTimeout(timer);
-    }
   }
 
   /** Creates the broker objects a topic and its groups need, before producers start. */

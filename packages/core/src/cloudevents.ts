@@ -25,15 +25,73 @@ const EXT = {
   key: 'partitionkey',
 } as const;
 
+// Messages published or read together mostly share one millisecond: remember the last conversion
+// each way rather than format or parse the same time again.
+let lastFormattedMs = Number.NaN;
+let lastFormatted = '';
+let lastParsed = '';
+let lastParsedMs = 0;
+
 function isoTime(ms: number): string {
-  return new Date(ms).toISOString();
+  if (ms !== lastFormattedMs) {
+    lastFormatted = new Date(ms).toISOString();
+    lastFormattedMs = ms;
+  }
+  return lastFormatted;
 }
 
 function parseTime(value: string | undefined): number {
   if (value === undefined) return Date.now();
+  if (value === lastParsed) return lastParsedMs;
   const ms = Date.parse(value);
   if (Number.isNaN(ms)) throw new DecodeError(`CloudEvents time is not RFC 3339: ${JSON.stringify(value)}`);
+  lastParsed = value;
+  lastParsedMs = ms;
   return ms;
+}
+
+/** The header names of one binary-mode mapping, built once per options object. */
+interface BinaryNames {
+  prefix: string;
+  specversion: string;
+  id: string;
+  type: string;
+  source: string;
+  time: string;
+  contentType: string;
+  correlationId: string;
+  causationId: string;
+  version: string;
+  key: string;
+}
+
+const namesByOptions = new WeakMap<BinaryModeOptions, BinaryNames>();
+let lastNames: BinaryNames | undefined;
+
+function binaryNames(options: BinaryModeOptions): BinaryNames {
+  let names = namesByOptions.get(options);
+  if (!names) {
+    const p = options.prefix;
+    const contentType = options.contentTypeHeader ?? `${p}datacontenttype`;
+    // A caller building a fresh options object per call still gets the last names for the same mapping.
+    if (lastNames?.prefix === p && lastNames.contentType === contentType) return lastNames;
+    names = {
+      prefix: p,
+      specversion: `${p}specversion`,
+      id: `${p}id`,
+      type: `${p}type`,
+      source: `${p}source`,
+      time: `${p}time`,
+      contentType,
+      correlationId: `${p}${EXT.correlationId}`,
+      causationId: `${p}${EXT.causationId}`,
+      version: `${p}${EXT.version}`,
+      key: `${p}${EXT.key}`,
+    };
+    namesByOptions.set(options, names);
+    lastNames = names;
+  }
+  return names;
 }
 
 function parseVersion(value: unknown): number {
@@ -50,20 +108,23 @@ function required(value: unknown, name: string): string {
   return value;
 }
 
-/** Envelope → headers + body, CloudEvents binary mode. Control headers are added by the caller. */
+/**
+ * Envelope → headers + body, CloudEvents binary mode. Control headers are added by the caller. Pass the
+ * same options object every time: the header names are worked out once per object.
+ */
 export function toBinary(env: RawEnvelope, options: BinaryModeOptions): WireMessage {
-  const p = options.prefix;
+  const n = binaryNames(options);
   const headers: Record<string, string> = { ...env.headers };
-  headers[`${p}specversion`] = CE_SPEC_VERSION;
-  headers[`${p}id`] = env.id;
-  headers[`${p}type`] = env.type;
-  headers[`${p}source`] = env.source;
-  headers[`${p}time`] = isoTime(env.time);
-  headers[options.contentTypeHeader ?? `${p}datacontenttype`] = env.contentType;
-  headers[`${p}${EXT.correlationId}`] = env.correlationId;
-  headers[`${p}${EXT.version}`] = String(env.version);
-  if (env.causationId) headers[`${p}${EXT.causationId}`] = env.causationId;
-  if (env.key !== undefined) headers[`${p}${EXT.key}`] = env.key;
+  headers[n.specversion] = CE_SPEC_VERSION;
+  headers[n.id] = env.id;
+  headers[n.type] = env.type;
+  headers[n.source] = env.source;
+  headers[n.time] = isoTime(env.time);
+  headers[n.contentType] = env.contentType;
+  headers[n.correlationId] = env.correlationId;
+  headers[n.version] = String(env.version);
+  if (env.causationId) headers[n.causationId] = env.causationId;
+  if (env.key !== undefined) headers[n.key] = env.key;
   if (env.traceparent) headers.traceparent = env.traceparent;
   if (env.tracestate) headers.tracestate = env.tracestate;
   return { body: env.data, headers, key: env.key };
@@ -71,32 +132,34 @@ export function toBinary(env: RawEnvelope, options: BinaryModeOptions): WireMess
 
 /** Headers + body → envelope. Throws DecodeError when required attributes are missing or malformed. */
 export function fromBinary(msg: WireMessage, options: BinaryModeOptions): RawEnvelope {
-  const p = options.prefix;
+  const n = binaryNames(options);
+  const p = n.prefix;
   const h = msg.headers;
-  const ctHeader = options.contentTypeHeader ?? `${p}datacontenttype`;
-  const spec = h[`${p}specversion`];
+  const spec = h[n.specversion];
   if (spec === undefined) throw new DecodeError('not a CloudEvent: no specversion header');
   if (spec !== CE_SPEC_VERSION) throw new DecodeError(`unsupported CloudEvents specversion ${spec}`);
   const headers: Record<string, string> = {};
+  const isBrokerHeader = options.isBrokerHeader;
   for (const name in h) {
-    if (name.startsWith(p) || name === ctHeader || name === 'traceparent' || name === 'tracestate') continue;
+    if (name.startsWith(p) || name === n.contentType || name === 'traceparent' || name === 'tracestate')
+      continue;
     if (name.startsWith(CONTROL_HEADER_PREFIX)) continue;
-    if (options.isBrokerHeader?.(name)) continue;
+    if (isBrokerHeader?.(name)) continue;
     headers[name] = h[name]!;
   }
-  const id = required(h[`${p}id`], 'id');
+  const id = required(h[n.id], 'id');
   return {
     id,
-    type: required(h[`${p}type`], 'type'),
-    source: required(h[`${p}source`], 'source'),
-    time: parseTime(h[`${p}time`]),
-    key: h[`${p}${EXT.key}`] ?? msg.key,
-    correlationId: h[`${p}${EXT.correlationId}`] ?? id,
-    causationId: h[`${p}${EXT.causationId}`],
+    type: required(h[n.type], 'type'),
+    source: required(h[n.source], 'source'),
+    time: parseTime(h[n.time]),
+    key: h[n.key] ?? msg.key,
+    correlationId: h[n.correlationId] ?? id,
+    causationId: h[n.causationId],
     traceparent: h.traceparent,
     tracestate: h.tracestate,
-    version: parseVersion(h[`${p}${EXT.version}`]),
-    contentType: h[ctHeader] ?? 'application/json',
+    version: parseVersion(h[n.version]),
+    contentType: h[n.contentType] ?? 'application/json',
     headers,
     data: msg.body,
   };

@@ -38,12 +38,23 @@ export const rawCodec: Codec = {
 
 export class CodecRegistry {
   readonly #byType = new Map<string, Codec>();
+  /** Lookups by the exact content-type string seen, so the common case skips normalising it. */
+  readonly #seen = new Map<string, Codec>();
 
   constructor(codecs: readonly Codec[] = []) {
     for (const c of [jsonCodec, rawCodec, ...codecs]) this.#byType.set(baseType(c.contentType), c);
   }
 
   get(contentType: string): Codec | undefined {
+    const seen = this.#seen.get(contentType);
+    if (seen !== undefined) return seen;
+    const codec = this.#lookup(contentType);
+    // Bounded: a peer sending endless distinct content types must not grow this map.
+    if (codec && this.#seen.size < 256) this.#seen.set(contentType, codec);
+    return codec;
+  }
+
+  #lookup(contentType: string): Codec | undefined {
     const base = baseType(contentType);
     const exact = this.#byType.get(base);
     if (exact) return exact;

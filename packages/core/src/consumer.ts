@@ -7,6 +7,7 @@ import { type Backoff, backoffDelay } from './backoff.js';
 import { CircuitBreaker, type CircuitBreakerOptions } from './circuit-breaker.js';
 import type { CodecRegistry } from './codec.js';
 import { runInMessageContext } from './context.js';
+import { DeadlineQueue } from './deadline.js';
 import { ControlHeader, type DeadLetterReason, type Envelope, type RawEnvelope } from './envelope.js';
 import {
   DecodeError,
@@ -110,6 +111,21 @@ function invocationSignal(inv: Invocation): AbortSignal {
   return inv.controller.signal;
 }
 
+type InvokeOutcome = { ok: true } | { ok: false; error: unknown; timedOut: boolean };
+const OK_OUTCOME: InvokeOutcome = { ok: true };
+
+function failedOutcome(error: unknown): InvokeOutcome {
+  return { ok: false, error, timedOut: false };
+}
+
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return (
+    value !== null &&
+    (typeof value === 'object' || typeof value === 'function') &&
+    typeof (value as PromiseLike<unknown>).then === 'function'
+  );
+}
+
 const MAX_ERROR_HEADER = 1000;
 
 /** One group subscription: owns the scheduler, the breaker and the transport subscription. */
@@ -123,6 +139,7 @@ export class Consumer {
   readonly #abort = new AbortController();
   /** Handler invocations under way: shutdown aborts their signals. */
   readonly #invocations = new Set<Invocation>();
+  readonly #handlerDeadlines: DeadlineQueue;
   #sub: TransportSubscription | undefined;
   #closing = false;
 
@@ -130,6 +147,7 @@ export class Consumer {
     this.policy = policy;
     this.#deps = deps;
     this.#scheduler = new KeyedScheduler(policy.concurrency, policy.ordered);
+    this.#handlerDeadlines = new DeadlineQueue(policy.handlerTimeoutMs);
     // Every running handler and retry wait listens for shutdown on this one signal.
     setMaxListeners(0, this.#abort.signal);
     for (const [key, h] of Object.entries(policy.handlers)) {
@@ -227,21 +245,16 @@ export class Consumer {
     };
   }
 
-  async #process(d: Delivery, raw: RawEnvelope | undefined, decodeError: unknown): Promise<void> {
-    try {
-      if (this.#closing) {
-        await d.release();
-        return;
-      }
-      await this.#pipeline(d, raw, decodeError);
-    } catch (err) {
+  #process(d: Delivery, raw: RawEnvelope | undefined, decodeError: unknown): Promise<void> {
+    const run = this.#closing ? settleCall(() => d.release()) : this.#pipeline(d, raw, decodeError);
+    return run.catch((err: unknown) => {
       // A settle action failed (broker unreachable): give the message back rather than lose it.
       this.#deps.logger.error(
         this.#fields(raw, { err: errorMessage(err) }),
         'could not settle message; releasing it',
       );
-      await d.release().catch(() => {});
-    }
+      return settleCall(() => d.release()).catch(() => {});
+    });
   }
 
   async #pipeline(d: Delivery, raw: RawEnvelope | undefined, decodeError: unknown): Promise<void> {
@@ -283,9 +296,9 @@ export class Consumer {
     }
     const envelope: Envelope = { ...raw, data };
 
-    const claimKey = `${policy.group}:${raw.id}`;
     // A message this consumer cannot read yet takes no claim, so it must never drop someone else's.
     const idem = versionError ? undefined : policy.idempotency;
+    const claimKey = idem ? `${policy.group}:${raw.id}` : '';
     if (idem) {
       const claim = await idem.store.claim(claimKey, idem.leaseMs);
       if (claim === 'done') {
@@ -390,14 +403,18 @@ export class Consumer {
     }
   }
 
-  async #invoke(
+  /**
+   * Runs the handler once, in the message's context, with the consumer's handler timeout. Resolves (never
+   * rejects) with the outcome. The timeouts of all of this consumer's invocations share one timer.
+   */
+  #invoke(
     route: Route,
     data: unknown,
     envelope: Envelope,
     d: Delivery,
     attempt: number,
     claimKey: string,
-  ): Promise<{ ok: true } | { ok: false; error: unknown; timedOut: boolean }> {
+  ): Promise<InvokeOutcome> {
     const { policy } = this;
     const inv: Invocation = { controller: undefined, aborted: false, reason: undefined };
     this.#invocations.add(inv);
@@ -413,45 +430,65 @@ export class Consumer {
       },
     };
     const started = performance.now();
-    const run = () => runInMessageContext(envelope, () => this.#callHandler(route, data, ctx));
-    const promise = run();
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<'timeout'>((resolve) => {
-      timer = setTimeout(() => resolve('timeout'), policy.handlerTimeoutMs);
-    });
-    try {
-      const result = await Promise.race([promise.then(() => 'ok' as const), timeout]);
-      if (result === 'timeout') {
-        abortInvocation(inv, new HandlerTimeoutError(policy.handlerTimeoutMs));
-        const idem = policy.idempotency;
-        if (idem) {
-          // Keep the claim while the late handler runs so a redelivery cannot run beside it.
-          promise.then(
-            () => idem.store.complete(claimKey, idem.ttlMs),
-            () => idem.store.release(claimKey),
-          );
-        } else {
-          promise.catch(() => {});
-        }
-        return { ok: false, error: new HandlerTimeoutError(policy.handlerTimeoutMs), timedOut: true };
-      }
-      if (policy.idempotency) await policy.idempotency.store.complete(claimKey, policy.idempotency.ttlMs);
-      return { ok: true };
-    } catch (error) {
-      return { ok: false, error, timedOut: false };
-    } finally {
-      clearTimeout(timer);
+    const finish = (): void => {
       this.#invocations.delete(inv);
       this.#deps.counters.processingMs += performance.now() - started;
+    };
+    let result: unknown;
+    try {
+      result = runInMessageContext(envelope, () => this.#callHandler(route, data, ctx));
+    } catch (error) {
+      finish();
+      return Promise.resolve(failedOutcome(error));
     }
+    const idem = policy.idempotency;
+    // A handler that returned without a promise has finished.
+    if (!isThenable(result)) {
+      finish();
+      if (!idem) return Promise.resolve(OK_OUTCOME);
+      return idem.store.complete(claimKey, idem.ttlMs).then(() => OK_OUTCOME, failedOutcome);
+    }
+    return new Promise<InvokeOutcome>((resolve) => {
+      let timedOut = false;
+      const deadline = this.#handlerDeadlines.start(started, () => {
+        timedOut = true;
+        finish();
+        const error = new HandlerTimeoutError(policy.handlerTimeoutMs);
+        abortInvocation(inv, error);
+        resolve({ ok: false, error, timedOut: true });
+      });
+      result.then(
+        () => {
+          deadline.done();
+          if (timedOut) {
+            // The late handler kept its claim so a redelivery could not run beside it; now it may go.
+            if (idem) void idem.store.complete(claimKey, idem.ttlMs).catch(() => {});
+            return;
+          }
+          finish();
+          if (idem)
+            idem.store.complete(claimKey, idem.ttlMs).then(
+              () => resolve(OK_OUTCOME),
+              (error: unknown) => resolve(failedOutcome(error)),
+            );
+          else resolve(OK_OUTCOME);
+        },
+        (error: unknown) => {
+          deadline.done();
+          if (timedOut) {
+            if (idem) void idem.store.release(claimKey).catch(() => {});
+            return;
+          }
+          finish();
+          resolve(failedOutcome(error));
+        },
+      );
+    });
   }
 
-  async #callHandler(route: Route, data: unknown, ctx: MessageContext): Promise<void> {
+  #callHandler(route: Route, data: unknown, ctx: MessageContext): unknown {
     const mw = this.#deps.middleware;
-    if (mw.length === 0) {
-      await route.fn(data, ctx);
-      return;
-    }
+    if (mw.length === 0) return route.fn(data, ctx);
     let i = -1;
     const next = async (): Promise<void> => {
       i++;
@@ -459,7 +496,7 @@ export class Consumer {
       if (m) await m(ctx, next);
       else await route.fn(data, ctx);
     };
-    await next();
+    return next();
   }
 
   #retryHeaders(
@@ -519,6 +556,15 @@ export class Consumer {
       topic: policy.topic,
       group: policy.group,
     });
+  }
+}
+
+/** A transport's settle call as a promise, even when it throws instead of rejecting. */
+function settleCall(fn: () => Promise<void>): Promise<void> {
+  try {
+    return fn();
+  } catch (err) {
+    return Promise.reject(err);
   }
 }
 

@@ -18,6 +18,7 @@ import type {
 
 const PREFIX = 'ce_';
 const TYPE_HEADER = `${PREFIX}type`;
+const BINARY_MODE = { prefix: PREFIX };
 
 interface Stored {
   wire: WireMessage;
@@ -234,11 +235,11 @@ export class MemoryTransport implements Transport {
   }
 
   encode(env: RawEnvelope): WireMessage {
-    return toBinary(env, { prefix: PREFIX });
+    return toBinary(env, BINARY_MODE);
   }
 
   decode(wire: WireMessage): RawEnvelope {
-    return fromBinary(wire, { prefix: PREFIX });
+    return fromBinary(wire, BINARY_MODE);
   }
 
   async publish(topic: string, messages: readonly WireMessage[]): Promise<void> {
