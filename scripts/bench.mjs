@@ -3,10 +3,14 @@
 //   pnpm bench [memory|rabbitmq|kafka|sqs …] [--reps N] [--scale F] [--sizes 200,16384]
 //   pnpm bench soak [memory|kafka] [--messages N] [--max-entries N]
 //   pnpm bench profile [memory|kafka|rabbitmq|sqs] [--messages N] [--size B] [--label L]
+//   … --node <major>   (any of the above, e.g. --node 24)
 // Starts the brokers it needs with scripts/brokers/up.sh (unless AMQP_URL / KAFKA_BROKERS /
 // SQS_ENDPOINT point elsewhere), builds the packages, then runs the benchmark sources in bench/src with
-// tsx against those builds.
-import { spawnSync } from 'node:child_process';
+// tsx against those builds. With --node <major>, tsx (and so the benchmark's worker processes, which
+// inherit its binary) runs under that Node.js major, fetched with `npx -y node@<major>`, instead of the
+// machine's `node`; the figures of a major other than the machine's are kept apart in latest.json
+// (`byNode`), and BENCHMARKS.md compares the Omnibus/raw ratios across Node.js versions.
+import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -39,10 +43,29 @@ if (args.includes('--help') || args.includes('-h')) {
       '    one million messages with a bounded idempotency store, resident memory sampled',
       'pnpm bench profile [memory|kafka|rabbitmq|sqs] [--messages N] [--size B] [--label L]',
       '    CPU profile (node --cpu-prof) of the Omnibus path, per phase, and the hot spots in packages/core/src',
+      '--node <major>  (any of the above, e.g. --node 24)',
+      "    run under that Node.js major (npx -y node@<major>) instead of the machine's node; a run under another",
+      '    major than the machine\'s keeps its figures apart (latest.json byNode, "by Node.js version" in BENCHMARKS.md)',
     ].join('\n'),
   );
   process.exit(0);
 }
+
+// --node <major> | --node=<major>: the launcher's own option, not passed on to the benchmark.
+const nodeAt = args.findIndex((a) => a === '--node' || a.startsWith('--node='));
+let nodeMajor;
+if (nodeAt >= 0) {
+  const inline = args[nodeAt].startsWith('--node=');
+  nodeMajor = inline ? args[nodeAt].slice('--node='.length) : args[nodeAt + 1];
+  // tsx 4 needs Node.js 18 or later.
+  if (!/^\d+$/.test(nodeMajor ?? '') || Number(nodeMajor) < 18) {
+    console.error('bench: --node takes a Node.js major version from 18 on, e.g. --node 24');
+    process.exit(2);
+  }
+  args.splice(nodeAt, inline ? 1 : 2);
+}
+// Fetched before brokers and builds, so that a wrong major fails at once.
+const nodeBin = nodeMajor ? nodeBinary(nodeMajor) : undefined;
 
 function isOptionValue(i) {
   const prev = args[i - 1];
@@ -88,12 +111,49 @@ if (build.status !== 0) {
   console.error('bench: building the packages failed');
   process.exit(1);
 }
-const tsxArgs = ['--dir', 'bench', 'exec', 'tsx'];
 // The soak samples heap after a forced collection, so that growth means retained memory, not garbage.
-if (entry === 'soak') tsxArgs.push('--expose-gc');
+const nodeFlags = entry === 'soak' ? ['--expose-gc'] : [];
 const options = args.filter((a) => !TRANSPORTS.includes(a));
-const run = spawnSync('pnpm', [...tsxArgs, `src/${entry}.ts`, ...selected, ...options], {
-  stdio: 'inherit',
-  cwd: root,
-});
+// A profile under another Node.js gets a file of its own unless labelled (profile-<transport>-node24.json).
+if (entry === 'profile' && nodeBin && !options.some((a) => a === '--label' || a.startsWith('--label='))) {
+  options.push(`--label=node${nodeMajor}`);
+}
+const benchArgs = [`src/${entry}.ts`, ...selected, ...options];
+// The TS side tells the main figures (this, the machine's Node.js) from those of another major.
+const env = { ...process.env, OMNIBUS_BENCH_MAIN_NODE: process.version };
+let run;
+if (nodeBin) {
+  const version = execFileSync(nodeBin, ['--version'], { encoding: 'utf8' }).trim();
+  console.log(`bench: Node.js ${version} (${nodeBin})`);
+  const tsx = join(root, 'bench/node_modules/tsx/dist/cli.mjs');
+  run = spawnSync(nodeBin, [tsx, ...nodeFlags, ...benchArgs], {
+    stdio: 'inherit',
+    cwd: join(root, 'bench'),
+    env,
+  });
+} else {
+  run = spawnSync('pnpm', ['--dir', 'bench', 'exec', 'tsx', ...nodeFlags, ...benchArgs], {
+    stdio: 'inherit',
+    cwd: root,
+    env,
+  });
+}
 process.exit(run.status ?? 1);
+
+/** The binary of Node.js `major`, through npx's cache (downloaded the first time). */
+function nodeBinary(major) {
+  console.log(`bench: getting Node.js ${major} (npx -y node@${major})`);
+  // stderr kept back: under pnpm, npm warns about pnpm's npm_config_* variables; shown only on failure.
+  const got = spawnSync('npx', ['-y', `node@${major}`, '-p', 'process.execPath'], {
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'pipe'],
+    cwd: root,
+  });
+  const path = got.stdout?.trim().split('\n').pop()?.trim();
+  if (got.status !== 0 || !path || !existsSync(path)) {
+    process.stderr.write(got.stderr ?? '');
+    console.error(`bench: could not get Node.js ${major} with npx -y node@${major}`);
+    process.exit(1);
+  }
+  return path;
+}

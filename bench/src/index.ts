@@ -3,12 +3,13 @@
  *
  * Raw client vs Omnibus on the same broker in one run; figures are medians of alternating repetitions.
  * Writes bench/results/latest.json (merged: transports not run keep their last figures) and BENCHMARKS.md.
- * The launcher (scripts/bench.mjs) starts the brokers first.
+ * The launcher (scripts/bench.mjs) starts the brokers first. Under another Node.js major than the machine's
+ * (`pnpm bench --node 24`), the figures go to `byNode[major]` in latest.json, not to the main `transports`.
  */
 import { parseArgs } from 'node:util';
 import { loadBench, TRANSPORTS, type TransportName } from './lib/load.js';
-import { machine } from './lib/machine.js';
-import { readResults, writeReport, writeResults } from './lib/report.js';
+import { machine, nodeRun } from './lib/machine.js';
+import { readResults, resultsForThisNode, writeReport, writeResults } from './lib/report.js';
 import { runTransport } from './lib/runner.js';
 import { workerProcesses } from './lib/workers.js';
 import { runStages } from './stages.js';
@@ -52,6 +53,13 @@ async function main(): Promise<number> {
   }
   const results = readResults();
   results.machine = machine();
+  const run = nodeRun();
+  const target = resultsForThisNode(results);
+  log(
+    run.isMain
+      ? `Node ${run.version}: main figures`
+      : `Node ${run.version}: figures kept apart from the main ones (Node ${run.mainVersion}), under byNode["${run.major}"]`,
+  );
   let failed = 0;
   for (const name of names as Name[]) {
     const bench = await loadBench(name);
@@ -59,10 +67,10 @@ async function main(): Promise<number> {
     const exec = workerProcesses(name);
     const r = await runTransport(bench, exec, { sizes, reps, scale, log }).finally(() => exec.close());
     if (r.status !== 'ok') failed++;
-    results.transports[name] = r;
+    target.transports[name] = r;
     if (name === 'memory' && !values['no-stages']) {
       log('memory: pipeline stage costs');
-      results.stages = await runStages({ scale, reps: Math.max(reps, 5), log });
+      target.setStages(await runStages({ scale, reps: Math.max(reps, 5), log }));
     }
     if (!values['no-write']) writeResults(results);
   }

@@ -8,6 +8,7 @@ export interface Machine {
   cores: number;
   memoryGiB: number;
   os: string;
+  /** The Node.js of the main figures (`transports` in latest.json): the machine's own `node`. */
   node: string;
   loadAverage: number[];
 }
@@ -19,9 +20,40 @@ export function machine(): Machine {
     cores: os.availableParallelism?.() ?? cpus.length,
     memoryGiB: Math.round((os.totalmem() / 1024 ** 3) * 10) / 10,
     os: `${os.type()} ${os.release()} ${os.arch()}`,
-    node: process.version,
+    node: nodeRun().mainVersion,
     loadAverage: os.loadavg().map((l) => Math.round(l * 100) / 100),
   };
+}
+
+/** Set by scripts/bench.mjs: the version of the machine's own `node` (the one that ran the launcher). */
+export const MAIN_NODE_ENV = 'OMNIBUS_BENCH_MAIN_NODE';
+
+export interface NodeRun {
+  /** This process's Node.js version, e.g. v24.11.1. */
+  version: string;
+  /** Its major, e.g. "24" (the key of `byNode` in latest.json). */
+  major: string;
+  /** The version of the machine's own Node.js, whose figures are the main ones. */
+  mainVersion: string;
+  /** Whether this run's figures are the main ones (same major as the machine's Node.js). */
+  isMain: boolean;
+}
+
+export function nodeMajor(version: string): string {
+  return /^v?(\d+)/.exec(version)?.[1] ?? version;
+}
+
+/**
+ * Which Node.js runs this benchmark, and whether its figures are the main ones. `pnpm bench --node 24`
+ * runs under another Node.js than the machine's; such figures are kept apart (`byNode` in latest.json).
+ * Without the launcher's variable (sources run directly with tsx), this Node.js is the main one.
+ */
+export function nodeRun(): NodeRun {
+  const version = process.version;
+  const major = nodeMajor(version);
+  const env = process.env[MAIN_NODE_ENV];
+  const isMain = !env || nodeMajor(env) === major;
+  return { version, major, mainVersion: isMain ? version : env, isMain };
 }
 
 /**

@@ -1,8 +1,8 @@
 /** bench/results/latest.json (merged across runs) and the BENCHMARKS.md page generated from it. */
-import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { Machine } from './machine.js';
+import { type Machine, nodeMajor, nodeRun } from './machine.js';
 import { sizeLabel } from './payload.js';
 import type { Pair, TransportResult } from './runner.js';
 import type { Figure } from './stats.js';
@@ -52,13 +52,26 @@ export interface SoakResult {
   secondHalfHeapGrowthMiB: number;
   status: 'ok' | 'failed';
   error?: string;
+  /** The Node.js version the soak ran under (absent in files written before it was recorded). */
+  node?: string;
+}
+
+/** The figures of runs under another Node.js major than the machine's (`pnpm bench --node 24`). */
+export interface NodeResults {
+  /** The exact version, e.g. v24.11.1. */
+  machineNode: string;
+  transports: Record<string, TransportResult>;
+  stages?: StageResults;
 }
 
 export interface Results {
   generatedAt: string;
+  /** `machine.node` is the Node.js of the main figures (`transports`, `stages`). */
   machine: Machine;
   transports: Record<string, TransportResult>;
   stages?: StageResults;
+  /** Keyed by Node.js major ("24"); merged per transport like `transports`, never the main major. */
+  byNode?: Record<string, NodeResults>;
 }
 
 export function readResults(): Results {
@@ -84,8 +97,42 @@ export function writeResults(r: Results): void {
   writeAtomic(LATEST, `${JSON.stringify(r, null, 2)}\n`);
 }
 
-export function readSoak(transport: string): SoakResult | undefined {
-  const file = join(RESULTS_DIR, `soak-${transport}.json`);
+/**
+ * Where this process's figures go: the main ones, or (under another Node.js major than the machine's)
+ * `byNode[major]`, created when missing.
+ */
+export function resultsForThisNode(r: Results): {
+  transports: Record<string, TransportResult>;
+  setStages(s: StageResults): void;
+} {
+  const run = nodeRun();
+  if (run.isMain) {
+    return {
+      transports: r.transports,
+      setStages: (s) => {
+        r.stages = s;
+      },
+    };
+  }
+  r.byNode ??= {};
+  const entry = r.byNode[run.major] ?? { machineNode: run.version, transports: {} };
+  entry.machineNode = run.version;
+  r.byNode[run.major] = entry;
+  return {
+    transports: entry.transports,
+    setStages: (s) => {
+      entry.stages = s;
+    },
+  };
+}
+
+/** soak-<transport>.json for the main Node.js, soak-<transport>.node<major>.json for another. */
+function soakFile(transport: string, major?: string): string {
+  return join(RESULTS_DIR, major ? `soak-${transport}.node${major}.json` : `soak-${transport}.json`);
+}
+
+export function readSoak(transport: string, major?: string): SoakResult | undefined {
+  const file = soakFile(transport, major);
   if (!existsSync(file)) return undefined;
   try {
     return JSON.parse(readFileSync(file, 'utf8')) as SoakResult;
@@ -95,7 +142,25 @@ export function readSoak(transport: string): SoakResult | undefined {
 }
 
 export function writeSoak(s: SoakResult): void {
-  writeAtomic(join(RESULTS_DIR, `soak-${s.transport}.json`), `${JSON.stringify(s, null, 2)}\n`);
+  const run = nodeRun();
+  s.node ??= run.version;
+  writeAtomic(soakFile(s.transport, run.isMain ? undefined : run.major), `${JSON.stringify(s, null, 2)}\n`);
+}
+
+/** The soaks to show: the main Node.js's, then those of other majors, per transport. */
+function allSoaks(mainNode: string): SoakResult[] {
+  const majors = existsSync(RESULTS_DIR)
+    ? [
+        ...new Set(
+          readdirSync(RESULTS_DIR)
+            .map((f) => /^soak-[a-z]+\.node(\d+)\.json$/.exec(f)?.[1])
+            .filter((m): m is string => !!m && m !== nodeMajor(mainNode)),
+        ),
+      ].sort((a, b) => Number(a) - Number(b))
+    : [];
+  return ['memory', 'kafka'].flatMap((t) =>
+    [readSoak(t), ...majors.map((m) => readSoak(t, m))].filter((s): s is SoakResult => !!s),
+  );
 }
 
 // ---- BENCHMARKS.md ---------------------------------------------------------------------------
@@ -157,6 +222,66 @@ function throughputTable(r: Results): string[] {
     }
   }
   return lines;
+}
+
+/** The other Node.js majors measured, oldest first (a leftover entry for the main major is skipped). */
+function otherNodes(r: Results): [string, NodeResults][] {
+  const main = nodeMajor(r.machine.node);
+  return Object.entries(r.byNode ?? {})
+    .filter(([major]) => major !== main)
+    .sort(([a], [b]) => Number(a) - Number(b));
+}
+
+function byNodeSection(r: Results): string[] {
+  const others = otherNodes(r);
+  const intro = [
+    'On Node 20, the first use of AsyncLocalStorage (Omnibus keeps the message context in it) switches on a',
+    'process-wide promise hook; Node 24 (AsyncContextFrame) does not pay that cost. The tables above are from the',
+    `machine's own Node.js (${r.machine.node}); \`pnpm bench … --node <major>\` measures under another one (fetched`,
+    'with `npx node@<major>`) and keeps those figures apart. Omnibus/raw ratios, median <sub>(min–max)</sub>:',
+  ];
+  if (others.length === 0) {
+    return [...intro, '', '_No other Node.js version measured yet (`pnpm bench memory --node 24`)._'];
+  }
+  const columns: { label: string; transports: Record<string, TransportResult> }[] = [
+    { label: `Node ${r.machine.node}`, transports: r.transports },
+    ...others.map(([, n]) => ({ label: `Node ${n.machineNode}`, transports: n.transports })),
+  ];
+  const head = [...columns.map((c) => `publish ${c.label}`), ...columns.map((c) => `consume ${c.label}`)];
+  const lines = [
+    ...intro,
+    '',
+    ...others.map(([, n]) => `- Node ${n.machineNode}: ${measuredOn(n.transports)}`),
+    '',
+    `| transport | size | ${head.join(' | ')} |`,
+    `|---|---|${head.map(() => '--:').join('|')}|`,
+  ];
+  for (const name of ORDER) {
+    const sizes = [
+      ...new Set(columns.flatMap((c) => c.transports[name]?.sizes.map((s) => s.size) ?? [])),
+    ].sort((a, b) => a - b);
+    for (const size of sizes) {
+      const at = columns.map((c) => c.transports[name]?.sizes.find((s) => s.size === size));
+      lines.push(
+        `| ${name} | ${sizeLabel(size)} | ${[
+          ...at.map((s) => (s ? ratioCell(s.publish, true, 0.9) : '–')),
+          ...at.map((s) => (s ? ratioCell(s.consume, true, 0.9) : '–')),
+        ].join(' | ')} |`,
+      );
+    }
+  }
+  return lines;
+}
+
+/** "memory (2026-11-28 02:11 UTC, 3 repetitions), kafka (…, failed)" */
+function measuredOn(transports: Record<string, TransportResult>): string {
+  return ORDER.map((name) => transports[name])
+    .filter((t): t is TransportResult => !!t)
+    .map(
+      (t) =>
+        `${t.transport} (${t.measuredAt.slice(0, 16).replace('T', ' ')} UTC, ${t.reps} repetitions${t.status === 'ok' ? '' : `, **${t.status}**: ${firstLine(t.error)}`})`,
+    )
+    .join('; ');
 }
 
 function cpuTable(r: Results): string[] {
@@ -241,7 +366,7 @@ function stagesTable(s: StageResults): string[] {
 
 function soakLines(s: SoakResult): string[] {
   const lines = [
-    `**${s.transport}** (${s.measuredAt.slice(0, 16).replace('T', ' ')} UTC): ${num(s.messages)} messages published and handled in ${num(s.durationS)} s (${num(s.throughput)} msg/s end to end), idempotency store \`memoryStore({ maxEntries: ${num(s.maxEntries)} })\`${s.status === 'ok' ? '' : `, **${s.status}**: ${firstLine(s.error)}`}. RSS growth over the second half: ${num(s.secondHalfRssGrowthMiB, 1)} MiB; heap growth: ${num(s.secondHalfHeapGrowthMiB, 1)} MiB.`,
+    `**${s.transport}** (${s.measuredAt.slice(0, 16).replace('T', ' ')} UTC${s.node ? `, Node ${s.node}` : ''}): ${num(s.messages)} messages published and handled in ${num(s.durationS)} s (${num(s.throughput)} msg/s end to end), idempotency store \`memoryStore({ maxEntries: ${num(s.maxEntries)} })\`${s.status === 'ok' ? '' : `, **${s.status}**: ${firstLine(s.error)}`}. RSS growth over the second half: ${num(s.secondHalfRssGrowthMiB, 1)} MiB; heap growth: ${num(s.secondHalfHeapGrowthMiB, 1)} MiB.`,
     '',
     '| messages handled | elapsed (s) | RSS (MiB) | heap used (MiB) | store entries |',
     '|--:|--:|--:|--:|--:|',
@@ -281,6 +406,7 @@ export async function writeReport(r: Results): Promise<string> {
     '  every figure through the raw client and through Omnibus, alternating (raw, Omnibus, raw, Omnibus, …).',
     '  `pnpm bench soak [memory|kafka]` runs the million-message soak; `pnpm bench profile <transport>`',
     '  writes CPU profiles (`node --cpu-prof`) of the Omnibus path and lists the hot spots in `packages/core/src`.',
+    "  `--node <major>` (e.g. `--node 24`) runs any of them under that Node.js major instead of the machine's.",
     "- Each side runs in a worker process of its own, so the raw client never pays for Omnibus's heap or for",
     '  the promise hooks that AsyncLocalStorage switches on (Node 20) once a handler has run.',
     '- Each figure is the **median** of the repetitions, the spread (min–max) in small print. A ratio is',
@@ -303,6 +429,10 @@ export async function writeReport(r: Results): Promise<string> {
     '',
     ...throughputTable(r),
     '',
+    '## Omnibus/raw by Node.js version',
+    '',
+    ...byNodeSection(r),
+    '',
     '## Client CPU per message',
     '',
     'CPU time (user + system) of the benchmark process per message, from the same repetitions as the',
@@ -322,7 +452,7 @@ export async function writeReport(r: Results): Promise<string> {
     '',
   ];
   if (r.stages) out.push('## Cost of each pipeline stage', '', ...stagesTable(r.stages), '');
-  const soaks = ['memory', 'kafka'].map(readSoak).filter((s): s is SoakResult => !!s);
+  const soaks = allSoaks(r.machine.node);
   if (soaks.length > 0) {
     out.push(
       '## Soak: memory levels off',
