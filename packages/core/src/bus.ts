@@ -455,6 +455,7 @@ export class Bus {
       onOutcome: (outcome) => {
         for (const l of this.#outcomeListeners) l(outcome);
       },
+      wantsOutcomes: () => this.#outcomeListeners.size > 0,
     };
   }
 

@@ -55,6 +55,11 @@ export interface ConsumerDeps {
   middleware: readonly ConsumeMiddleware[];
   /** Called after every settled outcome; the testing helpers listen here. */
   onOutcome?: ((outcome: ConsumeOutcome) => void) | undefined;
+  /**
+   * Whether anyone listens to outcomes right now (default: yes, when `onOutcome` is set). Lets the
+   * consumer skip building an outcome object per handled message that nobody reads.
+   */
+  wantsOutcomes?: (() => boolean) | undefined;
 }
 
 export type ConsumeOutcome =
@@ -85,34 +90,57 @@ interface Route {
   fn: Handler<unknown>;
 }
 
-/**
- * One handler invocation's abort state. Its AbortController is created only when the handler reads
- * `ctx.signal` (creating one per message cost more than the rest of the invocation's bookkeeping);
- * an abort that comes first is remembered and applied to the controller when it is created.
- */
-interface Invocation {
-  controller: AbortController | undefined;
-  aborted: boolean;
-  reason: unknown;
-}
-
-function abortInvocation(inv: Invocation, reason: unknown): void {
-  if (inv.aborted) return;
-  inv.aborted = true;
-  inv.reason = reason;
-  inv.controller?.abort(reason);
-}
-
-function invocationSignal(inv: Invocation): AbortSignal {
-  if (!inv.controller) {
-    inv.controller = new AbortController();
-    if (inv.aborted) inv.controller.abort(inv.reason);
-  }
-  return inv.controller.signal;
-}
-
 type InvokeOutcome = { ok: true } | { ok: false; error: unknown; timedOut: boolean };
+
+/**
+ * One handler invocation: the `ctx` the handler receives, its abort state and its deadline, in one object
+ * (this runs for every message, so it allocates as little as it can). The AbortController is created
+ * only when the handler reads `ctx.signal`; an abort that comes first is remembered and applied then.
+ */
+class Invocation implements MessageContext {
+  readonly envelope: Envelope;
+  readonly attempt: number;
+  readonly redelivered: boolean;
+  readonly receivedAt: number;
+  readonly topic: string;
+  readonly group: string;
+  /** performance.now() when the handler was started. */
+  readonly started: number;
+  /** Settles the invocation's outcome; set once the handler returned a promise. */
+  resolve: ((outcome: InvokeOutcome) => void) | undefined = undefined;
+  timedOut = false;
+  #controller: AbortController | undefined = undefined;
+  #aborted = false;
+  #reason: unknown = undefined;
+
+  constructor(envelope: Envelope, attempt: number, d: Delivery, topic: string, group: string) {
+    this.envelope = envelope;
+    this.attempt = attempt;
+    this.redelivered = d.redelivered || attempt > 1;
+    this.receivedAt = d.receivedAt;
+    this.topic = topic;
+    this.group = group;
+    this.started = performance.now();
+  }
+
+  get signal(): AbortSignal {
+    if (!this.#controller) {
+      this.#controller = new AbortController();
+      if (this.#aborted) this.#controller.abort(this.#reason);
+    }
+    return this.#controller.signal;
+  }
+
+  abort(reason: unknown): void {
+    if (this.#aborted) return;
+    this.#aborted = true;
+    this.#reason = reason;
+    this.#controller?.abort(reason);
+  }
+}
+
 const OK_OUTCOME: InvokeOutcome = { ok: true };
+const OK_PROMISE = Promise.resolve(OK_OUTCOME);
 
 function failedOutcome(error: unknown): InvokeOutcome {
   return { ok: false, error, timedOut: false };
@@ -173,6 +201,14 @@ export class Consumer {
     }
   }
 
+  /** The outcome listener, when someone listens: outcome objects are built only then. */
+  get #reporting(): ((outcome: ConsumeOutcome) => void) | undefined {
+    const on = this.#deps.onOutcome;
+    if (!on) return undefined;
+    const wants = this.#deps.wantsOutcomes;
+    return !wants || wants() ? on : undefined;
+  }
+
   get patterns(): string[] {
     return Object.keys(this.policy.handlers);
   }
@@ -222,7 +258,7 @@ export class Consumer {
       );
     }
     this.#abort.abort();
-    for (const inv of this.#invocations) abortInvocation(inv, this.#abort.signal.reason);
+    for (const inv of this.#invocations) inv.abort(this.#abort.signal.reason);
     this.#breaker?.dispose();
     await this.#sub?.close();
   }
@@ -274,7 +310,7 @@ export class Consumer {
         );
       }
       this.#deps.counters.filtered++;
-      this.#deps.onOutcome?.({ kind: 'filtered', type: raw.type, topic: policy.topic, group: policy.group });
+      this.#reporting?.({ kind: 'filtered', type: raw.type, topic: policy.topic, group: policy.group });
       return d.ack();
     }
 
@@ -294,7 +330,7 @@ export class Consumer {
         else return this.#deadLetter(d, raw, 'validation', err, previous);
       }
     }
-    const envelope: Envelope = { ...raw, data };
+    const envelope = withData(raw, data);
 
     // A message this consumer cannot read yet takes no claim, so it must never drop someone else's.
     const idem = versionError ? undefined : policy.idempotency;
@@ -304,7 +340,7 @@ export class Consumer {
       if (claim === 'done') {
         this.#deps.counters.duplicates++;
         await d.ack();
-        this.#deps.onOutcome?.({ kind: 'duplicate', envelope, topic: policy.topic, group: policy.group });
+        this.#reporting?.({ kind: 'duplicate', envelope, topic: policy.topic, group: policy.group });
         return;
       }
       if (claim === 'held') {
@@ -339,7 +375,7 @@ export class Consumer {
         this.#breaker?.success();
         await d.ack();
         this.#deps.counters.handled++;
-        this.#deps.onOutcome?.({
+        this.#reporting?.({
           kind: 'handled',
           envelope,
           attempt: attempts,
@@ -358,13 +394,11 @@ export class Consumer {
         this.#fields(raw, { attempt: attempts, err: errorMessage(err) }),
         'handler failed',
       );
-      const releaseClaim = async () => {
-        // A timed-out handler keeps its claim until its promise settles (see #invoke).
-        if (idem && !outcome.timedOut) await idem.store.release(claimKey);
-      };
+      // A timed-out handler keeps its claim until its promise settles (see #invoke).
+      const releaseClaim = idem !== undefined && !outcome.timedOut;
 
       if (err instanceof NonRetryableError) {
-        await releaseClaim();
+        if (releaseClaim) await idem.store.release(claimKey);
         return this.#deadLetter(d, raw, 'non-retryable', err, attempts, firstFailureAt, envelope);
       }
       const whileOpen = versionError ? false : (this.#breaker?.failure() ?? false);
@@ -374,7 +408,7 @@ export class Consumer {
         continue;
       }
       if (attempts >= policy.maxAttempts) {
-        await releaseClaim();
+        if (releaseClaim) await idem.store.release(claimKey);
         return this.#deadLetter(d, raw, 'max-attempts', err, attempts, firstFailureAt, envelope);
       }
       const delay = backoffDelay(policy.backoff, attempts);
@@ -387,11 +421,11 @@ export class Consumer {
         await sleep(delay, this.#abort.signal);
         continue;
       }
-      await releaseClaim();
+      if (releaseClaim) await idem.store.release(claimKey);
       const headers = this.#retryHeaders(d, attempts, firstFailureAt, now, err);
       await d.retryLater(delay, headers);
       this.#deps.counters.retried++;
-      this.#deps.onOutcome?.({
+      this.#reporting?.({
         kind: 'retry-scheduled',
         envelope,
         attempt: attempts,
@@ -416,74 +450,65 @@ export class Consumer {
     claimKey: string,
   ): Promise<InvokeOutcome> {
     const { policy } = this;
-    const inv: Invocation = { controller: undefined, aborted: false, reason: undefined };
+    const inv = new Invocation(envelope, attempt, d, policy.topic, policy.group);
     this.#invocations.add(inv);
-    const ctx: MessageContext = {
-      envelope,
-      attempt,
-      redelivered: d.redelivered || attempt > 1,
-      receivedAt: d.receivedAt,
-      topic: policy.topic,
-      group: policy.group,
-      get signal() {
-        return invocationSignal(inv);
-      },
-    };
-    const started = performance.now();
-    const finish = (): void => {
-      this.#invocations.delete(inv);
-      this.#deps.counters.processingMs += performance.now() - started;
-    };
     let result: unknown;
     try {
-      result = runInMessageContext(envelope, () => this.#callHandler(route, data, ctx));
+      result = runInMessageContext(envelope, () => this.#callHandler(route, data, inv));
     } catch (error) {
-      finish();
+      this.#finish(inv);
       return Promise.resolve(failedOutcome(error));
     }
-    const idem = policy.idempotency;
     // A handler that returned without a promise has finished.
     if (!isThenable(result)) {
-      finish();
-      if (!idem) return Promise.resolve(OK_OUTCOME);
-      return idem.store.complete(claimKey, idem.ttlMs).then(() => OK_OUTCOME, failedOutcome);
+      this.#finish(inv);
+      return this.#completed(claimKey);
     }
-    return new Promise<InvokeOutcome>((resolve) => {
-      let timedOut = false;
-      const deadline = this.#handlerDeadlines.start(started, () => {
-        timedOut = true;
-        finish();
-        const error = new HandlerTimeoutError(policy.handlerTimeoutMs);
-        abortInvocation(inv, error);
-        resolve({ ok: false, error, timedOut: true });
-      });
-      result.then(
-        () => {
-          deadline.done();
-          if (timedOut) {
-            // The late handler kept its claim so a redelivery could not run beside it; now it may go.
-            if (idem) void idem.store.complete(claimKey, idem.ttlMs).catch(() => {});
-            return;
-          }
-          finish();
-          if (idem)
-            idem.store.complete(claimKey, idem.ttlMs).then(
-              () => resolve(OK_OUTCOME),
-              (error: unknown) => resolve(failedOutcome(error)),
-            );
-          else resolve(OK_OUTCOME);
-        },
-        (error: unknown) => {
-          deadline.done();
-          if (timedOut) {
-            if (idem) void idem.store.release(claimKey).catch(() => {});
-            return;
-          }
-          finish();
-          resolve(failedOutcome(error));
-        },
-      );
+    const deadline = this.#handlerDeadlines.start(inv.started, () => {
+      inv.timedOut = true;
+      this.#finish(inv);
+      const error = new HandlerTimeoutError(policy.handlerTimeoutMs);
+      inv.abort(error);
+      inv.resolve?.({ ok: false, error, timedOut: true });
     });
+    const outcome = new Promise<InvokeOutcome>((resolve) => {
+      inv.resolve = resolve;
+    });
+    result.then(
+      () => {
+        deadline.done();
+        if (inv.timedOut) {
+          // The late handler kept its claim so a redelivery could not run beside it; now it may go.
+          const idem = policy.idempotency;
+          if (idem) idem.store.complete(claimKey, idem.ttlMs).catch(() => {});
+          return;
+        }
+        this.#finish(inv);
+        this.#completed(claimKey).then(inv.resolve);
+      },
+      (error: unknown) => {
+        deadline.done();
+        if (inv.timedOut) {
+          policy.idempotency?.store.release(claimKey).catch(() => {});
+          return;
+        }
+        this.#finish(inv);
+        inv.resolve!(failedOutcome(error));
+      },
+    );
+    return outcome;
+  }
+
+  #finish(inv: Invocation): void {
+    this.#invocations.delete(inv);
+    this.#deps.counters.processingMs += performance.now() - inv.started;
+  }
+
+  /** The handler succeeded: records it with the idempotency store, if any. */
+  #completed(claimKey: string): Promise<InvokeOutcome> {
+    const idem = this.policy.idempotency;
+    if (!idem) return OK_PROMISE;
+    return idem.store.complete(claimKey, idem.ttlMs).then(() => OK_OUTCOME, failedOutcome);
   }
 
   #callHandler(route: Route, data: unknown, ctx: MessageContext): unknown {
@@ -546,7 +571,7 @@ export class Consumer {
       this.#deps.logger.error(fields, 'message dropped after failure (deadLetter: false)');
     }
     this.#deps.counters.deadLettered++;
-    this.#deps.onOutcome?.({
+    this.#reporting?.({
       kind: 'dead-lettered',
       envelope: envelope ?? (raw ? { ...raw, data: raw.data } : undefined),
       id: raw?.id,
@@ -566,6 +591,25 @@ function settleCall(fn: () => Promise<void>): Promise<void> {
   } catch (err) {
     return Promise.reject(err);
   }
+}
+
+/** The decoded envelope: the wire envelope's fields with the data decoded (fields listed, not spread). */
+function withData(raw: RawEnvelope, data: unknown): Envelope {
+  return {
+    id: raw.id,
+    type: raw.type,
+    source: raw.source,
+    time: raw.time,
+    key: raw.key,
+    correlationId: raw.correlationId,
+    causationId: raw.causationId,
+    traceparent: raw.traceparent,
+    tracestate: raw.tracestate,
+    version: raw.version,
+    contentType: raw.contentType,
+    headers: raw.headers,
+    data,
+  };
 }
 
 function truncate(s: string): string {
