@@ -16,15 +16,16 @@ export interface Outgoing {
   options: Options.Publish;
 }
 
-/** One `send` call: a single promise and a single deadline timer, however many messages it holds. */
+/** One `send` call: a single promise and a single deadline, however many messages it holds. */
 interface Batch {
   remaining: number;
   finished: boolean;
   /** Past its deadline or cancelled by close: messages not yet written are never written. */
   expired: boolean;
+  /** The deadline on the monotonic clock (`performance.now()`), so wall-clock jumps cannot move it. */
+  due: number;
   resolve(): void;
   reject(err: Error): void;
-  timer: NodeJS.Timeout | undefined;
 }
 
 interface Entry extends Outgoing {
@@ -37,13 +38,19 @@ interface ChannelState {
   ch: ConfirmChannel;
   generation: number;
   alive: boolean;
-  /** Sent and not yet confirmed, in publish order (returns arrive in that order, before the confirm). */
-  unconfirmed: Entry[];
+  /**
+   * Sent and not yet confirmed, in publish order (returns arrive in that order, before the confirm). A Set
+   * keeps that order and removes a confirmed entry in constant time, wherever it is.
+   */
+  unconfirmed: Set<Entry>;
   closeError: Error | undefined;
   drainWaiters: (() => void)[];
   /** Caught unconfirmed by the channel's death, in publish order: sent again first on the next channel. */
   resend: Entry[];
 }
+
+/** What the pump is waiting for before it can write more; whatever ends the wait runs it again. */
+type Wait = 'channel' | 'slot' | 'drain';
 
 export class Publisher {
   readonly #conn: ConnectionManager;
@@ -53,10 +60,20 @@ export class Publisher {
   #state: ChannelState | undefined;
   #opening: Promise<ChannelState> | undefined;
   #inFlight = 0;
+  /** The pump loop is running right now (guards against re-entry). */
   #pumping = false;
-  #slotWaiter: (() => void) | undefined;
+  /** The pump stopped to wait for this; only one wait is ever outstanding. */
+  #waiting: Wait | undefined;
   #closed = false;
   #idleWaiters: (() => void)[] = [];
+  /**
+   * Unfinished batches. Rather than a timer per publish, one timer is armed for the earliest deadline among
+   * them; when it fires it expires every batch that is due and re-arms for the next earliest.
+   */
+  readonly #pending = new Set<Batch>();
+  #timer: NodeJS.Timeout | undefined;
+  /** When `#timer` fires (monotonic ms), or Infinity when none is armed. */
+  #timerDue = Number.POSITIVE_INFINITY;
 
   /** Told when the broker closed the channel because an exchange is gone, so it is declared again. */
   onMissingExchange: (exchange: string) => void = () => {};
@@ -82,35 +99,31 @@ export class Publisher {
   send(messages: readonly Outgoing[], deadline: number): Promise<void> {
     if (this.#closed) return Promise.reject(new PublishError('CLOSED', 'the transport is closed'));
     if (messages.length === 0) return Promise.resolve();
-    return new Promise<void>((resolve, reject) => {
-      const batch: Batch = {
+    let batch!: Batch;
+    const settled = new Promise<void>((resolve, reject) => {
+      batch = {
         remaining: messages.length,
         finished: false,
         expired: false,
+        due: performance.now() + Math.max(0, deadline - Date.now()),
         resolve,
         reject,
-        timer: undefined,
       };
-      batch.timer = setTimeout(
-        () => {
-          batch.expired = true;
-          const waitingForBroker = this.#conn.state !== 'open';
-          this.#finish(
-            batch,
-            new PublishError(
-              'TIMEOUT',
-              waitingForBroker
-                ? `no connection to RabbitMQ within the publish timeout (${this.#conn.details().lastError ?? 'reconnecting'}); unsent messages were dropped from the send queue`
-                : 'no broker confirm within the publish timeout',
-            ),
-          );
-          this.#checkIdle();
-        },
-        Math.max(0, deadline - Date.now()),
-      );
-      for (const m of messages) this.#queue.push({ ...m, batch, done: false, returned: undefined });
-      void this.#pump();
     });
+    this.#track(batch);
+    for (const m of messages) {
+      this.#queue.push({
+        exchange: m.exchange,
+        routingKey: m.routingKey,
+        content: m.content,
+        options: m.options,
+        batch,
+        done: false,
+        returned: undefined,
+      });
+    }
+    this.#pump();
+    return settled;
   }
 
   /** Stops accepting publishes and waits (until `deadline`) for everything accepted to settle. */
@@ -145,9 +158,57 @@ export class Publisher {
   #finish(batch: Batch, err: Error | undefined): void {
     if (batch.finished) return;
     batch.finished = true;
-    clearTimeout(batch.timer);
+    this.#pending.delete(batch);
+    if (this.#pending.size === 0) this.#disarm();
     if (err) batch.reject(err);
     else batch.resolve();
+  }
+
+  #track(batch: Batch): void {
+    this.#pending.add(batch);
+    if (batch.due < this.#timerDue) this.#arm(batch.due);
+  }
+
+  #arm(due: number): void {
+    clearTimeout(this.#timer);
+    this.#timerDue = due;
+    this.#timer = setTimeout(this.#onDeadline, Math.max(0, due - performance.now()));
+  }
+
+  #disarm(): void {
+    if (this.#timer === undefined) return;
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    this.#timerDue = Number.POSITIVE_INFINITY;
+  }
+
+  /** The deadline timer fired: expire every batch that is due, then arm for the earliest one left. */
+  readonly #onDeadline = (): void => {
+    this.#timer = undefined;
+    this.#timerDue = Number.POSITIVE_INFINITY;
+    const now = performance.now();
+    let next = Number.POSITIVE_INFINITY;
+    // #expire removes the batch from the set; deleting the current element while iterating a Set is safe.
+    for (const batch of this.#pending) {
+      if (batch.due <= now) this.#expire(batch);
+      else if (batch.due < next) next = batch.due;
+    }
+    if (next < this.#timerDue) this.#arm(next);
+    this.#checkIdle();
+  };
+
+  #expire(batch: Batch): void {
+    batch.expired = true;
+    const waitingForBroker = this.#conn.state !== 'open';
+    this.#finish(
+      batch,
+      new PublishError(
+        'TIMEOUT',
+        waitingForBroker
+          ? `no connection to RabbitMQ within the publish timeout (${this.#conn.details().lastError ?? 'reconnecting'}); unsent messages were dropped from the send queue`
+          : 'no broker confirm within the publish timeout',
+      ),
+    );
   }
 
   #skip(entry: Entry): boolean {
@@ -179,7 +240,7 @@ export class Publisher {
       ch,
       generation,
       alive: true,
-      unconfirmed: [],
+      unconfirmed: new Set(),
       closeError: undefined,
       drainWaiters: [],
       resend: [],
@@ -207,7 +268,7 @@ export class Publisher {
     for (const w of target.drainWaiters.splice(0)) w();
     if (this.#state === target) this.#state = undefined;
     if (target.resend.length > 0) this.#queue.unshift(...target.resend.splice(0));
-    if (this.#queue.length > 0) setImmediate(() => void this.#pump());
+    if (this.#queue.length > 0) setImmediate(this.#runPump);
   }
 
   #onReturn(st: ChannelState, msg: Message): void {
@@ -228,12 +289,9 @@ export class Publisher {
   }
 
   #onConfirm(st: ChannelState, entry: Entry, err: Error | null): void {
-    const i = st.unconfirmed.indexOf(entry);
-    if (i >= 0) st.unconfirmed.splice(i, 1);
+    st.unconfirmed.delete(entry);
     this.#inFlight--;
-    const wake = this.#slotWaiter;
-    this.#slotWaiter = undefined;
-    wake?.();
+    this.#wake('slot');
     if (!this.#skip(entry)) {
       if (err === null) {
         if (entry.returned === undefined) this.#settle(entry, undefined);
@@ -265,34 +323,45 @@ export class Publisher {
     this.#checkIdle();
   }
 
-  async #pump(): Promise<void> {
-    if (this.#pumping) return;
+  readonly #runPump = (): void => this.#pump();
+
+  /**
+   * Ends the pump's wait for `what`. The pump runs again in a microtask rather than inside the caller: a
+   * frame carrying many confirms (or several confirm frames read at once) then refills the window in one
+   * pass instead of one pump per confirm, and nothing is written from inside amqplib's frame handling.
+   */
+  #wake(what: Wait): void {
+    if (this.#waiting !== what) return;
+    this.#waiting = undefined;
+    queueMicrotask(this.#runPump);
+  }
+
+  /**
+   * Writes queued messages while there is a live channel, room in the confirm window and room in the socket
+   * buffer. It is synchronous: the common case (channel up, window open) costs no promise per message. When
+   * it has to wait it records what for in `#waiting` and returns; the end of that wait (channel opened,
+   * confirm received, socket drained) runs it again, and calls made meanwhile return at once.
+   */
+  #pump(): void {
+    if (this.#pumping || this.#waiting !== undefined) return;
     this.#pumping = true;
     try {
       while (this.#queue.length > 0) {
-        while (this.#queue.length > 0 && this.#skip(this.#queue[0]!)) this.#queue.shift();
-        if (this.#queue.length === 0) break;
-        let st: ChannelState;
-        try {
-          st = await this.#channel();
-        } catch (err) {
-          if (err instanceof NoConnectionError && err.reason !== 'timeout') {
-            const code: PublishErrorCode = 'CLOSED';
-            for (const e of this.#queue.splice(0)) this.#settle(e, new PublishError(code, err.message));
-            break;
-          }
-          // The connection is going away under us; wait for the next one (entries keep their deadlines).
-          await new Promise((r) => setTimeout(r, 50));
+        const entry = this.#queue[0]!;
+        if (this.#skip(entry)) {
+          this.#queue.shift();
           continue;
+        }
+        const st = this.#state;
+        if (!st?.alive || st.generation !== this.#conn.generation) {
+          this.#awaitChannel();
+          return;
         }
         if (this.#inFlight >= this.#window) {
-          await new Promise<void>((resolve) => {
-            this.#slotWaiter = resolve;
-          });
-          continue;
+          this.#waiting = 'slot';
+          return;
         }
-        const entry = this.#queue.shift()!;
-        if (this.#skip(entry)) continue;
+        this.#queue.shift();
         let ok: boolean;
         try {
           ok = st.ch.publish(entry.exchange, entry.routingKey, entry.content, entry.options, (err) =>
@@ -311,16 +380,37 @@ export class Publisher {
           continue;
         }
         this.#inFlight++;
-        st.unconfirmed.push(entry);
+        st.unconfirmed.add(entry);
         if (!ok && st.alive) {
           // The socket buffer is full: wait for it to drain (or for the channel to die) before writing more.
-          await new Promise<void>((resolve) => st.drainWaiters.push(resolve));
+          this.#waiting = 'drain';
+          st.drainWaiters.push(() => this.#wake('drain'));
+          return;
         }
       }
     } finally {
       this.#pumping = false;
       this.#checkIdle();
     }
+  }
+
+  /** No usable channel: open one (or wait for the connection), then pump again. */
+  #awaitChannel(): void {
+    this.#waiting = 'channel';
+    this.#channel().then(
+      () => this.#wake('channel'),
+      (err: unknown) => {
+        if (err instanceof NoConnectionError && err.reason !== 'timeout') {
+          this.#waiting = undefined;
+          const code: PublishErrorCode = 'CLOSED';
+          for (const e of this.#queue.splice(0)) this.#settle(e, new PublishError(code, err.message));
+          this.#checkIdle();
+          return;
+        }
+        // The connection is going away under us; wait for the next one (entries keep their deadlines).
+        setTimeout(() => this.#wake('channel'), 50);
+      },
+    );
   }
 }
 

@@ -216,8 +216,9 @@ export class AmqpSubscription implements TransportSubscription {
       const offset = msg.properties.headers?.['x-stream-offset'];
       if (typeof offset === 'number') this.#nextOffset = offset + 1;
     } else {
-      const dueAt = Number(wire.headers[ControlHeader.dueAt]);
-      const remaining = dueAt - Date.now();
+      const dueAt = wire.headers[ControlHeader.dueAt];
+      // Most messages carry no due time: skip the clock for them.
+      const remaining = dueAt === undefined ? 0 : Number(dueAt) - Date.now();
       if (remaining > 0) {
         // Back early from the largest tier of a chained delay: round again without bothering the core.
         void this.#chain(chan, msg, remaining);
@@ -237,14 +238,14 @@ export class AmqpSubscription implements TransportSubscription {
     const tier = tierFor(remainingMs, this.#deps.opts.delayTiersMs);
     try {
       await this.handOff(names.retryQueue(this.spec.topic, this.group, tier), msg, {});
-      settle(chan, this.#deps.conn, (ch) => ch.ack(msg));
+      settle(chan, this.#deps.conn, msg, 'ack');
     } catch (err) {
       this.#deps.logger.warn(
         { transport: 'rabbitmq', queue: this.#queue, err: errorText(err) },
         'could not send a delayed message round again; it goes back to the queue',
       );
       // Not at once: the broker is in trouble, and an immediate requeue would spin.
-      setTimeout(() => settle(chan, this.#deps.conn, (ch) => ch.nack(msg, false, true)), RESYNC_DELAY_MS);
+      setTimeout(() => settle(chan, this.#deps.conn, msg, 'requeue'), RESYNC_DELAY_MS);
     }
   }
 
@@ -277,16 +278,22 @@ export class AmqpSubscription implements TransportSubscription {
   }
 }
 
-/** Acks/nacks only on the channel that received the message: a tag on any other channel is a protocol error. */
-function settle(chan: ConsumerChannel, conn: ConnectionManager, fn: (ch: Channel) => void): boolean {
-  if (!chan.alive || chan.generation !== conn.generation) return false;
+/**
+ * Acks, or nacks with requeue, only on the channel that received the message: a tag on any other channel is
+ * a protocol error. (An operation name rather than a callback: this runs once per message.)
+ */
+function settle(chan: ConsumerChannel, conn: ConnectionManager, msg: Message, how: 'ack' | 'requeue'): void {
+  if (!chan.alive || chan.generation !== conn.generation) return;
   try {
-    fn(chan.ch);
-    return true;
+    if (how === 'ack') chan.ch.ack(msg);
+    else chan.ch.nack(msg, false, true);
   } catch {
-    return false;
+    // The channel closed under us: the broker returns the message to the queue by itself.
   }
 }
+
+/** What `ack` and `release` return: they settle synchronously, so one resolved promise serves every call. */
+const SETTLED: Promise<void> = Promise.resolve();
 
 export function streamOffset(from: ReplayFrom): unknown {
   if (from === 'earliest') return 'first';
@@ -319,19 +326,22 @@ class AmqpDelivery implements Delivery {
     this.redelivered = msg.fields.redelivered;
   }
 
-  async ack(): Promise<void> {
-    if (this.#state !== 'open') return;
-    this.#state = 'settled';
-    // If the channel died meanwhile the broker redelivers the message: at-least-once, never lost.
-    settle(this.#chan, this.#sub.deps.conn, (ch) => ch.ack(this.#msg));
+  ack(): Promise<void> {
+    if (this.#state === 'open') {
+      this.#state = 'settled';
+      // If the channel died meanwhile the broker redelivers the message: at-least-once, never lost.
+      settle(this.#chan, this.#sub.deps.conn, this.#msg, 'ack');
+    }
+    return SETTLED;
   }
 
-  async release(): Promise<void> {
-    if (this.#state !== 'open') return;
-    this.#state = 'settled';
-    // A stream cannot take a message back; reading it again is a matter of the next replay's offset.
-    if (this.#sub.replay) settle(this.#chan, this.#sub.deps.conn, (ch) => ch.ack(this.#msg));
-    else settle(this.#chan, this.#sub.deps.conn, (ch) => ch.nack(this.#msg, false, true));
+  release(): Promise<void> {
+    if (this.#state === 'open') {
+      this.#state = 'settled';
+      // A stream cannot take a message back; reading it again is a matter of the next replay's offset.
+      settle(this.#chan, this.#sub.deps.conn, this.#msg, this.#sub.replay ? 'ack' : 'requeue');
+    }
+    return SETTLED;
   }
 
   async retryLater(delayMs: number, controlHeaders: Record<string, string>): Promise<void> {
@@ -369,6 +379,6 @@ class AmqpDelivery implements Delivery {
       throw err;
     }
     this.#state = 'settled';
-    settle(this.#chan, this.#sub.deps.conn, (ch) => ch.ack(this.#msg));
+    settle(this.#chan, this.#sub.deps.conn, this.#msg, 'ack');
   }
 }

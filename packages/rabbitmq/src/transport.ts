@@ -23,7 +23,7 @@ import { AmqpCode, amqpCode, errorText } from './amqp-errors.js';
 import { ConnectionManager, NoConnectionError } from './connection.js';
 import { names } from './naming.js';
 import { type RabbitMqOptions, type ResolvedOptions, resolveOptions } from './options.js';
-import { Publisher } from './publisher.js';
+import { type Outgoing, Publisher } from './publisher.js';
 import { AmqpSubscription } from './subscription.js';
 import { AdminChannel, Topology } from './topology.js';
 import { amqpFromWire, binaryMode } from './wire.js';
@@ -112,28 +112,36 @@ export class RabbitMqTransport implements Transport {
     return fromBinary(wire, binaryMode);
   }
 
-  async publish(topic: string, messages: readonly WireMessage[]): Promise<void> {
-    const parts = this.#require(true);
-    if (messages.length === 0) return;
-    const deadline = Date.now() + this.options.publishTimeoutMs;
-    for (const m of messages) {
-      const size = wireSize(m);
-      if (size > this.options.maxMessageBytes) {
-        throw new PublishError(
-          'TOO_LARGE',
-          `message of ${size} bytes exceeds maxMessageBytes (${this.options.maxMessageBytes})`,
-        );
-      }
-    }
+  /**
+   * Not `async`, so that once the topic's exchange is known to exist a publish is a direct hand-off to the
+   * publisher's promise, with no extra promise or await of its own; every failure is still a rejection.
+   */
+  publish(topic: string, messages: readonly WireMessage[]): Promise<void> {
+    let parts: Parts;
+    let outgoing: Outgoing[];
+    let deadline: number;
     try {
-      await parts.topology.ensureExchange(topic, deadline);
+      parts = this.#require(true);
+      if (messages.length === 0) return Promise.resolve();
+      deadline = Date.now() + this.options.publishTimeoutMs;
+      const max = this.options.maxMessageBytes;
+      for (const m of messages) {
+        const size = wireSize(m);
+        if (size > max) {
+          throw new PublishError('TOO_LARGE', `message of ${size} bytes exceeds maxMessageBytes (${max})`);
+        }
+      }
+      const exchange = names.exchange(topic);
+      outgoing = messages.map((m) => amqpFromWire(exchange, m));
     } catch (err) {
-      throw publishErrorFrom(err, topic);
+      return Promise.reject(err);
     }
-    const exchange = names.exchange(topic);
-    await parts.publisher.send(
-      messages.map((m) => ({ exchange, ...amqpFromWire(m) })),
-      deadline,
+    if (parts.topology.exchangeReady(topic)) return parts.publisher.send(outgoing, deadline);
+    return parts.topology.ensureExchange(topic, deadline).then(
+      () => parts.publisher.send(outgoing, deadline),
+      (err: unknown) => {
+        throw publishErrorFrom(err, topic);
+      },
     );
   }
 

@@ -12,6 +12,15 @@ export const CE_PREFIX = 'cloudEvents_';
  */
 export const CONTENT_TYPE_HEADER = 'content-type';
 
+// Header names built once: a name concatenated per message is a fresh string, slower to look up.
+const TYPE_HEADER = `${CE_PREFIX}type`;
+const ID_HEADER = `${CE_PREFIX}id`;
+const CORRELATION_HEADER = `${CE_PREFIX}correlationid`;
+const SOURCE_HEADER = `${CE_PREFIX}source`;
+const TIME_HEADER = `${CE_PREFIX}time`;
+const PARTITION_KEY_HEADER = `${CE_PREFIX}partitionkey`;
+const ATTEMPTS_HEADER = `${CONTROL_HEADER_PREFIX}attempts`;
+
 const BROKER_HEADER_PREFIXES = ['x-first-death-', 'x-last-death-', 'x-opt-'];
 const BROKER_HEADERS = new Set(['x-death', 'x-delivery-count', 'x-received-from', 'x-stream-offset']);
 
@@ -58,44 +67,52 @@ export function wireFromAmqp(msg: Message): WireMessage {
   const raw = msg.properties.headers;
   if (raw && typeof raw === 'object') {
     for (const name of Object.keys(raw)) {
-      const v = headerString(raw[name]);
+      const value = raw[name];
+      // Omnibus publishers send only strings: take those as they are, convert the rest.
+      const v = typeof value === 'string' ? value : headerString(value);
       if (v !== undefined) headers[name] = v;
     }
   }
   const ct = headerString(msg.properties.contentType);
   if (ct !== undefined) headers[CONTENT_TYPE_HEADER] = ct;
-  return { body: msg.content, headers, key: headers[`${CE_PREFIX}partitionkey`] };
+  return { body: msg.content, headers, key: headers[PARTITION_KEY_HEADER] };
 }
 
 export interface AmqpPublish {
+  exchange: string;
   routingKey: string;
   content: Buffer;
   options: Options.Publish;
 }
 
-/** WireMessage → routing key, body and AMQP properties (persistent, mandatory, native CloudEvents properties). */
-export function amqpFromWire(wire: WireMessage): AmqpPublish {
+/**
+ * WireMessage → exchange, routing key, body and AMQP properties (persistent, mandatory, native CloudEvents
+ * properties).
+ */
+export function amqpFromWire(exchange: string, wire: WireMessage): AmqpPublish {
   const h = wire.headers;
+  // A copy without the content-type pseudo-header: amqplib writes every key of `headers` into the table.
   const headers: Record<string, string> = {};
   for (const name in h) if (name !== CONTENT_TYPE_HEADER) headers[name] = h[name]!;
-  const type = h[`${CE_PREFIX}type`];
+  const type = h[TYPE_HEADER];
   const options: Options.Publish = {
     persistent: true,
     mandatory: true,
     headers,
     contentType: h[CONTENT_TYPE_HEADER],
-    messageId: h[`${CE_PREFIX}id`],
-    correlationId: h[`${CE_PREFIX}correlationid`],
+    messageId: h[ID_HEADER],
+    correlationId: h[CORRELATION_HEADER],
     type,
-    appId: h[`${CE_PREFIX}source`],
+    appId: h[SOURCE_HEADER],
+    timestamp: undefined,
   };
-  const time = h[`${CE_PREFIX}time`];
+  const time = h[TIME_HEADER];
   if (time !== undefined) {
     const ms = Date.parse(time);
     // AMQP timestamps are whole seconds; the CloudEvents time header keeps the milliseconds.
     if (!Number.isNaN(ms)) options.timestamp = Math.floor(ms / 1000);
   }
-  return { routingKey: type ?? '', content: toBuffer(wire.body), options };
+  return { exchange, routingKey: type ?? '', content: toBuffer(wire.body), options };
 }
 
 /**
@@ -130,7 +147,7 @@ export function republishOptions(
 
 /** Attempts already made, from the control header; anything unreadable counts as none. */
 export function previousAttempts(wire: WireMessage): number {
-  const v = wire.headers[`${CONTROL_HEADER_PREFIX}attempts`];
+  const v = wire.headers[ATTEMPTS_HEADER];
   if (v === undefined) return 0;
   const n = Number(v);
   return Number.isInteger(n) && n > 0 ? n : 0;
