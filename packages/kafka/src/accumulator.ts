@@ -3,10 +3,16 @@
  * wait up to `lingerMs`, or until `batchMaxBytes` are gathered, or until a request in flight returns;
  * each publish resolves when all of its records are acknowledged and rejects otherwise, never later
  * than `sendTimeoutMs`.
+ *
+ * Per publish this costs one promise and two small objects: every publish has the same timeout, so
+ * deadlines come due in publish order and one timer, armed for the oldest unsettled publish, serves
+ * them all (instead of a timer per publish).
  */
 import { ErrorCode, PublishError } from '@omnibus/core';
 import type { DriverProducer, ProducedRecord, TopicRecords } from './driver.js';
 import { classifyError } from './driver.js';
+
+const MAX_TIMER_MS = 2_147_483_647;
 
 export interface AccumulatorOptions {
   lingerMs: number;
@@ -15,11 +21,24 @@ export interface AccumulatorOptions {
   sendTimeoutMs: number;
 }
 
-interface Publish {
-  remaining: number;
-  settled: boolean;
-  resolve(): void;
-  reject(err: PublishError): void;
+/** One publish call: settles once, when its last record is acknowledged or on the first failure. */
+class Publish {
+  settled = false;
+  resolve!: () => void;
+  reject!: (err: PublishError) => void;
+  readonly promise: Promise<void>;
+
+  constructor(
+    readonly topic: string,
+    public remaining: number,
+    /** performance.now() after which the publish fails with TIMEOUT. */
+    readonly deadline: number,
+  ) {
+    this.promise = new Promise<void>((resolve, reject) => {
+      this.resolve = resolve;
+      this.reject = reject;
+    });
+  }
 }
 
 interface Pending {
@@ -49,7 +68,7 @@ export function toPublishError(err: unknown, topic: string): PublishError {
 }
 
 function recordSize(record: ProducedRecord): number {
-  let size = record.value.byteLength + (record.key ? Buffer.byteLength(record.key) : 0);
+  let size = record.body.byteLength + (record.key ? Buffer.byteLength(record.key) : 0);
   for (const name in record.headers) {
     const v = record.headers[name]!;
     size += name.length + (typeof v === 'string' ? Buffer.byteLength(v) : v.byteLength);
@@ -66,6 +85,11 @@ export class Accumulator {
   private flushQueued = false;
   private closed = false;
   private readonly idle = new Set<() => void>();
+  /** Unsettled publishes in publish order (settled ones are dropped from the front as they go). */
+  private watched: Publish[] = [];
+  private watchedHead = 0;
+  private unsettled = 0;
+  private deadlineTimer: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly producer: DriverProducer,
@@ -75,38 +99,85 @@ export class Accumulator {
   publish(topic: string, records: readonly ProducedRecord[]): Promise<void> {
     if (this.closed) return Promise.reject(new PublishError(ErrorCode.CLOSED, 'kafka transport is closed'));
     if (records.length === 0) return Promise.resolve();
-    return new Promise<void>((resolve, reject) => {
-      const timeout = setTimeout(() => {
-        owner.reject(
+    const owner = new Publish(topic, records.length, performance.now() + this.options.sendTimeoutMs);
+    this.watch(owner);
+    for (const record of records) {
+      const bytes = recordSize(record);
+      this.queue.push({ topic, record, bytes, owner });
+      this.queuedBytes += bytes;
+    }
+    this.schedule();
+    return owner.promise;
+  }
+
+  private watch(owner: Publish): void {
+    this.watched.push(owner);
+    this.unsettled++;
+    if (!this.deadlineTimer) this.armDeadline(this.options.sendTimeoutMs);
+  }
+
+  private armDeadline(ms: number): void {
+    // setTimeout fires at once past 2^31-1 ms; an early wake-up finds nothing due and waits again.
+    this.deadlineTimer = setTimeout(() => this.expire(), Math.min(Math.max(1, Math.ceil(ms)), MAX_TIMER_MS));
+  }
+
+  /** Fails every publish whose deadline has passed, then waits for the next oldest one. */
+  private expire(): void {
+    this.deadlineTimer = undefined;
+    const now = performance.now();
+    while (this.watchedHead < this.watched.length) {
+      const owner = this.watched[this.watchedHead]!;
+      if (!owner.settled && owner.deadline > now) break;
+      this.watchedHead++;
+      if (!owner.settled) {
+        this.fail(
+          owner,
           new PublishError(
             ErrorCode.TIMEOUT,
-            `kafka did not acknowledge a publish to "${topic}" within ${this.options.sendTimeoutMs} ms`,
+            `kafka did not acknowledge a publish to "${owner.topic}" within ${this.options.sendTimeoutMs} ms`,
           ),
         );
-      }, this.options.sendTimeoutMs);
-      const owner: Publish = {
-        remaining: records.length,
-        settled: false,
-        resolve: () => {
-          if (owner.settled) return;
-          owner.settled = true;
-          clearTimeout(timeout);
-          resolve();
-        },
-        reject: (err) => {
-          if (owner.settled) return;
-          owner.settled = true;
-          clearTimeout(timeout);
-          reject(err);
-        },
-      };
-      for (const record of records) {
-        const bytes = recordSize(record);
-        this.queue.push({ topic, record, bytes, owner });
-        this.queuedBytes += bytes;
       }
-      this.schedule();
-    });
+    }
+    this.dropSettled();
+    const next = this.watched[this.watchedHead];
+    if (next && !this.deadlineTimer) this.armDeadline(next.deadline - now);
+  }
+
+  private succeed(owner: Publish): void {
+    if (owner.settled) return;
+    this.markSettled(owner);
+    owner.resolve();
+  }
+
+  private fail(owner: Publish, err: PublishError): void {
+    if (owner.settled) return;
+    this.markSettled(owner);
+    owner.reject(err);
+  }
+
+  private markSettled(owner: Publish): void {
+    owner.settled = true;
+    if (--this.unsettled === 0) {
+      // Nothing left to time out: no timer may keep the process alive.
+      clearTimeout(this.deadlineTimer);
+      this.deadlineTimer = undefined;
+      this.watched = [];
+      this.watchedHead = 0;
+    } else {
+      this.dropSettled();
+    }
+  }
+
+  /** Publishes mostly settle in order, so the list stays short without waiting for the timer. */
+  private dropSettled(): void {
+    while (this.watchedHead < this.watched.length && this.watched[this.watchedHead]!.settled) {
+      this.watchedHead++;
+    }
+    if (this.watchedHead > 1024 && this.watchedHead * 2 > this.watched.length) {
+      this.watched = this.watched.slice(this.watchedHead);
+      this.watchedHead = 0;
+    }
   }
 
   private schedule(): void {
@@ -179,11 +250,11 @@ export class Accumulator {
     this.inFlight++;
     this.producer.send([...byTopic.values()]).then(
       () => {
-        for (const p of batch) if (--p.owner.remaining === 0) p.owner.resolve();
+        for (const p of batch) if (--p.owner.remaining === 0) this.succeed(p.owner);
         this.done();
       },
       (err: unknown) => {
-        for (const p of batch) p.owner.reject(toPublishError(err, p.topic));
+        for (const p of batch) if (!p.owner.settled) this.fail(p.owner, toPublishError(err, p.topic));
         this.done();
       },
     );
@@ -213,7 +284,7 @@ export class Accumulator {
     // Anything still queued after the deadline is failed rather than left hanging.
     while (this.pendingCount() > 0) {
       for (const p of this.take())
-        p.owner.reject(new PublishError(ErrorCode.CLOSED, 'kafka transport closed before sending'));
+        this.fail(p.owner, new PublishError(ErrorCode.CLOSED, 'kafka transport closed before sending'));
     }
   }
 }

@@ -42,9 +42,10 @@ export interface DriverConfig {
   logger: Logger;
 }
 
+/** Shaped like the core's WireMessage, so a message to publish is handed over without a copy. */
 export interface ProducedRecord {
   key?: string | undefined;
-  value: Uint8Array;
+  body: Uint8Array;
   /** Bytes values are sent unchanged (used to copy a received record's headers exactly). */
   headers: Record<string, string | Uint8Array>;
 }
@@ -55,15 +56,18 @@ export interface TopicRecords {
 }
 
 export interface ConsumedRecord {
-  offset: string;
-  key: string | undefined;
-  value: Uint8Array;
+  readonly offset: string;
+  readonly key: string | undefined;
+  readonly value: Uint8Array;
   /** Header values decoded as UTF-8; for a repeated header name the last value wins. */
-  headers: Record<string, string>;
-  /** The same headers as received, bytes untouched, for copying the record elsewhere. */
-  rawHeaders: Record<string, Uint8Array>;
+  readonly headers: Record<string, string>;
+  /**
+   * The same headers as received, bytes untouched, for copying the record elsewhere (built on first
+   * read: only retries and dead letters need them).
+   */
+  readonly rawHeaders: Record<string, Uint8Array>;
   /** Record timestamp, ms since the epoch. */
-  timestamp: number;
+  readonly timestamp: number;
 }
 
 export interface ConsumedBatch {
@@ -170,34 +174,69 @@ function headerBytes(value: IHeaders[string]): Buffer | undefined {
   return typeof value === 'string' ? Buffer.from(value, 'utf8') : value;
 }
 
-function toRecord(message: EachBatchPayload['batch']['messages'][number]): ConsumedRecord {
-  const headers: Record<string, string> = {};
-  const rawHeaders: Record<string, Uint8Array> = {};
-  if (message.headers) {
-    for (const name of Object.keys(message.headers)) {
-      const bytes = headerBytes(message.headers[name]);
-      if (bytes === undefined) continue;
-      rawHeaders[name] = bytes;
-      // Kafka header values are bytes; invalid UTF-8 becomes U+FFFD instead of throwing.
-      headers[name] = bytes.toString('utf8');
+type KafkaMessage = EachBatchPayload['batch']['messages'][number];
+const EMPTY = new Uint8Array(0);
+
+/** A fetched record; the string headers every delivery reads are decoded at once, the bytes copy on demand. */
+class FetchedRecord implements ConsumedRecord {
+  readonly offset: string;
+  readonly key: string | undefined;
+  readonly value: Uint8Array;
+  readonly headers: Record<string, string> = {};
+  readonly timestamp: number;
+  private raw: Record<string, Uint8Array> | undefined;
+
+  constructor(private readonly message: KafkaMessage) {
+    this.offset = message.offset;
+    // Buffer#toString() without arguments is UTF-8 and goes straight to the decoder (with an encoding
+    // argument it takes a slower, general path); invalid UTF-8 becomes U+FFFD instead of throwing.
+    this.key = message.key ? message.key.toString() : undefined;
+    this.value = message.value ?? EMPTY;
+    const ts = Number(message.timestamp);
+    this.timestamp = Number.isFinite(ts) ? ts : 0;
+    const received = message.headers;
+    if (received) {
+      for (const name in received) {
+        const bytes = headerBytes(received[name]);
+        if (bytes !== undefined) this.headers[name] = bytes.toString();
+      }
     }
   }
-  const ts = Number(message.timestamp);
-  return {
-    offset: message.offset,
-    key: message.key ? message.key.toString('utf8') : undefined,
-    value: message.value ?? new Uint8Array(0),
-    headers,
-    rawHeaders,
-    timestamp: Number.isFinite(ts) ? ts : 0,
-  };
+
+  get rawHeaders(): Record<string, Uint8Array> {
+    if (!this.raw) {
+      const raw: Record<string, Uint8Array> = {};
+      const received = this.message.headers;
+      if (received) {
+        for (const name in received) {
+          const bytes = headerBytes(received[name]);
+          if (bytes !== undefined) raw[name] = bytes;
+        }
+      }
+      this.raw = raw;
+    }
+    return this.raw;
+  }
 }
 
 function toBuffer(bytes: Uint8Array): Buffer {
   return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
 
+/**
+ * Headers as the client takes them. Strings and Buffers are taken as they are, so the usual record
+ * (all strings, or bytes copied from a fetched record) is passed without a copy; only a plain
+ * Uint8Array value needs wrapping.
+ */
 function toHeaders(headers: Record<string, string | Uint8Array>): IHeaders {
+  for (const name in headers) {
+    const v = headers[name]!;
+    if (typeof v !== 'string' && !Buffer.isBuffer(v)) return copyHeaders(headers);
+  }
+  return headers as IHeaders;
+}
+
+function copyHeaders(headers: Record<string, string | Uint8Array>): IHeaders {
   const out: IHeaders = {};
   for (const name in headers) {
     const v = headers[name]!;
@@ -466,7 +505,7 @@ class RotatingProducer implements DriverProducer {
           topic: b.topic,
           messages: b.records.map((r) => ({
             key: r.key === undefined ? null : r.key,
-            value: toBuffer(r.value),
+            value: toBuffer(r.body),
             headers: toHeaders(r.headers),
           })),
         })),
@@ -496,6 +535,8 @@ class RotatingProducer implements DriverProducer {
 class GroupConsumer implements DriverConsumer {
   private consumer: Consumer | undefined;
   private stopped = false;
+  /** Calls of seek() so far: a batch is made stale only by a seek, and the client only seeks through it. */
+  private seeks = 0;
   private restartTimer: NodeJS.Timeout | undefined;
 
   constructor(
@@ -536,12 +577,27 @@ class GroupConsumer implements DriverConsumer {
       partitionsConsumedConcurrently: this.config.partitionsConsumedConcurrently,
       eachBatch: async (payload) => {
         const { batch } = payload;
+        // isActive() runs once per record, and the client's isStale() builds a JSON key per call. A
+        // batch turns stale only when its partition is sought, which happens only through seek()
+        // below: the client is asked again only after a seek (and once at first).
+        let seeksSeen = -1;
+        let stale = false;
         await this.handlers.onBatch(
-          { topic: batch.topic, partition: batch.partition, records: batch.messages.map(toRecord) },
+          {
+            topic: batch.topic,
+            partition: batch.partition,
+            records: batch.messages.map((m) => new FetchedRecord(m)),
+          },
           {
             resolve: (offset) => payload.resolveOffset(offset),
             heartbeat: () => payload.heartbeat(),
-            isActive: () => payload.isRunning() && !payload.isStale() && !this.stopped,
+            isActive: () => {
+              if (seeksSeen !== this.seeks) {
+                seeksSeen = this.seeks;
+                stale = payload.isStale();
+              }
+              return payload.isRunning() && !stale && !this.stopped;
+            },
           },
         );
       },
@@ -577,6 +633,7 @@ class GroupConsumer implements DriverConsumer {
   }
 
   seek(topic: string, partition: number, offset: string): void {
+    this.seeks++;
     try {
       this.consumer?.seek({ topic, partition, offset });
     } catch (err) {

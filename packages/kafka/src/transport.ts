@@ -48,6 +48,7 @@ export class KafkaTransport implements Transport {
   private driver: KafkaDriver | undefined;
   private producer: DriverProducer | undefined;
   private accumulator: Accumulator | undefined;
+  /** Topics known to exist; each passed checkName or is derived from names that did. */
   private readonly knownTopics = new Set<string>();
   private readonly ensuring = new Map<string, Promise<void>>();
   private readonly subscriptions = new Set<KafkaSubscription>();
@@ -159,38 +160,49 @@ export class KafkaTransport implements Transport {
     return fromBinary(wire, BINARY_MODE);
   }
 
-  async publish(topic: string, messages: readonly WireMessage[]): Promise<void> {
-    const { accumulator } = this.require();
-    if (messages.length === 0) return;
-    checkName('topic', topic);
-    if (!this.knownTopics.has(topic)) {
-      let timer: NodeJS.Timeout | undefined;
-      try {
-        await Promise.race([
-          this.ensureTopic(topic),
-          new Promise<never>((_, reject) => {
-            timer = setTimeout(
-              () =>
-                reject(
-                  new PublishError(
-                    ErrorCode.TIMEOUT,
-                    `kafka did not answer within ${this.options.sendTimeoutMs} ms`,
-                  ),
-                ),
-              this.options.sendTimeoutMs,
-            );
-          }),
-        ]);
-      } catch (err) {
-        throw toPublishError(err, topic);
-      } finally {
-        clearTimeout(timer);
-      }
+  publish(topic: string, messages: readonly WireMessage[]): Promise<void> {
+    let accumulator: Accumulator;
+    try {
+      accumulator = this.require().accumulator;
+    } catch (err) {
+      return Promise.reject(err);
     }
-    await accumulator.publish(
-      topic,
-      messages.map((m) => ({ key: m.key, value: m.body, headers: m.headers })),
-    );
+    if (messages.length === 0) return Promise.resolve();
+    // The per-message path: a topic already seen (checked, and known to exist) goes straight to the
+    // accumulator, without a name check or an async step. Wire messages are records as they are.
+    if (this.knownTopics.has(topic)) return accumulator.publish(topic, messages);
+    return this.publishToNewTopic(topic, messages, accumulator);
+  }
+
+  private async publishToNewTopic(
+    topic: string,
+    messages: readonly WireMessage[],
+    accumulator: Accumulator,
+  ): Promise<void> {
+    checkName('topic', topic);
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      await Promise.race([
+        this.ensureTopic(topic),
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(
+            () =>
+              reject(
+                new PublishError(
+                  ErrorCode.TIMEOUT,
+                  `kafka did not answer within ${this.options.sendTimeoutMs} ms`,
+                ),
+              ),
+            this.options.sendTimeoutMs,
+          );
+        }),
+      ]);
+    } catch (err) {
+      throw toPublishError(err, topic);
+    } finally {
+      clearTimeout(timer);
+    }
+    await accumulator.publish(topic, messages);
   }
 
   /** Makes sure a topic exists before the first publish to it (the client would otherwise retry forever). */
