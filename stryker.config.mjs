@@ -16,6 +16,7 @@ export default {
     'packages/core/src/idempotency.ts',
     'packages/core/src/circuit-breaker.ts',
     'packages/core/src/backoff.ts',
+    'packages/core/src/deadline.ts',
   ],
   // The sandbox needs only the root configs and packages/core; never mutate in place (others run tests here).
   ignorePatterns: [

@@ -464,26 +464,22 @@ export class Consumer {
       this.#finish(inv);
       return this.#completed(claimKey);
     }
+    const outcome = new Promise<InvokeOutcome>((resolve) => {
+      inv.resolve = resolve;
+    });
     const deadline = this.#handlerDeadlines.start(inv.started, () => {
       inv.timedOut = true;
       this.#finish(inv);
       const error = new HandlerTimeoutError(policy.handlerTimeoutMs);
       inv.abort(error);
-      inv.resolve?.({ ok: false, error, timedOut: true });
-    });
-    const outcome = new Promise<InvokeOutcome>((resolve) => {
-      inv.resolve = resolve;
+      inv.resolve!({ ok: false, error, timedOut: true });
     });
     result.then(
       () => {
         deadline.done();
-        if (inv.timedOut) {
-          // The late handler kept its claim so a redelivery could not run beside it; now it may go.
-          const idem = policy.idempotency;
-          if (idem) idem.store.complete(claimKey, idem.ttlMs).catch(() => {});
-          return;
-        }
-        this.#finish(inv);
+        if (!inv.timedOut) this.#finish(inv);
+        // A late handler (past its timeout) kept its claim so a redelivery could not run beside it: it
+        // completes now. Its outcome was already given, so this second resolve changes nothing.
         this.#completed(claimKey).then(inv.resolve);
       },
       (error: unknown) => {

@@ -76,14 +76,16 @@ describe('DeadlineQueue', () => {
     expect(second).toHaveBeenCalledTimes(1);
   });
 
-  it('clear() forgets pending operations without expiring them', () => {
-    const q = new DeadlineQueue(10);
+  it('waits for a deadline with one timer, not by polling', () => {
+    const q = new DeadlineQueue(1000);
+    const setTimer = vi.spyOn(globalThis, 'setTimeout');
     const expired = vi.fn();
     q.start(performance.now(), expired);
-    q.clear();
-    vi.advanceTimersByTime(100);
-    expect(expired).not.toHaveBeenCalled();
-    expect(vi.getTimerCount()).toBe(0);
+    vi.advanceTimersByTime(999);
+    expect(setTimer).toHaveBeenCalledTimes(1);
+    vi.advanceTimersByTime(1);
+    expect(expired).toHaveBeenCalledTimes(1);
+    setTimer.mockRestore();
   });
 
   it('counts only unfinished operations while a stuck one holds the head', () => {

@@ -56,14 +56,6 @@ export class DeadlineQueue {
     return entry;
   }
 
-  /** Forgets every pending operation without running its expiry callback, and stops the timer. */
-  clear(): void {
-    for (let i = this.#head; i < this.#entries.length; i++) this.#entries[i]!.finished = true;
-    this.#entries.length = 0;
-    this.#head = 0;
-    this.#disarm();
-  }
-
   /** @internal an entry finished: drop the finished ones at the head. */
   dropFinished(): void {
     const entries = this.#entries;

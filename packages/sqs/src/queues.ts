@@ -47,6 +47,8 @@ function tagValue(group: string): string {
 
 export class QueueRegistry {
   private readonly queues = new Map<string, Promise<QueueInfo>>();
+  /** Topics whose queue has resolved (and not been invalidated since), for callers that must not wait. */
+  private readonly ready = new Map<string, QueueInfo>();
   private readonly deadLetterUrls = new Map<string, Promise<string>>();
   private readonly claims = new Map<string, Promise<void>>();
 
@@ -65,20 +67,32 @@ export class QueueRegistry {
     const names = this.names(topic);
     let pending = this.queues.get(names.main);
     if (!pending) {
-      pending = this.load(topic, names, mode);
-      this.queues.set(names.main, pending);
-      pending.then(
-        (info) => this.opts.onResolved?.(info),
+      const loading = this.load(topic, names, mode);
+      pending = loading;
+      this.queues.set(names.main, loading);
+      loading.then(
+        (info) => {
+          // Only if it was not invalidated while loading.
+          if (this.queues.get(names.main) === loading) this.ready.set(topic, info);
+          this.opts.onResolved?.(info);
+        },
         () => this.queues.delete(names.main),
       );
     }
     return pending;
   }
 
+  /** The topic's queue if it has already been resolved, without waiting (undefined otherwise). */
+  resolved(topic: string): QueueInfo | undefined {
+    return this.ready.get(topic);
+  }
+
   /** Forget what is known about a topic's queues (they vanished, e.g. an emulator restarted without storage). */
   invalidate(topic: string): void {
     const names = this.names(topic);
     this.queues.delete(names.main);
+    // Every topic that maps onto this queue (`a.b` and `a_b` share one) must resolve it again.
+    for (const [t, info] of this.ready) if (info.names.main === names.main) this.ready.delete(t);
     this.deadLetterUrls.delete(names.deadLetter);
     for (const key of this.claims.keys()) if (key.startsWith(`${names.main}\u0000`)) this.claims.delete(key);
   }

@@ -56,6 +56,11 @@ function deduplicationId(id: string): string {
   return FIFO_ID.test(id) ? id : `sha256-${createHash('sha256').update(id).digest('hex')}`;
 }
 
+/** A send refused because the queue no longer exists (deleted, or an emulator restarted empty). */
+function isVanishedQueue(err: unknown): boolean {
+  return err instanceof PublishError && err.details.queueMissing === true;
+}
+
 export class SqsTransport implements Transport {
   readonly name = 'sqs';
   readonly capabilities: Capabilities;
@@ -192,7 +197,31 @@ export class SqsTransport implements Transport {
     return fromStructured(wire);
   }
 
-  async publish(topic: string, messages: readonly WireMessage[]): Promise<void> {
+  /**
+   * Not `async`: once the topic's queue is known, a publish goes straight to the queue's sender (no name
+   * mapping, no awaits of its own). A queue that vanished meanwhile is handled by the full path below.
+   */
+  publish(topic: string, messages: readonly WireMessage[]): Promise<void> {
+    const info = this.closed || messages.length === 0 ? undefined : this.registry.resolved(topic);
+    if (!info) return this.publishResolving(topic, messages);
+    let sent: Promise<unknown>;
+    try {
+      sent = this.sendEntries(info, messages);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return sent.then(
+      () => {},
+      (err: unknown) => {
+        if (isVanishedQueue(err) && this.options.provision === 'create') {
+          return this.publishResolving(topic, messages);
+        }
+        throw err;
+      },
+    );
+  }
+
+  private async publishResolving(topic: string, messages: readonly WireMessage[]): Promise<void> {
     if (this.closed) throw new PublishError(ErrorCode.CLOSED, 'the SQS transport is closed');
     if (messages.length === 0) return;
     const names = this.registry.names(topic); // a topic that cannot be a queue name throws ConfigError here
@@ -200,15 +229,7 @@ export class SqsTransport implements Transport {
     try {
       await this.sendAll(info, messages);
     } catch (err) {
-      if (
-        !(
-          err instanceof PublishError &&
-          err.details.queueMissing === true &&
-          this.options.provision === 'create'
-        )
-      ) {
-        throw err;
-      }
+      if (!(isVanishedQueue(err) && this.options.provision === 'create')) throw err;
       this.logger.warn(
         { topic, queue: names.main },
         'SQS queue vanished; recreating it and publishing again',
@@ -237,10 +258,21 @@ export class SqsTransport implements Transport {
   }
 
   private async sendAll(info: QueueInfo, messages: readonly WireMessage[]): Promise<void> {
-    // Every entry is checked before any is sent, so a bad message does not leave its batch half published.
-    const entries = messages.map((wire) => this.toEntry(info, wire));
+    await this.sendEntries(info, messages);
+  }
+
+  /**
+   * Every entry is checked (it may throw) before any is sent, so a bad message does not leave its batch
+   * half published; then each goes to the queue's sender.
+   */
+  private sendEntries(info: QueueInfo, messages: readonly WireMessage[]): Promise<unknown> {
     const sender = this.senderFor(info);
-    await Promise.all(entries.map(([entry, bytes]) => sender.send(entry, bytes)));
+    if (messages.length === 1) {
+      const [entry, bytes] = this.toEntry(info, messages[0]!);
+      return sender.send(entry, bytes);
+    }
+    const entries = messages.map((wire) => this.toEntry(info, wire));
+    return Promise.all(entries.map(([entry, bytes]) => sender.send(entry, bytes)));
   }
 
   private toEntry(info: QueueInfo, wire: WireMessage): [SendEntry, number] {
