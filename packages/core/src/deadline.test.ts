@@ -88,6 +88,20 @@ describe('DeadlineQueue', () => {
     setTimer.mockRestore();
   });
 
+  it('still expires the right operations after compacting a long queue', () => {
+    const q = new DeadlineQueue(100);
+    let expired = 0;
+    const ops = Array.from({ length: 3000 }, () => q.start(performance.now(), () => expired++));
+    // Finishing the first 2 000 in order drops them from the head (and compacts the queue on the way).
+    for (const op of ops.slice(0, 2000)) op.done();
+    ops[2500]!.done();
+    expect(q.pending).toBe(999);
+    vi.advanceTimersByTime(100);
+    expect(expired).toBe(999);
+    expect(q.pending).toBe(0);
+    expect(vi.getTimerCount()).toBe(0);
+  });
+
   it('counts only unfinished operations while a stuck one holds the head', () => {
     const q = new DeadlineQueue(10_000);
     const stuck = q.start(performance.now(), () => {});
