@@ -88,6 +88,19 @@ describe('DeadlineQueue', () => {
     setTimer.mockRestore();
   });
 
+  it('waits out a timeout longer than a timer can hold (2^31-1 ms) without firing early', () => {
+    const q = new DeadlineQueue(3_000_000_000);
+    const setTimer = vi.spyOn(globalThis, 'setTimeout');
+    const expired = vi.fn();
+    q.start(performance.now(), expired);
+    vi.advanceTimersByTime(2_147_483_647);
+    expect(expired).not.toHaveBeenCalled();
+    expect(setTimer).toHaveBeenCalledTimes(2);
+    vi.advanceTimersByTime(3_000_000_000 - 2_147_483_647);
+    expect(expired).toHaveBeenCalledTimes(1);
+    setTimer.mockRestore();
+  });
+
   it('still expires the right operations after compacting a long queue', () => {
     const q = new DeadlineQueue(100);
     let expired = 0;

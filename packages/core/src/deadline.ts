@@ -28,6 +28,9 @@ class Entry implements Deadline {
   }
 }
 
+/** setTimeout fires at once (with a warning) past 2^31-1 ms; longer waits re-arm when that runs out. */
+const MAX_TIMER_MS = 2_147_483_647;
+
 export class DeadlineQueue {
   readonly timeoutMs: number;
   readonly #entries: Entry[] = [];
@@ -73,7 +76,8 @@ export class DeadlineQueue {
 
   #arm(at: number): void {
     // setTimeout may fire up to a millisecond early; #fire re-arms for whatever is left.
-    this.#timer = setTimeout(this.#fire, Math.max(0, Math.ceil(at - performance.now())));
+    const ms = Math.min(Math.max(0, Math.ceil(at - performance.now())), MAX_TIMER_MS);
+    this.#timer = setTimeout(this.#fire, ms);
   }
 
   #disarm(): void {

@@ -30,6 +30,8 @@ export {
   type MessageContextData,
   runWithContext,
 } from './context.js';
+/** For transport authors: many operations sharing one timeout, served by one timer. */
+export { type Deadline, DeadlineQueue } from './deadline.js';
 export {
   CONTROL_HEADER_PREFIX,
   ControlHeader,

@@ -4,15 +4,12 @@
  * each publish resolves when all of its records are acknowledged and rejects otherwise, never later
  * than `sendTimeoutMs`.
  *
- * Per publish this costs one promise and two small objects: every publish has the same timeout, so
- * deadlines come due in publish order and one timer, armed for the oldest unsettled publish, serves
- * them all (instead of a timer per publish).
+ * Every publish has the same timeout, so the core's DeadlineQueue serves all their deadlines with one
+ * timer (instead of a timer per publish).
  */
-import { ErrorCode, PublishError } from '@omnibus/core';
+import { type Deadline, DeadlineQueue, ErrorCode, PublishError } from '@omnibus/core';
 import type { DriverProducer, ProducedRecord, TopicRecords } from './driver.js';
 import { classifyError } from './driver.js';
-
-const MAX_TIMER_MS = 2_147_483_647;
 
 export interface AccumulatorOptions {
   lingerMs: number;
@@ -27,12 +24,11 @@ class Publish {
   resolve!: () => void;
   reject!: (err: PublishError) => void;
   readonly promise: Promise<void>;
+  deadline: Deadline | undefined;
 
   constructor(
     readonly topic: string,
     public remaining: number,
-    /** performance.now() after which the publish fails with TIMEOUT. */
-    readonly deadline: number,
   ) {
     this.promise = new Promise<void>((resolve, reject) => {
       this.resolve = resolve;
@@ -85,22 +81,28 @@ export class Accumulator {
   private flushQueued = false;
   private closed = false;
   private readonly idle = new Set<() => void>();
-  /** Unsettled publishes in publish order (settled ones are dropped from the front as they go). */
-  private watched: Publish[] = [];
-  private watchedHead = 0;
-  private unsettled = 0;
-  private deadlineTimer: NodeJS.Timeout | undefined;
+  private readonly deadlines: DeadlineQueue;
 
   constructor(
     private readonly producer: DriverProducer,
     private readonly options: AccumulatorOptions,
-  ) {}
+  ) {
+    this.deadlines = new DeadlineQueue(options.sendTimeoutMs);
+  }
 
   publish(topic: string, records: readonly ProducedRecord[]): Promise<void> {
     if (this.closed) return Promise.reject(new PublishError(ErrorCode.CLOSED, 'kafka transport is closed'));
     if (records.length === 0) return Promise.resolve();
-    const owner = new Publish(topic, records.length, performance.now() + this.options.sendTimeoutMs);
-    this.watch(owner);
+    const owner = new Publish(topic, records.length);
+    owner.deadline = this.deadlines.start(performance.now(), () =>
+      this.fail(
+        owner,
+        new PublishError(
+          ErrorCode.TIMEOUT,
+          `kafka did not acknowledge a publish to "${topic}" within ${this.options.sendTimeoutMs} ms`,
+        ),
+      ),
+    );
     for (const record of records) {
       const bytes = recordSize(record);
       this.queue.push({ topic, record, bytes, owner });
@@ -108,40 +110,6 @@ export class Accumulator {
     }
     this.schedule();
     return owner.promise;
-  }
-
-  private watch(owner: Publish): void {
-    this.watched.push(owner);
-    this.unsettled++;
-    if (!this.deadlineTimer) this.armDeadline(this.options.sendTimeoutMs);
-  }
-
-  private armDeadline(ms: number): void {
-    // setTimeout fires at once past 2^31-1 ms; an early wake-up finds nothing due and waits again.
-    this.deadlineTimer = setTimeout(() => this.expire(), Math.min(Math.max(1, Math.ceil(ms)), MAX_TIMER_MS));
-  }
-
-  /** Fails every publish whose deadline has passed, then waits for the next oldest one. */
-  private expire(): void {
-    this.deadlineTimer = undefined;
-    const now = performance.now();
-    while (this.watchedHead < this.watched.length) {
-      const owner = this.watched[this.watchedHead]!;
-      if (!owner.settled && owner.deadline > now) break;
-      this.watchedHead++;
-      if (!owner.settled) {
-        this.fail(
-          owner,
-          new PublishError(
-            ErrorCode.TIMEOUT,
-            `kafka did not acknowledge a publish to "${owner.topic}" within ${this.options.sendTimeoutMs} ms`,
-          ),
-        );
-      }
-    }
-    this.dropSettled();
-    const next = this.watched[this.watchedHead];
-    if (next && !this.deadlineTimer) this.armDeadline(next.deadline - now);
   }
 
   private succeed(owner: Publish): void {
@@ -158,26 +126,7 @@ export class Accumulator {
 
   private markSettled(owner: Publish): void {
     owner.settled = true;
-    if (--this.unsettled === 0) {
-      // Nothing left to time out: no timer may keep the process alive.
-      clearTimeout(this.deadlineTimer);
-      this.deadlineTimer = undefined;
-      this.watched = [];
-      this.watchedHead = 0;
-    } else {
-      this.dropSettled();
-    }
-  }
-
-  /** Publishes mostly settle in order, so the list stays short without waiting for the timer. */
-  private dropSettled(): void {
-    while (this.watchedHead < this.watched.length && this.watched[this.watchedHead]!.settled) {
-      this.watchedHead++;
-    }
-    if (this.watchedHead > 1024 && this.watchedHead * 2 > this.watched.length) {
-      this.watched = this.watched.slice(this.watchedHead);
-      this.watchedHead = 0;
-    }
+    owner.deadline?.done();
   }
 
   private schedule(): void {
