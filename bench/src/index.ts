@@ -52,8 +52,10 @@ async function main(): Promise<number> {
     return 2;
   }
   const results = readResults();
-  results.machine = machine();
   const run = nodeRun();
+  // The load average shown is the one at the end of the last main run; other runs keep it.
+  const keepLoad = (): number[] | undefined => (run.isMain ? undefined : results.machine?.loadAverage);
+  results.machine = { ...machine(), loadAverage: keepLoad() ?? machine().loadAverage };
   const target = resultsForThisNode(results);
   log(
     run.isMain
@@ -74,7 +76,7 @@ async function main(): Promise<number> {
     }
     if (!values['no-write']) writeResults(results);
   }
-  results.machine = { ...machine(), loadAverage: results.machine.loadAverage };
+  results.machine = { ...machine(), loadAverage: keepLoad() ?? machine().loadAverage };
   if (!values['no-write']) {
     writeResults(results);
     const file = await writeReport(results);

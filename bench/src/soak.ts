@@ -227,7 +227,8 @@ async function main(): Promise<number> {
   }
   const results = readResults();
   if (results.machine) {
-    results.machine = { ...machine() };
+    // The machine description, but the load average stays the one of the throughput run it describes.
+    results.machine = { ...machine(), loadAverage: results.machine.loadAverage };
     writeResults(results);
     await writeReport(results);
   }

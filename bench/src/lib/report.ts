@@ -198,7 +198,7 @@ function machineLines(r: Results): string[] {
   if (versions.length > 0)
     lines.push(`- Brokers (single node, on the same machine, 127.0.0.1): ${versions.join('; ')}`);
   lines.push(
-    `- Load average when the run ended: ${m.loadAverage.join(' / ')} (other work shared the machine: treat small differences as noise)`,
+    `- Load average when the last main run ended: ${m.loadAverage.join(' / ')} (other work shared the machine: treat small differences as noise)`,
   );
   return lines;
 }
