@@ -188,19 +188,7 @@ start() {
   say "up (pid $pid, $ENDPOINT, elasticmq $ELASTICMQ_VERSION, region $REGION, ready in $(elapsed_since "$started"), $(queue_count) queue(s)$([[ $keep == 1 ]] && echo ", $expected restored" || echo ", fresh store"))"
 }
 
-stop() {
-  local pid started
-  started="$(now_ms)"
-  pid="$(running_pid)"
-  if [[ -z $pid ]]; then
-    rm -f "$PID_FILE"
-    say "not running"
-    return 0
-  fi
-  stop_pid "$pid" "$CONF_MARKER" "$STOP_GRACE"
-  rm -f "$PID_FILE"
-  say "stopped (pid $pid, in $(elapsed_since "$started"))"
-}
+stop() { stop_jar_broker "$CONF_MARKER" "$STOP_GRACE"; }
 
 status() {
   local pid

@@ -211,19 +211,7 @@ start() {
   say "up (pid $pid, $HOST:$PORT, kafka $KAFKA_VERSION, ready in $(elapsed_since "$started"), $answer)"
 }
 
-stop() {
-  local pid started
-  started="$(now_ms)"
-  pid="$(running_pid)"
-  if [[ -z $pid ]]; then
-    rm -f "$PID_FILE"
-    say "not running"
-    return 0
-  fi
-  stop_pid "$pid" "$MARKER" "$STOP_GRACE"
-  rm -f "$PID_FILE"
-  say "stopped (pid $pid, in $(elapsed_since "$started"))"
-}
+stop() { stop_jar_broker "$MARKER" "$STOP_GRACE"; }
 
 status() {
   local pid answer

@@ -82,6 +82,22 @@ stop_pid() {
   return 0
 }
 
+# The stop command of a broker started from jars: SIGTERM the process `running_pid` (defined by the
+# sourcing script) finds, SIGKILL after $2 seconds, and remove $PID_FILE either way.
+stop_jar_broker() {
+  local marker=$1 grace=$2 pid started
+  started="$(now_ms)"
+  pid="$(running_pid)"
+  if [[ -z $pid ]]; then
+    rm -f "$PID_FILE"
+    say "not running"
+    return 0
+  fi
+  stop_pid "$pid" "$marker" "$grace"
+  rm -f "$PID_FILE"
+  say "stopped (pid $pid, in $(elapsed_since "$started"))"
+}
+
 # Start a command detached from this shell (own session, stdin closed,
 # output appended to a file); its pid (that of the exec'd command) goes
 # to the pid file.

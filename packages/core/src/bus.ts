@@ -467,10 +467,7 @@ export class Bus {
       logger: this.logger,
       counters: this.#counters,
       middleware: this.#consumeMw,
-      onOutcome: (outcome) => {
-        for (const l of this.#outcomeListeners) l(outcome);
-      },
-      wantsOutcomes: () => this.#outcomeListeners.size > 0,
+      outcomeListeners: this.#outcomeListeners,
     };
   }
 

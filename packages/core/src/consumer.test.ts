@@ -168,7 +168,7 @@ function setup(
     logger,
     counters,
     middleware,
-    onOutcome: (o) => outcomes.push(o),
+    outcomeListeners: new Set([(o: ConsumeOutcome) => outcomes.push(o)]),
   });
   const sub = { pause: vi.fn(), resume: vi.fn(), close: vi.fn(async () => {}) };
   consumer.attach(sub);

@@ -53,13 +53,11 @@ export interface ConsumerDeps {
   logger: Logger;
   counters: Counters;
   middleware: readonly ConsumeMiddleware[];
-  /** Called after every settled outcome; the testing helpers listen here. */
-  onOutcome?: ((outcome: ConsumeOutcome) => void) | undefined;
   /**
-   * Whether anyone listens to outcomes right now (default: yes, when `onOutcome` is set). Lets the
-   * consumer skip building an outcome object per handled message that nobody reads.
+   * Told every settled outcome (the testing helpers listen here). Outcome objects are built only while
+   * the set is not empty, so a consumer nobody watches allocates none.
    */
-  wantsOutcomes?: (() => boolean) | undefined;
+  outcomeListeners?: ReadonlySet<(outcome: ConsumeOutcome) => void> | undefined;
 }
 
 export type ConsumeOutcome =
@@ -201,13 +199,14 @@ export class Consumer {
     }
   }
 
-  /** The outcome listener, when someone listens: outcome objects are built only then. */
+  /** Reports an outcome, when someone listens (`this.#reporting?.({…})` builds the object only then). */
   get #reporting(): ((outcome: ConsumeOutcome) => void) | undefined {
-    const on = this.#deps.onOutcome;
-    if (!on) return undefined;
-    const wants = this.#deps.wantsOutcomes;
-    return !wants || wants() ? on : undefined;
+    return this.#deps.outcomeListeners?.size ? this.#report : undefined;
   }
+
+  readonly #report = (outcome: ConsumeOutcome): void => {
+    for (const listener of this.#deps.outcomeListeners ?? []) listener(outcome);
+  };
 
   get patterns(): string[] {
     return Object.keys(this.policy.handlers);
