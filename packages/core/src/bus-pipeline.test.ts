@@ -167,7 +167,7 @@ describe('pipeline on the memory transport', () => {
       version: 2,
     });
     expect(JSON.parse(Buffer.from(original.data).toString())).toEqual(order(5));
-    expect(await bus.stats(topic, 'billing')).toMatchObject({ deadLettered: 1, ready: 0, inFlight: 0 });
+    expect(await bus.stats(topic, 'billing')).toMatchObject({ deadLettered: 1, depth: 0, inFlight: 0 });
   });
 
   it('continues the attempt count through broker retries', async () => {
@@ -538,7 +538,7 @@ describe('pipeline on the memory transport', () => {
       });
       expect(bus.counters.filtered).toBe(1);
       expect(memoryBroker(broker).deadLetters(topic, 'billing')).toHaveLength(0);
-      expect(await bus.stats(topic, 'billing')).toMatchObject({ ready: 0, inFlight: 0 });
+      expect(await bus.stats(topic, 'billing')).toMatchObject({ depth: 0, inFlight: 0 });
     });
 
     it("are dead-lettered with unmatched: 'dead-letter'", async () => {
@@ -680,7 +680,7 @@ describe('pipeline on the memory transport', () => {
       await sub.close();
       expect(sub).toMatchObject({ topic, group: 'billing' });
       await bus.publish(topic, { type: 'x', data: 1 });
-      expect((await bus.stats(topic, 'billing')).ready).toBe(1);
+      expect((await bus.stats(topic, 'billing')).depth).toBe(1);
       await bus.subscribe({ topic, group: 'billing', handlers: { x: () => void seen.push('second') } });
       await outcomes.until((o) => o.length === 1);
       expect(seen).toEqual(['second']);

@@ -221,7 +221,7 @@ describe('publish', () => {
   });
 
   describe('publishTimeoutMs', () => {
-    it('a publish the broker never confirms rejects with PublishError TIMEOUT', async () => {
+    it('a publish the broker never confirms rejects with OUTCOME_UNKNOWN when the transport cannot withdraw it', async () => {
       const transport = memoryTransport({ name: `bus-${randomUUID()}` });
       transport.publish = () => new Promise<void>(() => {});
       const bus = await connect({ transport, service: 'svc', publishTimeoutMs: 50 });
@@ -229,11 +229,29 @@ describe('publish', () => {
       const started = Date.now();
       const err = (await rejection(bus.publish('t', { type: 'x', data: 1 }))) as PublishError;
       expect(err).toBeInstanceOf(PublishError);
-      expect(err.code).toBe('TIMEOUT');
+      expect(err.code).toBe('OUTCOME_UNKNOWN');
       expect(err.retryable).toBe(true);
       expect(err.message).toContain('50 ms');
       expect(Date.now() - started).toBeLessThan(5000);
       expect(bus.counters).toMatchObject({ published: 0, publishFailed: 1 });
+    });
+
+    it('a publish the transport withdrew at the deadline rejects with TIMEOUT: never sent', async () => {
+      const transport = memoryTransport({ name: `bus-${randomUUID()}` });
+      let deadlineAt = 0;
+      transport.publish = (_topic, _messages, call) => {
+        deadlineAt = call.deadlineAt;
+        call.onAbandon(() => 'withdrawn');
+        return new Promise<void>(() => {});
+      };
+      const bus = await connect({ transport, service: 'svc', publishTimeoutMs: 50 });
+      buses.push(bus);
+      const before = Date.now();
+      const err = (await rejection(bus.publish('t', { type: 'x', data: 1 }))) as PublishError;
+      expect(err.code).toBe('TIMEOUT');
+      expect(err.details).toMatchObject({ outcome: 'not-sent' });
+      expect(deadlineAt).toBeGreaterThanOrEqual(before + 50);
+      expect(deadlineAt).toBeLessThan(before + 5000);
     });
 
     it('a broker failure becomes a retryable PublishError without credentials in it', async () => {
@@ -269,9 +287,9 @@ describe('publish', () => {
       const { bus, topic, sent } = await setup();
       let calls = 0;
       const original = bus.transport.publish.bind(bus.transport);
-      bus.transport.publish = (t, m) => {
+      bus.transport.publish = (t, m, call) => {
         calls++;
-        return original(t, m);
+        return original(t, m, call);
       };
       const { ids } = await bus.publishBatch(topic, [
         { definition: Order, data: { orderId: 'a', totalCents: 1 } },
@@ -542,9 +560,9 @@ describe('health, stats and counters', () => {
     await bus.provision(topic, [{ group: 'billing' }, { group: 'shipping', types: ['x'] }]);
     await bus.publish(topic, { type: 'x', data: 1 });
     await bus.publish(topic, { type: 'y', data: 1 });
-    expect(await bus.stats(topic, 'billing')).toMatchObject({ ready: 2 });
-    expect(await bus.stats(topic, 'shipping')).toMatchObject({ ready: 1 });
-    expect(await bus.stats(topic)).toMatchObject({ ready: 3 });
+    expect(await bus.stats(topic, 'billing')).toMatchObject({ depth: 2 });
+    expect(await bus.stats(topic, 'shipping')).toMatchObject({ depth: 1 });
+    expect(await bus.stats(topic)).toMatchObject({ depth: 3 });
   });
 
   it('counters are a snapshot', async () => {

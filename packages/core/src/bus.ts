@@ -9,6 +9,7 @@ import { DeadlineQueue } from './deadline.js';
 import { type Envelope, type RawEnvelope, type WireMessage, wireSize } from './envelope.js';
 import { ConfigError, ErrorCode, OmnibusError, PublishError, UnsupportedError } from './errors.js';
 import type { IdempotencyStore } from './idempotency.js';
+import { abandonedPublishError, PublishDeadline } from './kit/publish.js';
 import { type Logger, silentLogger } from './logger.js';
 import type { AnyHandler, AnyMessageDefinition, MessageDefinition } from './message.js';
 import { type Counters, newCounters } from './metrics.js';
@@ -16,7 +17,13 @@ import type { ConsumeMiddleware, Middleware, PublishMiddleware } from './middlew
 import { connectSchema, parseOptions, subscribeSchema } from './options.js';
 import { redactText } from './redact.js';
 import { resolveTransport } from './resolve.js';
-import type { HealthReport, ReplayFrom, Transport, TransportSubscription } from './transport.js';
+import type {
+  HealthReport,
+  ReplayFrom,
+  Transport,
+  TransportStats,
+  TransportSubscription,
+} from './transport.js';
 import { uuidv7 } from './uuid.js';
 
 export interface ConnectOptions {
@@ -305,25 +312,24 @@ export class Bus {
 
   /**
    * Hands the messages to the transport; resolves with `result` once the broker has accepted them, or
-   * rejects with a PublishError (failed, or not confirmed within the publish timeout). The timeouts of
-   * all of this bus's publishes share one timer (see DeadlineQueue).
+   * rejects with a PublishError. There is one deadline, the bus's: the transport receives it with the
+   * call and says, when it passes, whether it withdrew the messages (TIMEOUT: never sent) or they may
+   * still be written (OUTCOME_UNKNOWN). The deadlines of all of this bus's publishes share one timer.
    */
   #send<R>(topic: string, messages: WireMessage[], result: R): Promise<R> {
     const counters = this.#counters;
+    const timeoutMs = this.#publishDeadlines.timeoutMs;
+    const call = new PublishDeadline(Date.now() + timeoutMs);
     return new Promise<R>((resolve, reject) => {
       let settled = false;
       const deadline = this.#publishDeadlines.start(performance.now(), () => {
         settled = true;
         counters.publishFailed += messages.length;
-        reject(
-          new PublishError(
-            ErrorCode.TIMEOUT,
-            `publish to ${topic} not confirmed within ${this.#publishDeadlines.timeoutMs} ms`,
-          ),
-        );
+        reject(abandonedPublishError(topic, call.abandon(), { timeoutMs }));
       });
       const fail = (err: unknown) => {
         deadline.done();
+        call.settled();
         if (settled) return;
         settled = true;
         counters.publishFailed += messages.length;
@@ -339,13 +345,14 @@ export class Bus {
       };
       let accepted: Promise<void>;
       try {
-        accepted = this.transport.publish(topic, messages);
+        accepted = this.transport.publish(topic, messages, call);
       } catch (err) {
         fail(err);
         return;
       }
       accepted.then(() => {
         deadline.done();
+        call.settled();
         if (settled) return;
         settled = true;
         counters.published += messages.length;
@@ -487,7 +494,7 @@ export class Bus {
     return { ok: transport.ok && !this.#closed, transport, subscriptions };
   }
 
-  stats(topic: string, group?: string): Promise<Record<string, number>> {
+  stats(topic: string, group?: string): Promise<TransportStats> {
     return this.transport.stats(topic, group);
   }
 

@@ -6,6 +6,8 @@ export const ErrorCode = {
   UNROUTABLE: 'UNROUTABLE',
   TOO_LARGE: 'TOO_LARGE',
   TIMEOUT: 'TIMEOUT',
+  /** The publish deadline passed after the bytes may have reached the broker: a retry may duplicate. */
+  OUTCOME_UNKNOWN: 'OUTCOME_UNKNOWN',
   PUBLISH_FAILED: 'PUBLISH_FAILED',
   CLOSED: 'CLOSED',
   VALIDATION: 'VALIDATION',
@@ -14,6 +16,8 @@ export const ErrorCode = {
   UNSUPPORTED: 'UNSUPPORTED',
   HANDLER_TIMEOUT: 'HANDLER_TIMEOUT',
   UNKNOWN_VERSION: 'UNKNOWN_VERSION',
+  /** A second settle call on one delivery (see the transport kit's BaseDelivery). */
+  ALREADY_SETTLED: 'ALREADY_SETTLED',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
@@ -56,13 +60,15 @@ export type PublishErrorCode =
   | typeof ErrorCode.UNROUTABLE
   | typeof ErrorCode.TOO_LARGE
   | typeof ErrorCode.TIMEOUT
+  | typeof ErrorCode.OUTCOME_UNKNOWN
   | typeof ErrorCode.PUBLISH_FAILED
   | typeof ErrorCode.CLOSED;
 
 export class PublishError extends OmnibusError {
   constructor(code: PublishErrorCode, message: string, options: OmnibusErrorOptions = {}) {
     super(code, message, {
-      retryable: code === ErrorCode.TIMEOUT || code === ErrorCode.PUBLISH_FAILED,
+      retryable:
+        code === ErrorCode.TIMEOUT || code === ErrorCode.OUTCOME_UNKNOWN || code === ErrorCode.PUBLISH_FAILED,
       ...options,
     });
   }

@@ -8,33 +8,37 @@ import type { Logger } from './logger.js';
 
 export type OrderingScope = 'none' | 'process' | 'group';
 
+/**
+ * What a transport can do. Each flag is here because something branches on it; the comment says who.
+ * (Behaviour every transport must have, such as confirmed hand-offs, is not a flag: the contract suite
+ * checks it on all of them.)
+ */
 export interface Capabilities {
-  /** Competing consumers in named groups. */
+  /** Competing consumers in named groups. Read by the conformance suite (group scenarios). */
   consumerGroups: boolean;
-  /** Several groups on one topic each receive every message. */
+  /** Several groups on one topic each receive every message. Read by the conformance suite. */
   fanOut: boolean;
-  /** The broker filters by type pattern (otherwise the core filters after delivery). */
-  patternRouting: boolean;
-  /** Where per-key order holds: nowhere, within one consumer process, or across a whole group. */
-  ordering: OrderingScope;
-  /** A non-group subscription can re-read history. */
-  replay: boolean;
-  /** Delayed redelivery without holding the message in the consumer. */
-  nativeDelay: boolean;
   /**
-   * The longest delay `retryLater` honours without shortening it, chaining included (unbounded where
-   * the transport chains hops, e.g. delay tiers re-sent until due).
+   * Where per-key order holds: nowhere, within one consumer process, or across a whole group. Read by
+   * `subscribe` (a warning for `ordered` where it is 'none') and the conformance suite.
    */
-  maxDelayMs: number;
-  /** Fixed delay tiers (ms) a delay is rounded up to; empty when any delay is exact. */
+  ordering: OrderingScope;
+  /** A non-group subscription can re-read history. Read by `bus.replay` and both suites. */
+  replay: boolean;
+  /**
+   * Fixed delay tiers (ms) a retry delay is rounded up to; empty when any delay is exact. Read by the
+   * suites to bound how late a retry may come.
+   */
   delayTiersMs: readonly number[];
-  nativeDeadLetter: boolean;
-  /** Largest wire message (body + headers) the broker accepts. */
+  /** Largest wire message (body + headers) the broker accepts. Read by `publish` (TOO_LARGE). */
   maxMessageBytes: number;
-  /** Accepted messages survive a broker restart. */
+  /** Accepted messages survive a broker restart. Read by the conformance suite (restart scenario). */
   persistent: boolean;
-  /** The broker assigns a partition/group from the key, so per-key order holds across processes. */
-  keyAffinity: boolean;
+  /**
+   * A publish to a topic no group receives can be refused (`onNoSubscribers: 'reject'`). Read by the
+   * contract suite; transports without it refuse that option with a ConfigError.
+   */
+  rejectsUnroutable: boolean;
 }
 
 export type ReplayFrom = 'earliest' | 'latest' | { offset: string | number } | { timestamp: number };
@@ -88,6 +92,48 @@ export interface TransportSubscription {
   close(): Promise<void>;
 }
 
+/**
+ * Broker-side figures for a topic and group, the same keys on every transport. A figure the broker does
+ * not know is null (never 0, which would read as "empty").
+ */
+export interface TransportStats {
+  /** Messages waiting for the group (RabbitMQ ready, SQS visible, Kafka lag where that is the backlog). */
+  depth: number | null;
+  /** Delivered to a consumer and not yet settled. */
+  inFlight: number | null;
+  /** Waiting out a retry delay. */
+  delayed: number | null;
+  /** In the group's dead-letter destination. */
+  deadLettered: number | null;
+  /** Kafka: records behind the committed offsets, summed over partitions. */
+  lag: number | null;
+  /** Age of the oldest waiting message, in ms, where the broker reports it. */
+  oldestAgeMs: number | null;
+  /** Transport-specific figures, by name. */
+  extras: Record<string, number>;
+}
+
+/** What the transport answers when the caller of a publish gives up (see PublishCall). */
+export type AbandonVerdict = 'withdrawn' | 'unknown';
+
+/**
+ * The caller's side of one `publish` call: its single deadline. The transport never times a publish
+ * itself; it registers how to withdraw what it still holds, and the bus asks when the caller gives up.
+ */
+export interface PublishCall {
+  /** When the caller stops waiting (ms since epoch, `Date.now()` clock). */
+  readonly deadlineAt: number;
+  /** True once the caller has given up (deadline passed or its AbortSignal fired). */
+  readonly abandoned: boolean;
+  /**
+   * Registers what to do if the caller gives up before the publish settles; called at most once,
+   * synchronously. Return 'withdrawn' only when none of the call's messages has been or will ever be
+   * written (they were still queued in the client and are now removed); otherwise 'unknown'. Registering
+   * again replaces the previous callback. With none registered, the outcome is 'unknown'.
+   */
+  onAbandon(fn: () => AbandonVerdict): void;
+}
+
 export interface HealthReport {
   ok: boolean;
   transport: string;
@@ -108,14 +154,17 @@ export interface Transport {
   encode(envelope: RawEnvelope): WireMessage;
   /** Broker wire form → envelope; throws DecodeError for anything that is not one of ours. */
   decode(wire: WireMessage): RawEnvelope;
-  /** Resolves once the broker has accepted every message (confirm/ack); rejects with PublishError. */
-  publish(topic: string, messages: readonly WireMessage[]): Promise<void>;
+  /**
+   * Resolves once the broker has accepted every message (confirm/ack); rejects with PublishError. The
+   * call carries the caller's deadline: the transport keeps no publish timeout of its own.
+   */
+  publish(topic: string, messages: readonly WireMessage[], call: PublishCall): Promise<void>;
   /** Create what the topic and groups need (idempotent). */
   provision(topic: string, groups: readonly { group: string; patterns: readonly string[] }[]): Promise<void>;
   subscribe(spec: SubscribeSpec, onDelivery: (delivery: Delivery) => void): Promise<TransportSubscription>;
   health(): Promise<HealthReport>;
-  /** Broker-side figures for a topic/group (depth, in flight, lag). */
-  stats(topic: string, group?: string): Promise<Record<string, number>>;
+  /** Broker-side figures for a topic/group, in one shape on every transport. */
+  stats(topic: string, group?: string): Promise<TransportStats>;
   /** Flush producers and disconnect. */
   close(): Promise<void>;
 }

@@ -3,16 +3,23 @@
  * redelivery, delays, dead-letter queues, replay log), for tests, demos and local development.
  * Brokers are shared by name, so several buses in one process can talk through `memory://name`.
  */
+
+import { z } from 'zod';
 import { fromBinary, toBinary } from '../cloudevents.js';
-import { ControlHeader, type RawEnvelope, type WireMessage } from '../envelope.js';
-import { ConfigError, ConnectionError, ErrorCode, PublishError, UnsupportedError } from '../errors.js';
+import type { RawEnvelope, WireMessage } from '../envelope.js';
+import { ConnectionError, ErrorCode, PublishError, UnsupportedError } from '../errors.js';
+import { retryHeaders } from '../kit/control-headers.js';
+import { BaseDelivery } from '../kit/delivery.js';
+import { parseOptions } from '../options.js';
 import { matchesPattern } from '../pattern.js';
 import type {
   Capabilities,
   Delivery,
   HealthReport,
+  PublishCall,
   SubscribeSpec,
   Transport,
+  TransportStats,
   TransportSubscription,
 } from '../transport.js';
 
@@ -162,13 +169,27 @@ export class MemoryBroker {
     return q;
   }
 
-  publish(topic: string, wire: WireMessage): void {
+  /** Appends to the topic's log and enqueues for every group that wants the type; false when none did. */
+  publish(topic: string, wire: WireMessage): boolean {
     const t = this.topic(topic);
     const type = wire.headers[TYPE_HEADER];
     t.append(wire, this.retention);
+    let routed = false;
     for (const q of t.groups.values()) {
-      if (q.wants(type)) q.enqueue({ wire: copy(wire), redelivered: false });
+      if (q.wants(type)) {
+        q.enqueue({ wire: copy(wire), redelivered: false });
+        routed = true;
+      }
     }
+    return routed;
+  }
+
+  /** Whether some group of the topic would receive this type. */
+  routes(topic: string, type: string | undefined): boolean {
+    const t = this.topics.get(topic);
+    if (!t) return false;
+    for (const q of t.groups.values()) if (q.wants(type)) return true;
+    return false;
   }
 
   /** Dead-lettered messages of a group, as stored (for tests and tools). */
@@ -199,6 +220,89 @@ export interface MemoryTransportOptions {
   maxMessageBytes?: number;
   /** Messages kept per topic for replay (default 100 000). */
   retention?: number;
+  /**
+   * A publish whose type no group receives: 'accept' (default, as on every transport: it is kept in the
+   * replay log only) or 'reject' (fails with UNROUTABLE).
+   */
+  onNoSubscribers?: 'accept' | 'reject';
+}
+
+const memoryOptionsSchema = z.strictObject({
+  name: z.string().min(1).default('default'),
+  maxMessageBytes: z
+    .number()
+    .int()
+    .positive()
+    .default(1024 * 1024),
+  retention: z.number().int().positive().default(100_000),
+  onNoSubscribers: z.enum(['accept', 'reject']).default('accept'),
+});
+
+/** A delivery from a group queue: settling frees the consumer's slot, unless close already returned it. */
+class MemoryDelivery extends BaseDelivery {
+  readonly #q: GroupQueue;
+  readonly #consumer: Consumer;
+  readonly #m: Stored;
+
+  constructor(topic: string, group: string, q: GroupQueue, consumer: Consumer, m: Stored) {
+    super({ wire: m.wire, topic, group, redelivered: m.redelivered });
+    this.#q = q;
+    this.#consumer = consumer;
+    this.#m = m;
+  }
+
+  /** Takes the message back from the consumer; false when the subscription closed and already returned it. */
+  #take(): boolean {
+    if (!this.#consumer.unacked.delete(this.#m)) return false;
+    this.#consumer.inFlight--;
+    this.#q.schedule();
+    return true;
+  }
+
+  protected async doAck(): Promise<void> {
+    this.#take();
+  }
+
+  protected async doRelease(): Promise<void> {
+    if (this.#take()) this.#q.enqueue({ wire: this.#m.wire, redelivered: true }, true);
+  }
+
+  protected async doRetryLater(delayMs: number, control: Record<string, string>): Promise<void> {
+    if (!this.#take()) return;
+    const q = this.#q;
+    const wire: WireMessage = {
+      ...this.#m.wire,
+      headers: retryHeaders(this.#m.wire.headers, control, undefined),
+    };
+    q.delayed++;
+    const timer = setTimeout(() => {
+      q.timers.delete(timer);
+      q.delayed--;
+      q.enqueue({ wire, redelivered: true });
+    }, delayMs);
+    q.timers.add(timer);
+  }
+
+  protected async doDeadLetter(control: Record<string, string>): Promise<void> {
+    if (!this.#take()) return;
+    this.#q.dlq.push({ ...this.#m.wire, headers: { ...this.#m.wire.headers, ...control } });
+  }
+}
+
+/** A delivery from a replay: nothing to settle on a log, but the state machine is the same. */
+class ReplayDelivery extends BaseDelivery {
+  readonly #done: () => void;
+  constructor(wire: WireMessage, topic: string, done: () => void) {
+    super({ wire, topic, group: '', redelivered: false, previousAttempts: 0 });
+    this.#done = done;
+  }
+  protected override onSettled(): void {
+    this.#done();
+  }
+  protected async doAck(): Promise<void> {}
+  protected async doRelease(): Promise<void> {}
+  protected async doRetryLater(): Promise<void> {}
+  protected async doDeadLetter(): Promise<void> {}
 }
 
 export class MemoryTransport implements Transport {
@@ -208,25 +312,21 @@ export class MemoryTransport implements Transport {
   #connected = false;
   readonly #subs = new Set<TransportSubscription>();
 
+  readonly #onNoSubscribers: 'accept' | 'reject';
+
   constructor(options: MemoryTransportOptions = {}) {
-    const maxMessageBytes = options.maxMessageBytes ?? 1024 * 1024;
-    if (!Number.isInteger(maxMessageBytes) || maxMessageBytes <= 0) {
-      throw new ConfigError('maxMessageBytes', 'must be a positive integer');
-    }
-    this.broker = memoryBroker(options.name ?? 'default', options.retention ?? 100_000);
+    const o = parseOptions(memoryOptionsSchema, options);
+    this.broker = memoryBroker(o.name, o.retention);
+    this.#onNoSubscribers = o.onNoSubscribers;
     this.capabilities = {
       consumerGroups: true,
       fanOut: true,
-      patternRouting: true,
       ordering: 'process',
       replay: true,
-      nativeDelay: true,
-      maxDelayMs: Number.MAX_SAFE_INTEGER,
       delayTiersMs: [],
-      nativeDeadLetter: true,
-      maxMessageBytes,
+      maxMessageBytes: o.maxMessageBytes,
       persistent: false,
-      keyAffinity: false,
+      rejectsUnroutable: true,
     };
   }
 
@@ -242,8 +342,18 @@ export class MemoryTransport implements Transport {
     return fromBinary(wire, BINARY_MODE);
   }
 
-  async publish(topic: string, messages: readonly WireMessage[]): Promise<void> {
+  async publish(topic: string, messages: readonly WireMessage[], _call: PublishCall): Promise<void> {
     if (!this.#connected) throw new PublishError(ErrorCode.CLOSED, 'memory transport is not connected');
+    if (this.#onNoSubscribers === 'reject') {
+      // Checked for every message before any is written, so a refused batch writes nothing.
+      for (const m of messages) {
+        const type = m.headers[TYPE_HEADER];
+        if (!this.broker.routes(topic, type)) {
+          throw new PublishError(ErrorCode.UNROUTABLE, `no group of ${topic} receives ${type}`);
+        }
+      }
+    }
+    // The broker is in this process: a publish is written at once, so there is never anything to withdraw.
     for (const m of messages) this.broker.publish(topic, m);
   }
 
@@ -266,7 +376,7 @@ export class MemoryTransport implements Transport {
       paused: false,
       closed: false,
       unacked: new Set(),
-      deliver: (m) => onDelivery(this.#delivery(spec.topic, group, q, consumer, m)),
+      deliver: (m) => onDelivery(new MemoryDelivery(spec.topic, group, q, consumer, m)),
     };
     q.consumers.push(consumer);
     q.schedule();
@@ -291,48 +401,6 @@ export class MemoryTransport implements Transport {
     return sub;
   }
 
-  #delivery(topic: string, group: string, q: GroupQueue, consumer: Consumer, m: Stored): Delivery {
-    let settled = false;
-    const settle = () => {
-      if (settled) throw new Error('delivery settled twice');
-      settled = true;
-      if (!consumer.unacked.delete(m)) return false;
-      consumer.inFlight--;
-      q.schedule();
-      return true;
-    };
-    const attempts = Number(m.wire.headers[ControlHeader.attempts] ?? 0);
-    return {
-      wire: m.wire,
-      topic,
-      group,
-      previousAttempts: Number.isFinite(attempts) ? attempts : 0,
-      redelivered: m.redelivered,
-      receivedAt: Date.now(),
-      ack: async () => {
-        settle();
-      },
-      release: async () => {
-        if (settle()) q.enqueue({ wire: m.wire, redelivered: true }, true);
-      },
-      retryLater: async (delayMs, headers) => {
-        if (!settle()) return;
-        const wire: WireMessage = { ...m.wire, headers: { ...m.wire.headers, ...headers } };
-        q.delayed++;
-        const timer = setTimeout(() => {
-          q.timers.delete(timer);
-          q.delayed--;
-          q.enqueue({ wire, redelivered: true });
-        }, delayMs);
-        q.timers.add(timer);
-      },
-      deadLetter: async (headers) => {
-        if (!settle()) return;
-        q.dlq.push({ ...m.wire, headers: { ...m.wire.headers, ...headers } });
-      },
-    };
-  }
-
   async #replay(spec: SubscribeSpec, onDelivery: (d: Delivery) => void): Promise<TransportSubscription> {
     const log = this.broker.topic(spec.topic).log;
     const from = spec.replay!;
@@ -354,22 +422,12 @@ export class MemoryTransport implements Transport {
         const wire = copy(snapshot[next++]!);
         if (!spec.patterns.some((p) => matchesPattern(p, wire.headers[TYPE_HEADER] ?? ''))) continue;
         inFlight++;
-        const done = async () => {
-          inFlight--;
-          setImmediate(pump);
-        };
-        onDelivery({
-          wire,
-          topic: spec.topic,
-          group: '',
-          previousAttempts: 0,
-          redelivered: false,
-          receivedAt: Date.now(),
-          ack: done,
-          release: done,
-          retryLater: done,
-          deadLetter: done,
-        });
+        onDelivery(
+          new ReplayDelivery(wire, spec.topic, () => {
+            inFlight--;
+            setImmediate(pump);
+          }),
+        );
       }
     };
     setImmediate(pump);
@@ -391,23 +449,26 @@ export class MemoryTransport implements Transport {
     return { ok: this.#connected, transport: this.name, details: { topics: this.broker.topics.size } };
   }
 
-  async stats(topic: string, group?: string): Promise<Record<string, number>> {
+  async stats(topic: string, group?: string): Promise<TransportStats> {
     const t = this.broker.topics.get(topic);
-    if (!t) return { ready: 0, inFlight: 0, delayed: 0, deadLettered: 0, consumers: 0 };
-    const queues = group ? [t.groups.get(group)].filter((q): q is GroupQueue => !!q) : [...t.groups.values()];
-    let ready = 0;
+    const queues = !t
+      ? []
+      : group
+        ? [t.groups.get(group)].filter((q): q is GroupQueue => !!q)
+        : [...t.groups.values()];
+    let depth = 0;
     let inFlight = 0;
     let delayed = 0;
     let deadLettered = 0;
     let consumers = 0;
     for (const q of queues) {
-      ready += q.readyCount;
+      depth += q.readyCount;
       delayed += q.delayed;
       deadLettered += q.dlq.length;
       consumers += q.consumers.length;
       for (const c of q.consumers) inFlight += c.inFlight;
     }
-    return { ready, inFlight, delayed, deadLettered, consumers };
+    return { depth, inFlight, delayed, deadLettered, lag: null, oldestAgeMs: null, extras: { consumers } };
   }
 
   async close(): Promise<void> {
