@@ -15,7 +15,8 @@
  */
 
 import type { WireMessage } from '../envelope.js';
-import { ErrorCode, OmnibusError } from '../errors.js';
+import { ErrorCode, errorMessage, OmnibusError } from '../errors.js';
+import type { LogFields, Logger } from '../logger.js';
 import type { Delivery } from '../transport.js';
 import { readAttempts } from './control-headers.js';
 
@@ -117,5 +118,23 @@ export abstract class BaseDelivery implements Delivery {
     if (this.#freed) return;
     this.#freed = true;
     this.onSettled();
+  }
+}
+
+/**
+ * Hands a delivery to the core's callback. The callback is not supposed to throw; if it does, the
+ * message must not be lost or left holding a slot, so it is released (once, by the state machine).
+ */
+export function handOver(
+  onDelivery: (delivery: Delivery) => void,
+  delivery: BaseDelivery,
+  logger: Logger,
+  fields: LogFields = {},
+): void {
+  try {
+    onDelivery(delivery);
+  } catch (err) {
+    logger.error({ ...fields, err: errorMessage(err) }, 'delivery callback threw; releasing the message');
+    if (delivery.state === 'open' || delivery.state === 'failed') delivery.release().catch(() => {});
   }
 }

@@ -32,7 +32,7 @@ export {
   planDelay,
   tierFor,
 } from './delay.js';
-export { BaseDelivery, type BaseDeliveryInit, type SettleState } from './delivery.js';
+export { BaseDelivery, type BaseDeliveryInit, handOver, type SettleState } from './delivery.js';
 export {
   abandonedPublishError,
   DEFAULT_CONNECT_TIMEOUT_MS,

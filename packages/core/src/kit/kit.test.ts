@@ -4,7 +4,7 @@ import { ConnectionError, ErrorCode, OmnibusError, PublishError } from '../error
 import { parseOptions } from '../options.js';
 import { MAX_ATTEMPTS_HEADER, readAttempts, readDueAt, retryHeaders } from './control-headers.js';
 import { DEFAULT_DELAY_TIERS_MS, delayTiersSchema, nextHop, planDelay, tierFor } from './delay.js';
-import { BaseDelivery } from './delivery.js';
+import { BaseDelivery, handOver } from './delivery.js';
 import { abandonedPublishError, PublishDeadline, withConnectDeadline } from './publish.js';
 
 const wire = (headers: Record<string, string> = {}): WireMessage => ({ body: Buffer.from('x'), headers });
@@ -248,5 +248,30 @@ describe('connect deadline', () => {
     await expect(
       withConnectDeadline(Promise.reject(new Error('refused')), 1_000, 'x', () => {}),
     ).rejects.toThrow('refused');
+  });
+});
+
+describe('handOver', () => {
+  it('releases a delivery whose callback threw, and logs it', async () => {
+    const d = new Recorded();
+    const logged: string[] = [];
+    const logger = {
+      debug() {},
+      info() {},
+      warn() {},
+      error(_f: unknown, msg: string) {
+        logged.push(msg);
+      },
+    };
+    handOver(
+      () => {
+        throw new Error('bug');
+      },
+      d,
+      logger,
+    );
+    await new Promise((r) => setImmediate(r));
+    expect(d.calls).toEqual(['release']);
+    expect(logged).toEqual(['delivery callback threw; releasing the message']);
   });
 });
