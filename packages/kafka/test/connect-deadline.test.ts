@@ -43,12 +43,13 @@ describe('kafka connect deadline', () => {
     child.stderr.on('data', (b: Buffer) => {
       errText += b.toString();
     });
-    // kafkajs's default retries alone would keep it alive for 60 s or more; give the process 10 s.
+    // kafkajs's default retries alone would keep it alive for 60 s or more. The budget is generous because
+    // starting Node with tsx compiling the sources takes several seconds on a busy machine.
     const code = await new Promise<number | null | 'still running'>((resolve) => {
       const timer = setTimeout(() => {
         child.kill('SIGKILL');
         resolve('still running');
-      }, 10_000);
+      }, 25_000);
       child.on('exit', (c) => {
         clearTimeout(timer);
         resolve(c);
@@ -58,7 +59,7 @@ describe('kafka connect deadline', () => {
     const result = JSON.parse(out.trim().split('\n').pop() ?? '{}') as Record<string, unknown>;
     expect(result).toMatchObject({ name: 'ConnectionError', code: ErrorCode.CONNECTION });
     expect(result.elapsedMs as number).toBeLessThan(2_500);
-    // Process start-up (tsx compiling the sources) included; the point is seconds, not a minute.
-    expect(Date.now() - started).toBeLessThan(10_000);
+    // Process start-up included; the point is seconds, not a minute.
+    expect(Date.now() - started).toBeLessThan(25_000);
   });
 });
