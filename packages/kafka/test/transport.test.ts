@@ -245,6 +245,25 @@ describe('kafka transport', () => {
     expect(new KafkaTransport({ brokers: BROKERS }).options.onNoSubscribers).toBe('accept');
   });
 
+  it('settles a delivery once: a second settle call rejects with ALREADY_SETTLED', async () => {
+    const topic = `${PREFIX}-settle-once`;
+    const c = new Collector();
+    const sub = await transport.subscribe(
+      { topic, group: 'g', patterns: ['#'], maxInFlight: 4 },
+      c.onDelivery,
+    );
+    await transport.publish(topic, [transport.encode(envelope())], noDeadline());
+    const d = await waitFor('a delivery', () => c.deliveries[0]);
+    await d.ack();
+    await expect(d.ack()).rejects.toMatchObject({ code: ErrorCode.ALREADY_SETTLED });
+    await expect(d.retryLater(10, {})).rejects.toMatchObject({ code: ErrorCode.ALREADY_SETTLED });
+    await expect(d.release()).rejects.toMatchObject({ code: ErrorCode.ALREADY_SETTLED });
+    // The one ack was committed, and the later calls put nothing back: the group has nothing left.
+    await waitFor('the commit', async () => (await transport.stats(topic, 'g')).lag === 0);
+    expect(c.deliveries).toHaveLength(1);
+    await sub.close();
+  });
+
   it('delivers every message to each group (fan-out)', async () => {
     const topic = `${PREFIX}-fanout`;
     const a = new Collector();
