@@ -86,7 +86,7 @@ interface Hop {
  * number of seconds): a plan without a due time waits the delay itself, and so does the last hop of a
  * chain, which then carries no due time.
  */
-function toHop(plan: DelayPlan, delayMs: number, now: number): Hop {
+export function toHop(plan: DelayPlan, delayMs: number, now: number): Hop {
   if (plan.dueAt === undefined) return { seconds: Math.max(0, Math.ceil(delayMs / 1000)), dueAt: undefined };
   const remaining = plan.dueAt - now;
   if (remaining <= plan.tierMs)
@@ -504,14 +504,7 @@ export class SqsSubscription implements TransportSubscription, Settler {
         [ControlHeader.attempts]: String(d.previousAttempts),
       });
     }
-    await d.extending;
-    await this.client.send(
-      new ChangeMessageVisibilityCommand({
-        QueueUrl: d.queueUrl,
-        ReceiptHandle: d.receiptHandle,
-        VisibilityTimeout: 0,
-      }),
-    );
+    await this.changeVisibility(d, 0);
     d.outcome = 'returned';
   }
 
@@ -543,14 +536,7 @@ export class SqsSubscription implements TransportSubscription, Settler {
     delete control[ControlHeader.dueAt];
     this.deps.retryStates.set(d.queueUrl, d.messageId, control, dueAt);
     d.attemptsRemembered = true;
-    await d.extending;
-    await this.client.send(
-      new ChangeMessageVisibilityCommand({
-        QueueUrl: d.queueUrl,
-        ReceiptHandle: d.receiptHandle,
-        VisibilityTimeout: seconds,
-      }),
-    );
+    await this.changeVisibility(d, seconds);
     d.outcome = 'returned';
   }
 
@@ -632,9 +618,8 @@ export class SqsSubscription implements TransportSubscription, Settler {
     }
   }
 
-  async extendLease(d: SqsDelivery, ms: number): Promise<void> {
-    if (d.state !== 'open') return;
-    const seconds = Math.min(Math.ceil(ms / 1000), MAX_VISIBILITY_SECONDS);
+  /** Sets the message's visibility, after any lease extension in flight so that cannot overwrite it. */
+  private async changeVisibility(d: SqsDelivery, seconds: number): Promise<void> {
     await d.extending;
     await this.client.send(
       new ChangeMessageVisibilityCommand({
@@ -643,6 +628,12 @@ export class SqsSubscription implements TransportSubscription, Settler {
         VisibilityTimeout: seconds,
       }),
     );
+  }
+
+  async extendLease(d: SqsDelivery, ms: number): Promise<void> {
+    if (d.state !== 'open') return;
+    const seconds = Math.min(Math.ceil(ms / 1000), MAX_VISIBILITY_SECONDS);
+    await this.changeVisibility(d, seconds);
     d.leaseUntil = Date.now() + seconds * 1000;
   }
 
