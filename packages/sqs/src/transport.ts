@@ -180,13 +180,12 @@ export class SqsTransport implements Transport {
    */
   async connect(ctx: TransportContext): Promise<void> {
     this.logger = ctx.logger;
+    await this.probeWithin(this.options.connectTimeoutMs);
+  }
+
+  private probeWithin(timeoutMs: number): Promise<void> {
     const abort = new AbortController();
-    await withConnectDeadline(
-      this.probe(abort.signal),
-      this.options.connectTimeoutMs,
-      this.endpointLabel,
-      () => abort.abort(),
-    );
+    return withConnectDeadline(this.probe(abort.signal), timeoutMs, this.endpointLabel, () => abort.abort());
   }
 
   /** Any answer from SQS, an access-denied one included, proves it is reachable. */
@@ -452,7 +451,8 @@ export class SqsTransport implements Transport {
       queues: this.knownMaxBytes.size,
     };
     try {
-      await this.probe();
+      // A health check answers within the connect deadline too, rather than after the SDK's retries.
+      await this.probeWithin(this.options.connectTimeoutMs);
       return {
         ok: !this.closed,
         transport: this.name,

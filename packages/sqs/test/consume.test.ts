@@ -81,6 +81,14 @@ describe('consuming from ElasticMQ', () => {
       },
       { timeoutMs: 10_000, what: 'an empty queue' },
     );
+    // The one stats shape: what SQS does not know is null, this process's figures are extras.
+    expect(await t.stats(topic)).toMatchObject({
+      delayed: 0,
+      deadLettered: 0,
+      lag: null,
+      oldestAgeMs: null,
+      extras: { consumers: 1 },
+    });
     // A second settle is the kit's ALREADY_SETTLED, on SQS as everywhere, and touches nothing.
     await expect(inbox.deliveries[0]!.ack()).rejects.toMatchObject({ code: ErrorCode.ALREADY_SETTLED });
     await expect(inbox.deliveries[1]!.release()).rejects.toMatchObject({ code: ErrorCode.ALREADY_SETTLED });

@@ -107,6 +107,10 @@ describe('connect deadline', () => {
     expect((error as Error).message).toMatch(/within 1000 ms/);
     expect(elapsedMs).toBeGreaterThanOrEqual(1000 - 50);
     expect(elapsedMs).toBeLessThan(1000 + SLACK_MS);
+    // health() probes within the same deadline, so it reports a hung broker rather than hanging itself.
+    const health = await timed(t.health());
+    expect(health.elapsedMs).toBeLessThan(1000 + SLACK_MS);
+    expect((await t.health()).ok).toBe(false);
   });
 
   it('leaves no timers or sockets behind: a process whose connect failed exits by itself', async () => {
