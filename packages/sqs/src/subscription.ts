@@ -69,7 +69,7 @@ const FIFO_DEAD_LETTER_GROUP = 'omnibus';
 // Error strings are what grows a dead letter past the size limit; trimmed to this when it does.
 const TRIMMED_ERROR_CHARS = 512;
 
-// SQS's longest DelaySeconds: the one delay tier of a standard queue's retry copies.
+// The one delay tier of a standard queue's retry copies (see the top); FIFO's depends on each receive.
 const COPY_TIERS_MS: readonly number[] = Object.freeze([MAX_DELAY_SECONDS * 1000]);
 
 /** Whether a settled message left the queue for good, or went back to it (retry by visibility, release). */
