@@ -1,9 +1,11 @@
 #!/usr/bin/env node
+import { spawnSync } from 'node:child_process';
 // Runs the test suites with the brokers they need started first, and ends with one summary line:
 //   node scripts/test.mjs all                 every project (unit, adapters, conformance on each transport)
 //   node scripts/test.mjs conformance <name>  the conformance suite against one transport
-import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+//   node scripts/test.mjs containers          the broker suites against brokers in containers (testcontainers)
+import { randomUUID } from 'node:crypto';
+import { mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -34,16 +36,74 @@ if (mode === 'conformance') {
 } else if (mode === 'all') {
   projects = ['unit', 'adapters', ...ENABLED.map((t) => `conformance:${t}`)];
   brokers = [...new Set(ENABLED.flatMap((t) => TRANSPORTS[t] ?? []))];
+} else if (mode === 'containers') {
+  // Explicit only: a Docker socket on the machine never changes what `pnpm test` does.
+  const kinds = (process.env.OMNIBUS_CONTAINER_TRANSPORTS ?? 'rabbitmq,kafka,sqs').split(',').filter(Boolean);
+  projects = kinds.map((t) => `conformance:${t}`);
+  // The broker-restart scenario drives the private RabbitMQ node, which is a process, not a container.
+  brokers = kinds.includes('rabbitmq') ? ['rabbitmq-private'] : [];
+  prepareContainers();
 } else {
-  console.error('usage: node scripts/test.mjs all | conformance <transport>');
+  console.error('usage: node scripts/test.mjs all | conformance <transport> | containers');
   process.exit(2);
 }
 
-// With Docker and no broker variables, the conformance projects start brokers in testcontainers instead.
-const docker = process.env.DOCKER_HOST || existsSync('/var/run/docker.sock');
-const pointed = { rabbitmq: 'AMQP_URL', kafka: 'KAFKA_BROKERS', sqs: 'SQS_ENDPOINT' };
-if (docker && process.env.OMNIBUS_NO_CONTAINERS !== '1') {
-  brokers = brokers.filter((b) => !(b in pointed) || process.env[pointed[b]]);
+/**
+ * Containers mode: Docker must answer (it is not started here: `scripts/docker.sh start`), images are the
+ * official ones where a registry answers and the locally built ones otherwise (OMNIBUS_IMAGES=local|official).
+ */
+function prepareContainers() {
+  const docker = (args, opts = {}) => spawnSync('docker', args, { encoding: 'utf8', ...opts });
+  const info = docker(['info', '--format', '{{.ServerVersion}}']);
+  if (info.error || info.status !== 0) {
+    console.error(
+      `no Docker engine answers${process.env.DOCKER_HOST ? ` at ${process.env.DOCKER_HOST}` : ''}: ` +
+        'the containers mode needs one (install and start it with `bash scripts/docker.sh start`, as root)',
+    );
+    console.log('tests: 0 passed, 1 failed');
+    process.exit(1);
+  }
+  if (!process.env.OMNIBUS_IMAGES) {
+    const pull = docker(['pull', '-q', 'rabbitmq:3.13-management'], { timeout: 60_000 });
+    process.env.OMNIBUS_IMAGES = pull.status === 0 ? 'official' : 'local';
+    console.log(
+      `containers: ${process.env.OMNIBUS_IMAGES} images (an image registry ${pull.status === 0 ? 'answers' : 'does not answer'})`,
+    );
+  }
+  if (process.env.OMNIBUS_IMAGES === 'local') {
+    const built = spawnSync('bash', [join(root, 'scripts/docker.sh'), 'images'], {
+      stdio: 'inherit',
+      cwd: root,
+    });
+    if (built.status !== 0) {
+      console.log('tests: 0 passed, 1 failed');
+      process.exit(1);
+    }
+  }
+  for (const v of ['AMQP_URL', 'KAFKA_BROKERS', 'SQS_ENDPOINT']) delete process.env[v];
+  Object.assign(process.env, {
+    OMNIBUS_CONTAINERS: '1',
+    OMNIBUS_TEST_RUN: randomUUID(),
+    // Ryuk's image comes from a registry; this runner removes its own containers instead (see below).
+    TESTCONTAINERS_RYUK_DISABLED: 'true',
+    TESTCONTAINERS_HOST_OVERRIDE: '127.0.0.1',
+  });
+}
+
+/** Removes this run's containers, whatever happened to the suite; returns how many were left behind. */
+function removeContainers() {
+  const run = process.env.OMNIBUS_TEST_RUN;
+  const list = spawnSync('docker', ['ps', '-aq', '--filter', `label=omnibus.test=${run}`], {
+    encoding: 'utf8',
+  });
+  const ids = (list.stdout ?? '').split('\n').filter(Boolean);
+  if (ids.length > 0) spawnSync('docker', ['rm', '-f', ...ids], { stdio: 'ignore' });
+  const after = spawnSync('docker', ['ps', '-aq', '--filter', `label=omnibus.test=${run}`], {
+    encoding: 'utf8',
+  });
+  const still = (after.stdout ?? '').split('\n').filter(Boolean);
+  if (still.length > 0) console.error(`containers still present after cleanup: ${still.join(' ')}`);
+  return { leftBehind: ids.length, still: still.length };
 }
 
 if (brokers.length > 0) {
@@ -71,6 +131,15 @@ const args = [
 ];
 args.push(`--outputFile.json=${report}`, ...(mode === 'conformance' ? rest.slice(1) : rest));
 const run = spawnSync('pnpm', ['exec', ...args], { stdio: 'inherit', cwd: root });
+let cleanupFailed = false;
+if (mode === 'containers') {
+  const { leftBehind, still } = removeContainers();
+  if (leftBehind > 0) console.error(`containers: removed ${leftBehind} left behind by the suite`);
+  console.log(
+    `containers: ${still === 0 ? 'none left' : `${still} still present`} (run ${process.env.OMNIBUS_TEST_RUN})`,
+  );
+  cleanupFailed = still > 0;
+}
 
 let passed = 0;
 let failed = 0;
@@ -84,7 +153,7 @@ try {
 } catch {
   failed = Math.max(failed, 1);
 }
-const status = run.status === 0 && failed === 0 ? 0 : 1;
+const status = run.status === 0 && failed === 0 && !cleanupFailed ? 0 : 1;
 if (status !== 0 && failed === 0) failed = 1;
 console.log(`tests: ${passed} passed, ${failed} failed, ${skipped} skipped`);
 process.exit(status);

@@ -174,8 +174,13 @@ export const harness: TransportHarness = {
   },
 
   async restart() {
-    await run('bash', [SCRIPT, 'restart'], { timeout: 300_000 });
+    // In the containers mode the broker is a container: restart it (its log directory lives in the
+    // container's own filesystem, which a restart keeps), never the process-based Kafka.
+    const container = process.env.OMNIBUS_KAFKA_CONTAINER;
+    if (container) await run('docker', ['restart', '-t', '30', container], { timeout: 300_000 });
+    else await run('bash', [SCRIPT, 'restart'], { timeout: 300_000 });
     if (!(await reachable(60_000))) throw new Error('Kafka did not come back after the restart');
-    await answering(60_000);
+    // A container's port answers TCP (docker's proxy) long before the JVM inside does: wait for answers.
+    await answering(container ? 180_000 : 60_000);
   },
 };

@@ -86,6 +86,14 @@ function privateNodeUp(): Promise<void> {
   return privateNode;
 }
 
+/** rabbitmqctl against the broker `create()` uses: inside its container in the containers mode. */
+function rabbitmqctl(args: string[], options: { timeout: number }) {
+  const container = process.env.OMNIBUS_RABBITMQ_CONTAINER;
+  return container
+    ? run('docker', ['exec', container, 'rabbitmqctl', ...args], options)
+    : run('rabbitmqctl', args, options);
+}
+
 /** A transport on the private node that `restart()` restarts; it starts that node before connecting. */
 export function createForRestart(): Transport {
   const t = new RabbitMqTransport({ ...BASE, url: RESTART_URL });
@@ -163,8 +171,7 @@ export const harness: TransportHarness = {
 
   async dropConnections() {
     // Server-side close of this run's own connections only (never anyone else's on the shared broker).
-    const { stdout } = await run(
-      'rabbitmqctl',
+    const { stdout } = await rabbitmqctl(
       ['-q', 'list_connections', '--no-table-headers', 'pid', 'client_properties'],
       { timeout: 30_000 },
     );
@@ -173,13 +180,9 @@ export const harness: TransportHarness = {
       const name = /\{"connection_name","([^"]+)"\}/.exec(line)?.[1];
       if (!name || !ownConnections.has(name)) continue;
       const pid = line.split('\t')[0]!;
-      await run(
-        'rabbitmqctl',
-        ['-q', 'close_connection', pid, 'conformance: connection killed by the broker'],
-        {
-          timeout: 30_000,
-        },
-      );
+      await rabbitmqctl(['-q', 'close_connection', pid, 'conformance: connection killed by the broker'], {
+        timeout: 30_000,
+      });
       closed++;
     }
     if (closed === 0) throw new Error('no connection of this run was open on the broker');
