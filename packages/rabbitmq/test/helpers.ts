@@ -11,6 +11,7 @@ import {
   type WireMessage,
 } from '@omnibus/core';
 import { noDeadline, type PublishCall } from '@omnibus/core/kit';
+import { eventually } from '@omnibus/core/testing';
 import { type Channel, type ChannelModel, type ConfirmChannel, connect, type GetMessage } from 'amqplib';
 import { names, type RabbitMqOptions, RabbitMqTransport } from '../src/index.js';
 
@@ -20,27 +21,13 @@ export function unique(label: string): string {
   return `rmq-test-${label}-${randomBytes(4).toString('hex')}`;
 }
 
-export async function waitFor<T>(
+/** Waits for a broker-side condition with a deadline (the core's `eventually`, in this suite's argument order). */
+export function waitFor<T>(
   probe: () => T | Promise<T>,
   what: string,
   timeoutMs = 15_000,
 ): Promise<NonNullable<T>> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await probe();
-      if (v) return v as NonNullable<T>;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > deadline) {
-      throw new Error(
-        `timed out after ${timeoutMs} ms waiting for ${what}${last ? ` (last error: ${String(last)})` : ''}`,
-      );
-    }
-    await new Promise((r) => setTimeout(r, 25));
-  }
+  return eventually(probe, { what, timeoutMs });
 }
 
 /** The adapter as these tests drive it: a publish without a call waits as long as it takes. */
