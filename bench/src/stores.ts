@@ -60,7 +60,7 @@ function rawPair(client: Redis): Pair {
 
 async function measure(label: string, pair: Pair, n: number, concurrency: number): Promise<Figure> {
   // Warm up (connection, script cache, JIT) on keys of their own.
-  for (let i = 0; i < 500; i++) await pair(`${run}:${label}:warm:${i}`);
+  for (let i = 0; i < 500; i++) await pair(`${run}:${label}:${concurrency}:warm:${i}`);
   const started = process.hrtime.bigint();
   let next = 0;
   const worker = async () => {
