@@ -40,7 +40,11 @@ const counted: IdempotencyStore = {
 };
 
 const bus = await connect({
-  transport: rabbitmq({ url: env('AMQP_URL'), reconnect: { initialMs: 50, maxMs: 1_000 } }),
+  transport: rabbitmq({
+    url: env('AMQP_URL'),
+    connectTimeoutMs: 30_000,
+    reconnect: { initialMs: 50, maxMs: 1_000 },
+  }),
   service: `replica-${name}`,
   logger: silentLogger,
 });

@@ -30,7 +30,8 @@ let bus: Bus;
 beforeAll(async () => {
   await requireRedis();
   bus = await connect({
-    transport: rabbitmq({ url: AMQP_URL }),
+    // Generous: on a loaded shared machine a first AMQP handshake can take more than the default 10 s.
+    transport: rabbitmq({ url: AMQP_URL, connectTimeoutMs: 30_000 }),
     service: 'replica-test-publisher',
     logger: silentLogger,
   });
@@ -43,8 +44,10 @@ afterEach(async () => {
 afterAll(async () => {
   await bus?.close({ drainTimeoutMs: 5_000 });
   // The fixture's transport is only there so cleanup knows the delay tiers the replicas declared.
-  await fixture.transport();
-  await fixture.cleanup();
+  await fixture
+    .transport({ connectTimeoutMs: 30_000 })
+    .then(() => fixture.cleanup())
+    .catch(() => {});
   for (const p of prefixes) await deletePrefix(raw, p).catch(() => {});
   raw.disconnect();
 });
