@@ -153,7 +153,7 @@ export function startReplica(env: Record<string, string>): ChildProcess & { read
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   }) as ChildProcess & { ready: Promise<void> };
   child.ready = new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`replica ${env.REPLICA} not ready within 30 s`)), 30_000);
+    const timer = setTimeout(() => reject(new Error(`replica ${env.REPLICA} not ready within 90 s`)), 90_000);
     child.on('message', (m: unknown) => {
       if (m === 'ready') {
         clearTimeout(timer);
