@@ -11,7 +11,7 @@ import { CodecRegistry, jsonCodec } from './codec.js';
 import { type ConsumeOutcome, Consumer, type ConsumerPolicy } from './consumer.js';
 import { currentContext } from './context.js';
 import { ControlHeader, type Envelope, type RawEnvelope } from './envelope.js';
-import { HandlerTimeoutError, NonRetryableError } from './errors.js';
+import { HandlerTimeoutError, NonRetryableError, PublishError } from './errors.js';
 import { memoryStore } from './idempotency.js';
 import { type LogFields, type Logger, silentLogger } from './logger.js';
 import { memoryTransport } from './memory/transport.js';
@@ -525,6 +525,40 @@ describe('Consumer: dead-lettering', () => {
     expect(s.headers[ControlHeader.error]).toBe('card declined');
     expect(s.headers[ControlHeader.attempts]).toBe('1');
     expect(t.counters).toMatchObject({ retried: 0, deadLettered: 1, failures: 1 });
+  });
+
+  it.each([
+    [
+      'a PublishError marked not retryable',
+      () => new PublishError('UNROUTABLE', 'no queue bound for shipment.booked'),
+    ],
+    [
+      "the user's own error with retryable: false",
+      () => Object.assign(new Error('quota gone for good'), { retryable: false }),
+    ],
+  ])('%s dead-letters at once as non-retryable (the flag is honoured)', async (_what, makeError) => {
+    const error = makeError();
+    expect(error.retryable).toBe(false);
+    const { handler, calls } = recording(() => {
+      throw error;
+    });
+    const t = setup({ handler, maxAttempts: 5 });
+    const s = (await within(t.push(deliver(order())).settled)) as Extract<Settle, { kind: 'deadLetter' }>;
+    expect(s.kind).toBe('deadLetter');
+    expect(calls).toHaveLength(1);
+    expect(s.headers[ControlHeader.reason]).toBe('non-retryable');
+    expect(s.headers[ControlHeader.error]).toBe(error.message);
+    expect(s.headers[ControlHeader.attempts]).toBe('1');
+    expect(t.counters).toMatchObject({ retried: 0, deadLettered: 1, failures: 1 });
+  });
+
+  it('an error marked retryable is retried as usual', async () => {
+    const { handler, calls } = recording((_d, _c, n) => {
+      if (n === 1) throw new PublishError('TIMEOUT', 'publish timed out');
+    });
+    const t = setup({ handler, maxAttempts: 5 });
+    expect(await within(t.push(deliver(order())).settled)).toEqual({ kind: 'ack' });
+    expect(calls).toHaveLength(2);
   });
 
   it('invalid data is dead-lettered as validation, never retried, and the handler never runs', async () => {
