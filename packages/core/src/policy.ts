@@ -124,9 +124,7 @@ export const Outcomes = {
  * `OmnibusError` (NonRetryableError, PublishError UNROUTABLE, …) or the user's own error alike.
  */
 export function isNonRetryable(error: unknown): boolean {
-  return (
-    typeof error === 'object' && error !== null && (error as { retryable?: unknown }).retryable === false
-  );
+  return (error as { retryable?: unknown } | null | undefined)?.retryable === false;
 }
 
 /**
