@@ -1132,6 +1132,37 @@ describe('Consumer: circuit breaker', () => {
     await within(t.push(deliver(order())).settled);
     expect(t.consumer.circuitState).toBe('closed');
   });
+
+  it('a handler that times out while the circuit is open goes through the broker, not again beside itself', async () => {
+    const hang = gate();
+    const calls: string[] = [];
+    let fastFailed = false;
+    const t = setup({
+      maxAttempts: 5,
+      handlerTimeoutMs: 80,
+      circuitBreaker: { failureThreshold: 1, cooldownMs: 60_000 },
+      handler: Order.handle(async (d) => {
+        calls.push(d.orderId);
+        if (d.orderId === 'slow') return hang.promise;
+        if (!fastFailed) {
+          fastFailed = true;
+          throw new Error('down');
+        }
+      }),
+    });
+    const slow = t.push(deliver({ orderId: 'slow', totalCents: 1 }));
+    await eventually(() => calls.length === 1);
+    const fast = t.push(deliver({ orderId: 'fast', totalCents: 1 }));
+    await eventually(() => t.consumer.circuitState === 'open');
+    const s = (await within(slow.settled)) as Extract<Settle, { kind: 'retryLater' }>;
+    expect(s.kind).toBe('retryLater');
+    // Failed while the circuit was open: no attempt spent.
+    expect(s.headers[ControlHeader.attempts]).toBe('0');
+    expect(calls.filter((c) => c === 'slow')).toHaveLength(1);
+    hang.open();
+    await within(t.consumer.close(20));
+    expect(await within(fast.settled)).toEqual({ kind: 'release' });
+  });
 });
 
 describe('Consumer: close', () => {
@@ -1379,6 +1410,27 @@ describe('Consumer: details users rely on', () => {
     claimGate.open();
     await within(closing);
     expect(await f.settled).toEqual({ kind: 'ack' });
+    expect(calls).toHaveLength(1);
+  });
+
+  it('a failure during a graceful close is handed back at once, not after its in-process delay', async () => {
+    const g = gate();
+    const { handler, calls } = recording(async () => {
+      await g.promise;
+      throw new Error('x');
+    });
+    const t = setup({
+      handler,
+      maxAttempts: 5,
+      backoff: { initialMs: 60_000, maxMs: 60_000, factor: 1, jitter: false },
+      inProcessMaxDelayMs: 60_000,
+    });
+    const f = t.push(deliver(order()));
+    await eventually(() => calls.length === 1);
+    const closing = t.consumer.close(60_000);
+    g.open();
+    await within(closing, 3000, 'close to finish without waiting out the retry delay or the drain time');
+    expect(await f.settled).toEqual({ kind: 'release' });
     expect(calls).toHaveLength(1);
   });
 
