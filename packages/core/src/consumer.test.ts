@@ -1413,6 +1413,22 @@ describe('Consumer: details users rely on', () => {
     expect(calls).toHaveLength(1);
   });
 
+  it('a handler whose publish is refused because the bus is closing is handed back, not dead-lettered', async () => {
+    const g = gate();
+    const { handler, calls } = recording(async () => {
+      await g.promise;
+      throw new PublishError('CLOSED', 'the bus is closed');
+    });
+    const t = setup({ handler, maxAttempts: 5 });
+    const f = t.push(deliver(order()));
+    await eventually(() => calls.length === 1);
+    const closing = t.consumer.close(5000);
+    g.open();
+    await within(closing);
+    expect(await f.settled).toEqual({ kind: 'release' });
+    expect(t.counters.deadLettered).toBe(0);
+  });
+
   it('a failure during a graceful close is handed back at once, not after its in-process delay', async () => {
     const g = gate();
     const { handler, calls } = recording(async () => {

@@ -101,8 +101,8 @@ const ACK_HANDLED: Action = { kind: 'ack', as: 'handled', breaker: 'success' };
 const ACK_DUPLICATE: Action = { kind: 'ack', as: 'duplicate', breaker: 'none' };
 const ACK_FILTERED: Action = { kind: 'ack', as: 'filtered', breaker: 'none' };
 const RELEASE: Action = { kind: 'release', breaker: 'none' };
-const RELEASE_UNRUN: Action = { kind: 'release', breaker: 'neutral' };
-const RELEASE_FAILED: Action = { kind: 'release', breaker: 'failure' };
+const RELEASE_NEUTRAL: Action = { kind: 'release', breaker: 'neutral' };
+const RELEASE_FAILURE: Action = { kind: 'release', breaker: 'failure' };
 
 /** Outcomes that carry no data, as shared constants for the consumer. */
 export const Outcomes = {
@@ -153,7 +153,7 @@ export function decide(facts: Facts, policy: FailurePolicy, random: () => number
       // A delivery that started before close may finish (that is what draining is for), but gets no
       // further run after it; past the drain time nothing runs any more.
       if (facts.closing === 'drain-over' || (outcome.tried && facts.closing === 'draining')) {
-        return RELEASE_UNRUN;
+        return RELEASE_NEUTRAL;
       }
       return PROCEED;
     case 'newer-version':
@@ -176,22 +176,26 @@ function afterFailure(
   random: () => number,
 ): Action {
   const { attempts } = facts;
-  // The message itself is at fault: no retry helps, and the dependency is not to blame.
-  if (isNonRetryable(error)) return giveUp(policy, 'non-retryable', attempts, 'neutral');
   const canWait = facts.closing === 'no';
+  if (isNonRetryable(error)) {
+    // The message itself is at fault: no retry helps, and the dependency is not to blame. Unless the
+    // consumer is closing: then the close itself may be the cause (the bus refuses the handler's publish
+    // with CLOSED, its signal was aborted), which condemns nothing, so it goes back to be judged again.
+    return canWait ? giveUp(policy, 'non-retryable', attempts, 'neutral') : RELEASE_NEUTRAL;
+  }
   if (facts.breaker !== 'closed') {
     // Failed while the circuit was open or probing: the dependency is down, not the message, so this
     // failure costs no attempt. In-process it waits for the circuit (the breaker holds it); a timed-out
     // handler may still be running, so its message goes through the broker instead.
     if (timedOut) return retry('retry-via-broker', delay(policy, attempts, random), attempts - 1, 'failure');
-    return canWait ? retry('retry-in-process', 0, attempts - 1, 'failure') : RELEASE_FAILED;
+    return canWait ? retry('retry-in-process', 0, attempts - 1, 'failure') : RELEASE_FAILURE;
   }
   if (attempts >= policy.maxAttempts) return giveUp(policy, 'max-attempts', attempts, 'failure');
   const delayMs = delay(policy, attempts, random);
   // A timed-out handler may still be running: never run the message again beside it in this process.
   if (!timedOut && (policy.ordered || delayMs <= policy.inProcessMaxDelayMs)) {
     // Closing: no further run will be allowed, so hand it back now rather than wait the delay out.
-    return canWait ? retry('retry-in-process', delayMs, attempts, 'failure') : RELEASE_FAILED;
+    return canWait ? retry('retry-in-process', delayMs, attempts, 'failure') : RELEASE_FAILURE;
   }
   return retry('retry-via-broker', delayMs, attempts, 'failure');
 }
