@@ -1,4 +1,5 @@
-// Mutation testing of the failure policy and the idempotency claim: `pnpm mutation` (= `stryker run`).
+// Mutation testing of the failure policy and the idempotency claim: `pnpm mutation` (= `stryker run`);
+// the decision alone: `pnpm exec stryker run --mutate packages/core/src/policy.ts`.
 // Reports go to reports/mutation/ (git-ignored).
 /** @type {import('@stryker-mutator/api/core').PartialStrykerOptions} */
 export default {
@@ -12,6 +13,7 @@ export default {
     related: false,
   },
   mutate: [
+    'packages/core/src/policy.ts',
     'packages/core/src/consumer.ts',
     'packages/core/src/idempotency.ts',
     'packages/core/src/circuit-breaker.ts',

@@ -11,7 +11,7 @@ import { CodecRegistry, jsonCodec } from './codec.js';
 import { type ConsumeOutcome, Consumer, type ConsumerPolicy } from './consumer.js';
 import { currentContext } from './context.js';
 import { ControlHeader, type Envelope, type RawEnvelope } from './envelope.js';
-import { HandlerTimeoutError, NonRetryableError } from './errors.js';
+import { HandlerTimeoutError, NonRetryableError, PublishError } from './errors.js';
 import { memoryStore } from './idempotency.js';
 import { type LogFields, type Logger, silentLogger } from './logger.js';
 import { memoryTransport } from './memory/transport.js';
@@ -525,6 +525,40 @@ describe('Consumer: dead-lettering', () => {
     expect(s.headers[ControlHeader.error]).toBe('card declined');
     expect(s.headers[ControlHeader.attempts]).toBe('1');
     expect(t.counters).toMatchObject({ retried: 0, deadLettered: 1, failures: 1 });
+  });
+
+  it.each([
+    [
+      'a PublishError marked not retryable',
+      () => new PublishError('UNROUTABLE', 'no queue bound for shipment.booked'),
+    ],
+    [
+      "the user's own error with retryable: false",
+      () => Object.assign(new Error('quota gone for good'), { retryable: false }),
+    ],
+  ])('%s dead-letters at once as non-retryable (the flag is honoured)', async (_what, makeError) => {
+    const error = makeError();
+    expect(error.retryable).toBe(false);
+    const { handler, calls } = recording(() => {
+      throw error;
+    });
+    const t = setup({ handler, maxAttempts: 5 });
+    const s = (await within(t.push(deliver(order())).settled)) as Extract<Settle, { kind: 'deadLetter' }>;
+    expect(s.kind).toBe('deadLetter');
+    expect(calls).toHaveLength(1);
+    expect(s.headers[ControlHeader.reason]).toBe('non-retryable');
+    expect(s.headers[ControlHeader.error]).toBe(error.message);
+    expect(s.headers[ControlHeader.attempts]).toBe('1');
+    expect(t.counters).toMatchObject({ retried: 0, deadLettered: 1, failures: 1 });
+  });
+
+  it('an error marked retryable is retried as usual', async () => {
+    const { handler, calls } = recording((_d, _c, n) => {
+      if (n === 1) throw new PublishError('TIMEOUT', 'publish timed out');
+    });
+    const t = setup({ handler, maxAttempts: 5 });
+    expect(await within(t.push(deliver(order())).settled)).toEqual({ kind: 'ack' });
+    expect(calls).toHaveLength(2);
   });
 
   it('invalid data is dead-lettered as validation, never retried, and the handler never runs', async () => {
@@ -1098,6 +1132,37 @@ describe('Consumer: circuit breaker', () => {
     await within(t.push(deliver(order())).settled);
     expect(t.consumer.circuitState).toBe('closed');
   });
+
+  it('a handler that times out while the circuit is open goes through the broker, not again beside itself', async () => {
+    const hang = gate();
+    const calls: string[] = [];
+    let fastFailed = false;
+    const t = setup({
+      maxAttempts: 5,
+      handlerTimeoutMs: 80,
+      circuitBreaker: { failureThreshold: 1, cooldownMs: 60_000 },
+      handler: Order.handle(async (d) => {
+        calls.push(d.orderId);
+        if (d.orderId === 'slow') return hang.promise;
+        if (!fastFailed) {
+          fastFailed = true;
+          throw new Error('down');
+        }
+      }),
+    });
+    const slow = t.push(deliver({ orderId: 'slow', totalCents: 1 }));
+    await eventually(() => calls.length === 1);
+    const fast = t.push(deliver({ orderId: 'fast', totalCents: 1 }));
+    await eventually(() => t.consumer.circuitState === 'open');
+    const s = (await within(slow.settled)) as Extract<Settle, { kind: 'retryLater' }>;
+    expect(s.kind).toBe('retryLater');
+    // Failed while the circuit was open: no attempt spent.
+    expect(s.headers[ControlHeader.attempts]).toBe('0');
+    expect(calls.filter((c) => c === 'slow')).toHaveLength(1);
+    hang.open();
+    await within(t.consumer.close(20));
+    expect(await within(fast.settled)).toEqual({ kind: 'release' });
+  });
 });
 
 describe('Consumer: close', () => {
@@ -1345,6 +1410,43 @@ describe('Consumer: details users rely on', () => {
     claimGate.open();
     await within(closing);
     expect(await f.settled).toEqual({ kind: 'ack' });
+    expect(calls).toHaveLength(1);
+  });
+
+  it('a handler whose publish is refused because the bus is closing is handed back, not dead-lettered', async () => {
+    const g = gate();
+    const { handler, calls } = recording(async () => {
+      await g.promise;
+      throw new PublishError('CLOSED', 'the bus is closed');
+    });
+    const t = setup({ handler, maxAttempts: 5 });
+    const f = t.push(deliver(order()));
+    await eventually(() => calls.length === 1);
+    const closing = t.consumer.close(5000);
+    g.open();
+    await within(closing);
+    expect(await f.settled).toEqual({ kind: 'release' });
+    expect(t.counters.deadLettered).toBe(0);
+  });
+
+  it('a failure during a graceful close is handed back at once, not after its in-process delay', async () => {
+    const g = gate();
+    const { handler, calls } = recording(async () => {
+      await g.promise;
+      throw new Error('x');
+    });
+    const t = setup({
+      handler,
+      maxAttempts: 5,
+      backoff: { initialMs: 60_000, maxMs: 60_000, factor: 1, jitter: false },
+      inProcessMaxDelayMs: 60_000,
+    });
+    const f = t.push(deliver(order()));
+    await eventually(() => calls.length === 1);
+    const closing = t.consumer.close(60_000);
+    g.open();
+    await within(closing, 3000, 'close to finish without waiting out the retry delay or the drain time');
+    expect(await f.settled).toEqual({ kind: 'release' });
     expect(calls).toHaveLength(1);
   });
 

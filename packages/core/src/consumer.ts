@@ -1,21 +1,16 @@
 /**
  * The consumer pipeline, the same for every transport, in the documented order:
  * decode → validate/upcast → idempotency claim → handler (timeout, context) → ack | retry | dead-letter.
+ * What to do at each step is the failure policy's decision (policy.ts); this module gathers the facts
+ * and carries the decisions out.
  */
 import { setMaxListeners } from 'node:events';
-import { type Backoff, backoffDelay } from './backoff.js';
 import { CircuitBreaker, type CircuitBreakerOptions } from './circuit-breaker.js';
 import type { CodecRegistry } from './codec.js';
 import { runInMessageContext } from './context.js';
 import { DeadlineQueue } from './deadline.js';
 import { ControlHeader, type DeadLetterReason, type Envelope, type RawEnvelope } from './envelope.js';
-import {
-  DecodeError,
-  errorMessage,
-  HandlerTimeoutError,
-  NonRetryableError,
-  UnknownVersionError,
-} from './errors.js';
+import { DecodeError, errorMessage, HandlerTimeoutError, UnknownVersionError } from './errors.js';
 import type { IdempotencyStore } from './idempotency.js';
 import type { LogFields, Logger } from './logger.js';
 import {
@@ -28,21 +23,25 @@ import {
 import type { Counters } from './metrics.js';
 import type { ConsumeMiddleware } from './middleware.js';
 import { isPattern, matchesPattern } from './pattern.js';
+import {
+  type Action,
+  type BreakerSignal,
+  decide,
+  type Facts,
+  type FailurePolicy,
+  type Outcome,
+  Outcomes,
+} from './policy.js';
 import { KeyedScheduler } from './scheduler.js';
 import type { Delivery, Transport, TransportSubscription } from './transport.js';
 
-export interface ConsumerPolicy {
+/** A subscription's settings: the failure policy's (see policy.ts) and the consumer's own. */
+export interface ConsumerPolicy extends FailurePolicy {
   topic: string;
   group: string;
   handlers: Record<string, AnyHandler>;
   concurrency: number;
-  ordered: boolean;
-  maxAttempts: number;
-  backoff: Backoff;
-  inProcessMaxDelayMs: number;
   handlerTimeoutMs: number;
-  deadLetter: boolean;
-  unmatched: 'ack' | 'dead-letter';
   idempotency?: { store: IdempotencyStore; leaseMs: number; ttlMs: number } | undefined;
   circuitBreaker?: CircuitBreakerOptions | undefined;
 }
@@ -88,7 +87,8 @@ interface Route {
   fn: Handler<unknown>;
 }
 
-type InvokeOutcome = { ok: true } | { ok: false; error: unknown; timedOut: boolean };
+/** What one handler run came to, in the policy's terms. */
+type InvokeOutcome = typeof Outcomes.ok | Extract<Outcome, { kind: 'failed' }>;
 
 /**
  * One handler invocation: the `ctx` the handler receives, its abort state and its deadline, in one object
@@ -137,11 +137,11 @@ class Invocation implements MessageContext {
   }
 }
 
-const OK_OUTCOME: InvokeOutcome = { ok: true };
+const OK_OUTCOME: InvokeOutcome = Outcomes.ok;
 const OK_PROMISE = Promise.resolve(OK_OUTCOME);
 
 function failedOutcome(error: unknown): InvokeOutcome {
-  return { ok: false, error, timedOut: false };
+  return { kind: 'failed', error, timedOut: false };
 }
 
 function isThenable(value: unknown): value is PromiseLike<unknown> {
@@ -168,6 +168,7 @@ export class Consumer {
   readonly #handlerDeadlines: DeadlineQueue;
   #sub: TransportSubscription | undefined;
   #closing = false;
+  readonly #facts: Facts = { outcome: Outcomes.queued, attempts: 0, breaker: 'closed', closing: 'no' };
 
   constructor(policy: ConsumerPolicy, deps: ConsumerDeps) {
     this.policy = policy;
@@ -281,7 +282,9 @@ export class Consumer {
   }
 
   #process(d: Delivery, raw: RawEnvelope | undefined, decodeError: unknown): Promise<void> {
-    const run = this.#closing ? settleCall(() => d.release()) : this.#pipeline(d, raw, decodeError);
+    const start = this.#decide(Outcomes.queued, d.previousAttempts);
+    const run =
+      start.kind === 'release' ? settleCall(() => d.release()) : this.#pipeline(d, raw, decodeError);
     return run.catch((err: unknown) => {
       // A settle action failed (broker unreachable): give the message back rather than lose it.
       this.#deps.logger.error(
@@ -292,21 +295,32 @@ export class Consumer {
     });
   }
 
+  /**
+   * Asks the failure policy (policy.ts) what to do. The facts object is shared by all of this consumer's
+   * messages: it is filled and read synchronously here, so no message sees another's.
+   */
+  #decide(outcome: Outcome, attempts: number): Action {
+    const facts = this.#facts;
+    facts.outcome = outcome;
+    facts.attempts = attempts;
+    facts.breaker = this.#breaker?.state ?? 'closed';
+    facts.closing = this.#closing ? (this.#abort.signal.aborted ? 'drain-over' : 'draining') : 'no';
+    const action = decide(facts, this.policy);
+    facts.outcome = Outcomes.queued; // holds no error object between decisions
+    return action;
+  }
+
+  /** Gathers the facts step by step and carries out what the policy decides; decides nothing itself. */
   async #pipeline(d: Delivery, raw: RawEnvelope | undefined, decodeError: unknown): Promise<void> {
     const { policy } = this;
     const previous = d.previousAttempts;
-    if (!raw) return this.#deadLetter(d, undefined, 'decode', decodeError, previous);
+    if (!raw) return this.#giveUp(this.#decide(Outcomes.decodeFailed, previous), d, undefined, decodeError);
 
     const route = this.#route(raw.type);
     if (!route) {
-      if (policy.unmatched === 'dead-letter') {
-        return this.#deadLetter(
-          d,
-          raw,
-          'unknown-type',
-          new DecodeError(`no handler for type ${raw.type}`),
-          previous,
-        );
+      const action = this.#decide(Outcomes.unmatched, previous);
+      if (action.kind !== 'ack') {
+        return this.#giveUp(action, d, raw, new DecodeError(`no handler for type ${raw.type}`));
       }
       this.#deps.counters.filtered++;
       this.#reporting?.({ kind: 'filtered', type: raw.type, topic: policy.topic, group: policy.group });
@@ -319,14 +333,14 @@ export class Consumer {
       const codec = route.typed?.definition.codec ?? this.#deps.codecs.require(raw.contentType);
       data = codec.decode(raw.data);
     } catch (err) {
-      return this.#deadLetter(d, raw, 'decode', err, previous);
+      return this.#giveUp(this.#decide(Outcomes.decodeFailed, previous), d, raw, err);
     }
     if (route.typed) {
       try {
         data = route.typed.definition.parse(data, raw.version);
       } catch (err) {
         if (err instanceof UnknownVersionError) versionError = err;
-        else return this.#deadLetter(d, raw, 'validation', err, previous);
+        else return this.#giveUp(this.#decide(Outcomes.invalid, previous), d, raw, err);
       }
     }
     const envelope = withData(raw, data);
@@ -336,16 +350,18 @@ export class Consumer {
     const claimKey = idem ? `${policy.group}:${raw.id}` : '';
     if (idem) {
       const claim = await idem.store.claim(claimKey, idem.leaseMs);
-      if (claim === 'done') {
+      const action = this.#decide(
+        claim === 'new' ? Outcomes.claimNew : claim === 'done' ? Outcomes.claimDone : Outcomes.claimHeld,
+        previous,
+      );
+      if (action.kind === 'ack') {
         this.#deps.counters.duplicates++;
         await d.ack();
         this.#reporting?.({ kind: 'duplicate', envelope, topic: policy.topic, group: policy.group });
         return;
       }
-      if (claim === 'held') {
-        // Someone is running it right now; look again later without spending an attempt.
-        const delay = backoffDelay(policy.backoff, 1);
-        await d.retryLater(delay, this.#retryHeaders(d, previous, undefined));
+      if (action.kind === 'retry-via-broker') {
+        await d.retryLater(action.delayMs, this.#retryHeaders(d, action.attempts, undefined));
         return;
       }
     }
@@ -357,21 +373,33 @@ export class Consumer {
     let firstFailureAt = numberHeader(d.wire.headers[ControlHeader.firstFailureAt]);
     for (;;) {
       const probe = this.#breaker ? await this.#breaker.admit() : false;
-      // Shutting down between in-process retries, or past the drain time while waiting on an open
-      // circuit: hand the message back rather than run a handler after close.
-      if (this.#closing && (tried || this.#abort.signal.aborted)) {
-        if (probe) this.#breaker?.neutral();
-        if (idem) await idem.store.release(claimKey);
-        await d.release();
-        return;
+      let action = this.#decide(tried ? Outcomes.rerun : Outcomes.firstRun, attempts);
+      let error: unknown;
+      let now = 0;
+      // A timed-out handler keeps its claim until its promise settles (see #invoke).
+      let keepClaim = false;
+      if (action.kind === 'proceed') {
+        attempts++;
+        tried = true;
+        const outcome = versionError
+          ? Outcomes.newerVersion
+          : await this.#invoke(route, data, envelope, d, attempts, claimKey);
+        if (outcome.kind !== 'ok') {
+          error = outcome.kind === 'failed' ? outcome.error : versionError;
+          keepClaim = outcome.kind === 'failed' && outcome.timedOut;
+          this.#deps.counters.failures++;
+          now = Date.now();
+          firstFailureAt ??= now;
+          this.#deps.logger.warn(
+            this.#fields(raw, { attempt: attempts, err: errorMessage(error) }),
+            'handler failed',
+          );
+        }
+        action = this.#decide(outcome, attempts);
       }
-      attempts++;
-      tried = true;
-      const outcome = versionError
-        ? { ok: false as const, error: versionError, timedOut: false }
-        : await this.#invoke(route, data, envelope, d, attempts, claimKey);
-      if (outcome.ok) {
-        this.#breaker?.success();
+      if (this.#breaker) tellBreaker(this.#breaker, action.breaker, probe);
+
+      if (action.kind === 'ack') {
         await d.ack();
         this.#deps.counters.handled++;
         this.#reporting?.({
@@ -383,52 +411,26 @@ export class Consumer {
         });
         return;
       }
-      const err = outcome.error;
-      // A message rejected for itself says nothing about the dependency: a probe must not stay in flight.
-      if (probe && (versionError || err instanceof NonRetryableError)) this.#breaker?.neutral();
-      this.#deps.counters.failures++;
-      const now = Date.now();
-      firstFailureAt ??= now;
-      this.#deps.logger.warn(
-        this.#fields(raw, { attempt: attempts, err: errorMessage(err) }),
-        'handler failed',
-      );
-      // A timed-out handler keeps its claim until its promise settles (see #invoke).
-      const releaseClaim = idem !== undefined && !outcome.timedOut;
-
-      if (err instanceof NonRetryableError) {
-        if (releaseClaim) await idem.store.release(claimKey);
-        return this.#deadLetter(d, raw, 'non-retryable', err, attempts, firstFailureAt, envelope);
-      }
-      const whileOpen = versionError ? false : (this.#breaker?.failure() ?? false);
-      if (whileOpen) {
-        // The dependency is down, not the message: this failure costs no attempt.
-        attempts--;
+      if (action.kind === 'retry-in-process') {
+        // A retry that costs no attempt is a wait for the circuit, not a retry.
+        if (action.attempts === attempts) this.#deps.counters.retried++;
+        attempts = action.attempts;
+        await sleep(action.delayMs, this.#abort.signal);
         continue;
       }
-      if (attempts >= policy.maxAttempts) {
-        if (releaseClaim) await idem.store.release(claimKey);
-        return this.#deadLetter(d, raw, 'max-attempts', err, attempts, firstFailureAt, envelope);
+      // Every other action hands the message on: the claim goes first, so a redelivery can run.
+      if (idem && !keepClaim) await idem.store.release(claimKey);
+      if (action.kind === 'release') return d.release();
+      if (action.kind !== 'retry-via-broker') {
+        return this.#giveUp(action, d, raw, error, firstFailureAt, envelope);
       }
-      const delay = backoffDelay(policy.backoff, attempts);
-      // A version this process does not know cannot succeed here: let the broker offer it again later
-      // (perhaps to an upgraded replica) instead of spending the attempts in-process.
-      const inProcess =
-        !outcome.timedOut && !versionError && (policy.ordered || delay <= policy.inProcessMaxDelayMs);
-      if (inProcess) {
-        this.#deps.counters.retried++;
-        await sleep(delay, this.#abort.signal);
-        continue;
-      }
-      if (releaseClaim) await idem.store.release(claimKey);
-      const headers = this.#retryHeaders(d, attempts, firstFailureAt, now, err);
-      await d.retryLater(delay, headers);
+      await d.retryLater(action.delayMs, this.#retryHeaders(d, action.attempts, firstFailureAt, now, error));
       this.#deps.counters.retried++;
       this.#reporting?.({
         kind: 'retry-scheduled',
         envelope,
-        attempt: attempts,
-        delayMs: delay,
+        attempt: action.attempts,
+        delayMs: action.delayMs,
         topic: policy.topic,
         group: policy.group,
       });
@@ -471,7 +473,7 @@ export class Consumer {
       this.#finish(inv);
       const error = new HandlerTimeoutError(policy.handlerTimeoutMs);
       inv.abort(error);
-      inv.resolve!({ ok: false, error, timedOut: true });
+      inv.resolve!({ kind: 'failed', error, timedOut: true });
     });
     result.then(
       () => {
@@ -534,31 +536,34 @@ export class Consumer {
     return h;
   }
 
-  async #deadLetter(
+  /** Carries out a dead-letter or drop decision (any other action here is a bug in the caller). */
+  async #giveUp(
+    action: Action,
     d: Delivery,
     raw: RawEnvelope | undefined,
-    reason: DeadLetterReason,
     err: unknown,
-    attempts: number,
     firstFailureAt?: number,
     envelope?: Envelope,
   ): Promise<void> {
+    if (action.kind !== 'dead-letter' && action.kind !== 'drop') {
+      throw new Error(`the failure policy decided ${action.kind} where it gives up`);
+    }
     const { policy } = this;
+    const { reason, attempts } = action;
     const now = Date.now();
     const error = truncate(errorMessage(err));
-    const headers: Record<string, string> = {
-      [ControlHeader.reason]: reason,
-      [ControlHeader.error]: error,
-      [ControlHeader.attempts]: String(attempts),
-      [ControlHeader.lastFailureAt]: String(now),
-      [ControlHeader.firstFailureAt]: String(firstFailureAt ?? now),
-      [ControlHeader.originalTopic]: policy.topic,
-      [ControlHeader.originalGroup]: policy.group,
-      [ControlHeader.deadLetteredAt]: String(now),
-    };
     const fields = this.#fields(raw, { reason, error, attempts });
-    if (policy.deadLetter) {
-      await d.deadLetter(headers);
+    if (action.kind === 'dead-letter') {
+      await d.deadLetter({
+        [ControlHeader.reason]: reason,
+        [ControlHeader.error]: error,
+        [ControlHeader.attempts]: String(attempts),
+        [ControlHeader.lastFailureAt]: String(now),
+        [ControlHeader.firstFailureAt]: String(firstFailureAt ?? now),
+        [ControlHeader.originalTopic]: policy.topic,
+        [ControlHeader.originalGroup]: policy.group,
+        [ControlHeader.deadLetteredAt]: String(now),
+      });
       this.#deps.logger.warn(fields, 'message dead-lettered');
     } else {
       // The user opted out of dead-lettering: the message is dropped, loudly.
@@ -577,6 +582,13 @@ export class Consumer {
       group: policy.group,
     });
   }
+}
+
+/** Passes what an outcome says about the dependency to the breaker (neutral matters only to a probe). */
+function tellBreaker(breaker: CircuitBreaker, signal: BreakerSignal, probe: boolean): void {
+  if (signal === 'success') breaker.success();
+  else if (signal === 'failure') breaker.failure();
+  else if (signal === 'neutral' && probe) breaker.neutral();
 }
 
 /** A transport's settle call as a promise, even when it throws instead of rejecting. */
