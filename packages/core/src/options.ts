@@ -83,7 +83,7 @@ export const subscribeSchema = z
       })
       .optional(),
     startFrom: z.enum(['earliest', 'latest']).optional(),
-    exclusive: z.boolean().optional(),
+    exclusive: z.boolean().default(false),
   })
   .transform((o) => {
     const idem = o.idempotency;
