@@ -343,7 +343,7 @@ describe('connect to memory:// with transportOptions', () => {
     )) as ConfigError;
     expect(err).toBeInstanceOf(ConfigError);
     expect(err.field).toBe('transportOptions.retension');
-    expect(err.message).toContain('did you mean `retention`?');
+    expect(err.message).toContain('did you mean `transportOptions.retention`?');
   });
 
   it('an invalid value is a ConfigError under transportOptions', async () => {

@@ -63,10 +63,11 @@ function memoryFromUrl(url: string, options: Record<string, unknown> = {}): Tran
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
     const field = err.field ? `transportOptions.${err.field}` : 'transportOptions';
-    const detail =
+    const detail = (
       err.field && err.message.startsWith(`${err.field}: `)
         ? err.message.slice(err.field.length + 2)
-        : err.message;
+        : err.message
+    ).replace(/did you mean `([^`]+)`/, 'did you mean `transportOptions.$1`');
     throw new ConfigError(field, detail, { cause: err });
   }
 }
