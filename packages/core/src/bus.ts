@@ -22,8 +22,8 @@ import type { AnyHandler, AnyMessageDefinition, MessageDefinition } from './mess
 import { type Counters, newCounters } from './metrics.js';
 import type { ConsumeMiddleware, Middleware, PublishMiddleware } from './middleware.js';
 import {
-  batchItemOptionsSchema,
   busOptionsSchema,
+  checkBatchItemOptions,
   checkPublishOptions,
   connectSchema,
   parseOptions,
@@ -243,10 +243,7 @@ export class Bus implements AsyncDisposable {
     if (this.#closed) throw new ClosedError();
     const call = options === undefined ? NO_OPTIONS : parseOptions(publishCallSchema, options, 'options');
     if (call.signal?.aborted) throw this.#abortedBeforeSend(topic, items.length, call.signal);
-    items.forEach((item, i) => {
-      if (item?.options !== undefined)
-        parseOptions(batchItemOptionsSchema, item.options, `items.${i}.options`);
-    });
+    for (let i = 0; i < items.length; i++) checkBatchItemOptions(items[i]?.options, i);
     const prepared = await Promise.all(
       items.map((item) =>
         'definition' in item

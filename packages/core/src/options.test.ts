@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { ConfigError } from './errors.js';
 import {
+  checkBatchItemOptions,
   checkPublishOptions,
   closest,
   connectSchema,
@@ -213,6 +214,16 @@ describe('publish options', () => {
     const err = configError(() => checkPublishOptions(o));
     expect(err.field).toBe(field);
     expect(err.message).toContain(text);
+  });
+
+  it("a batch item's options hold only envelope fields, named by the item's index", () => {
+    expect(() => checkBatchItemOptions({ key: 'k', headers: { a: 'b' } }, 0)).not.toThrow();
+    expect(() => checkBatchItemOptions(undefined, 0)).not.toThrow();
+    const err = configError(() => checkBatchItemOptions({ timeoutMs: 5 }, 3));
+    expect(err.field).toBe('items.3.options.timeoutMs');
+    expect(configError(() => checkBatchItemOptions({ kye: 'k' }, 1)).message).toContain(
+      'did you mean `items.1.options.key`?',
+    );
   });
 
   it('options that are not an object are a ConfigError', () => {

@@ -168,15 +168,16 @@ export const publishCallSchema = z.strictObject(publishCallShape);
 /** A publishBatch item's own options: envelope fields only; the signal and deadline belong to the batch. */
 export const batchItemOptionsSchema = z.strictObject(messageOptionsShape);
 
-const PUBLISH_KEYS = new Set(Object.keys(publishOptionsSchema.shape));
+const PUBLISH_KEYS: ReadonlySet<string> = new Set(Object.keys(publishOptionsSchema.shape));
+const BATCH_ITEM_KEYS: ReadonlySet<string> = new Set(Object.keys(batchItemOptionsSchema.shape));
 
 /**
  * Checks publish options without allocating, for the per-message path: answers true only when the options
  * certainly satisfy `publishOptionsSchema`; anything else goes to the schema itself for the exact error.
  */
-function looksLikeValidPublishOptions(o: object): boolean {
+function looksLikeValidPublishOptions(o: object, keys: ReadonlySet<string>): boolean {
   for (const k in o) {
-    if (!PUBLISH_KEYS.has(k)) return false;
+    if (!keys.has(k)) return false;
     const v = (o as Record<string, unknown>)[k];
     if (v === undefined) continue;
     switch (k) {
@@ -207,8 +208,21 @@ function looksLikeValidPublishOptions(o: object): boolean {
 /** Validates one publish's options (ConfigError naming `options.<key>`); cheap when they are fine. */
 export function checkPublishOptions(options: unknown, prefix = 'options'): void {
   if (options === undefined) return;
-  if (typeof options === 'object' && options !== null && looksLikeValidPublishOptions(options)) return;
+  if (typeof options === 'object' && options !== null && looksLikeValidPublishOptions(options, PUBLISH_KEYS))
+    return;
   parseOptions(publishOptionsSchema, options, prefix);
+}
+
+/** The same for one publishBatch item's options, which hold only envelope fields. */
+export function checkBatchItemOptions(options: unknown, index: number): void {
+  if (options === undefined) return;
+  if (
+    typeof options === 'object' &&
+    options !== null &&
+    looksLikeValidPublishOptions(options, BATCH_ITEM_KEYS)
+  )
+    return;
+  parseOptions(batchItemOptionsSchema, options, `items.${index}.options`);
 }
 
 /**
