@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { z } from 'zod';
 import { ConfigError } from './errors.js';
 import {
   checkBatchItemOptions,
@@ -105,6 +106,7 @@ describe('subscribe options', () => {
 describe('unknown keys', () => {
   it.each([
     [{ concurency: 3 }, 'concurency', 'concurrency'],
+    [{ topic: undefined, topc: 'orders' }, 'topc', 'topic'],
     [{ Ordered: true }, 'Ordered', 'ordered'],
     [{ handlerTimeout: 5 }, 'handlerTimeout', 'handlerTimeoutMs'],
     [{ retry: { backof: {} } }, 'retry.backof', 'retry.backoff'],
@@ -137,6 +139,35 @@ describe('unknown keys', () => {
     );
     expect(err.field).toBe('options.servise');
     expect(err.message).toContain('did you mean `options.service`?');
+  });
+
+  it('finds the known keys through transforms, records and arrays, as adapters write their schemas', () => {
+    const adapter = z
+      .strictObject({
+        url: z.string().default('amqp://localhost'),
+        connectTimeoutMs: z.number().default(10_000),
+        queues: z.record(z.string(), z.strictObject({ durable: z.boolean().default(true) })).optional(),
+        tiers: z.array(z.strictObject({ delayMs: z.number() })).optional(),
+      })
+      .transform((o) => ({ ...o, resolved: true }));
+    const cases: [unknown, string, string][] = [
+      [{ connectTimeout: 5 }, 'transportOptions.connectTimeout', 'transportOptions.connectTimeoutMs'],
+      [
+        { queues: { orders: { durabel: true } } },
+        'transportOptions.queues.orders.durabel',
+        'transportOptions.queues.orders.durable',
+      ],
+      [
+        { tiers: [{ delayMs: 1 }, { delay: 5 }] },
+        'transportOptions.tiers.1.delay',
+        'transportOptions.tiers.1.delayMs',
+      ],
+    ];
+    for (const [value, field, suggestion] of cases) {
+      const err = configError(() => parseOptions(adapter, value, 'transportOptions'));
+      expect(err.field).toBe(field);
+      expect(err.message).toContain(`did you mean \`${suggestion}\`?`);
+    }
   });
 
   it('edit distance counts insertions, deletions, substitutions and swaps of neighbours as one each', () => {

@@ -226,13 +226,15 @@ export function checkBatchItemOptions(options: unknown, index: number): void {
 }
 
 /**
- * Parses with a zod schema; turns the first issue into a ConfigError naming its path. An unknown key is
- * named with its full path, with the closest known key suggested when it is a near miss.
+ * Parses with a zod schema; turns an issue into a ConfigError naming its path. An unknown key is reported
+ * first, with its full path and the closest known key suggested when it is a near miss.
  */
 export function parseOptions<S extends z.ZodType>(schema: S, value: unknown, prefix = ''): z.output<S> {
   const result = schema.safeParse(value);
   if (result.success) return result.data;
-  const issue = result.error.issues[0]!;
+  // An unknown key first: a misspelt required key also shows up as "missing", and the misspelling is the news.
+  const issues = result.error.issues;
+  const issue = issues.find((i) => i.code === 'unrecognized_keys') ?? issues[0]!;
   const at = [prefix, ...issue.path.map(String)].filter(Boolean);
   if (issue.code === 'unrecognized_keys') {
     const keys = (issue as { keys: string[] }).keys;
