@@ -1,6 +1,7 @@
 /**
- * The README's option tables cite the defaults; the schemas in options.ts state them. This holds the two
- * together: every default the schemas fill has a row, and every literal default in a row is the schema's.
+ * The README's option tables and the JSDoc of the option interfaces cite the defaults; the schemas in
+ * options.ts state them. This holds them together: every default the schemas fill has a README row, and
+ * every literal default cited (README or JSDoc) is the schema's.
  */
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
@@ -92,5 +93,34 @@ describe('README option tables', () => {
   it('replay', () => {
     const parsed = parseOptions(replaySchema, { topic: 't', from: 'earliest', handlers });
     expectTableMatches(table('`replay`:'), leaves(parsed), ['topic', 'from']);
+  });
+});
+
+/** `(default 8)`, `(default 10 s)`, `(default 'ack': …)` in the JSDoc of each field of an interface in bus.ts. */
+function jsdocDefaults(name: string): Map<string, unknown> {
+  const source = readFileSync(new URL('./bus.ts', import.meta.url), 'utf8');
+  const start = source.indexOf(`export interface ${name} {`);
+  expect(start, name).toBeGreaterThan(-1);
+  const body = source.slice(start, source.indexOf('\n}', start));
+  const out = new Map<string, unknown>();
+  for (const m of body.matchAll(/\(default ([^):;,]+)[^)]*\)[^/]*\*\/\s*\n\s*(\w+)\??:/g)) {
+    const [cited, field] = [m[1]!.trim(), m[2]!];
+    const seconds = /^(\d+) s$/.exec(cited);
+    const value = seconds ? Number(seconds[1]) * 1000 : literal(cited.replace(/^'(.*)'$/, "`'$1'`"));
+    if (value !== undefined) out.set(field, value);
+  }
+  return out;
+}
+
+describe('JSDoc of the option interfaces', () => {
+  it.each([
+    ['ConnectOptions', parseOptions(connectSchema, { transport: 'memory://', service: 's' })],
+    ['SubscribeOptions', parseOptions(subscribeSchema, { topic: 't', group: 'g', handlers })],
+    ['ReplayOptions', parseOptions(replaySchema, { topic: 't', from: 'earliest', handlers })],
+  ])('%s cites the schema defaults', (name, parsed) => {
+    const cited = jsdocDefaults(name);
+    expect(cited.size).toBeGreaterThan(0);
+    const defaults = leaves(parsed);
+    for (const [field, value] of cited) expect(defaults.get(field), `${name}.${field}`).toEqual(value);
   });
 });
