@@ -15,6 +15,13 @@ export default defineConfig({
           name: 'unit',
           include: ['packages/*/src/**/*.test.ts'],
           environment: 'node',
+          // Type-level tests (*.test-d.ts) run with the unit tests: tsc checks them, and a type error (or a
+          // `@ts-expect-error` line that compiles) fails the run like a failed assertion.
+          typecheck: {
+            enabled: true,
+            include: ['packages/*/src/**/*.test-d.ts'],
+            tsconfig: './tsconfig.test-d.json',
+          },
         },
       },
       {

@@ -2,7 +2,7 @@
 import { z } from 'zod';
 
 export const backoffSchema = z
-  .object({
+  .strictObject({
     initialMs: z.number().int().nonnegative().default(200),
     maxMs: z.number().int().positive().default(60_000),
     factor: z.number().min(1).default(2),

@@ -5,21 +5,38 @@ import type { CircuitBreakerOptions } from './circuit-breaker.js';
 import { type Codec, CodecRegistry } from './codec.js';
 import { type ConsumeOutcome, Consumer, type ConsumerDeps, type ConsumerPolicy } from './consumer.js';
 import { childTraceparent, currentContext } from './context.js';
-import { DeadlineQueue } from './deadline.js';
+import { type Deadline, DeadlineQueue } from './deadline.js';
 import { type Envelope, type RawEnvelope, type WireMessage, wireSize } from './envelope.js';
-import { ConfigError, ErrorCode, OmnibusError, PublishError, UnsupportedError } from './errors.js';
+import {
+  ClosedError,
+  ConfigError,
+  ErrorCode,
+  OmnibusError,
+  PublishError,
+  UnsupportedError,
+} from './errors.js';
 import type { IdempotencyStore } from './idempotency.js';
 import { abandonedPublishError, PublishDeadline } from './kit/publish.js';
 import { type Logger, silentLogger } from './logger.js';
 import type { AnyHandler, AnyMessageDefinition, MessageDefinition } from './message.js';
 import { type Counters, newCounters } from './metrics.js';
 import type { ConsumeMiddleware, Middleware, PublishMiddleware } from './middleware.js';
-import { connectSchema, parseOptions, subscribeSchema } from './options.js';
+import {
+  busOptionsSchema,
+  checkBatchItemOptions,
+  checkPublishOptions,
+  connectSchema,
+  parseOptions,
+  publishCallSchema,
+  replaySchema,
+  subscribeSchema,
+} from './options.js';
 import { redactText } from './redact.js';
 import { resolveTransport } from './resolve.js';
 import type {
   HealthReport,
   ReplayFrom,
+  SubscribeSpec,
   Transport,
   TransportStats,
   TransportSubscription,
@@ -38,11 +55,24 @@ export interface ConnectOptions {
   publishTimeoutMs?: number;
   /** Default drain time for `close()` (default 30 s). */
   drainTimeoutMs?: number;
-  /** Options for the adapter when `transport` is a URL. */
+  /** Options for the adapter when `transport` is a URL (validated strictly by the adapter). */
   transportOptions?: Record<string, unknown>;
 }
 
-export interface PublishOptions {
+/** How long one publish (or one batch) may take, and how the caller can give up on it. */
+export interface PublishCallOptions {
+  /**
+   * Gives up on the publish when aborted, exactly as its deadline would: an already-aborted signal rejects
+   * at once and sends nothing; later, the rejection is TIMEOUT (withdrawn, never sent) or OUTCOME_UNKNOWN
+   * (a retry may duplicate), with the signal's reason as `cause`.
+   */
+  signal?: AbortSignal;
+  /** This call's deadline instead of the bus's `publishTimeoutMs` (still the only deadline it has). */
+  timeoutMs?: number;
+}
+
+/** The envelope fields a caller may set on one message. */
+export interface MessagePublishOptions {
   key?: string;
   id?: string;
   headers?: Record<string, string>;
@@ -52,6 +82,13 @@ export interface PublishOptions {
   time?: number;
   contentType?: string;
 }
+
+export interface PublishOptions extends MessagePublishOptions, PublishCallOptions {}
+
+/** One message of `publishBatch`: typed (a definition and its data) or untyped. */
+export type BatchItem =
+  | { definition: AnyMessageDefinition; data: unknown; options?: MessagePublishOptions }
+  | (UntypedMessage & { options?: MessagePublishOptions });
 
 /** A message without a definition: a type and plain data. */
 export interface UntypedMessage {
@@ -89,15 +126,19 @@ export interface ReplayOptions {
   topic: string;
   from: ReplayFrom;
   handlers: Record<string, AnyHandler>;
+  /** Handlers running at once (default 1: history is read in order). */
   concurrency?: number;
   handlerTimeoutMs?: number;
 }
 
-export interface Subscription {
+/** A running subscription or replay. `await using sub = await bus.subscribe(…)` closes it at scope end. */
+export interface Subscription extends AsyncDisposable {
   readonly topic: string;
   readonly group: string;
   /** Stops fetching, lets in-flight handlers finish (up to drainTimeoutMs), then detaches. */
   close(options?: { drainTimeoutMs?: number }): Promise<void>;
+  /** Same as `close()`, for `await using`. */
+  [Symbol.asyncDispose](): Promise<void>;
 }
 
 export interface BusHealth {
@@ -112,14 +153,19 @@ interface Draft {
   envelope: Envelope;
   /** The definition's codec; else chosen by the envelope's content type once middleware has run. */
   codec: Codec | undefined;
+  options: PublishOptions;
 }
 
 interface Prepared {
   id: string;
   message: WireMessage;
+  options: PublishOptions;
 }
 
-export class Bus {
+/** Shared by every publish without options, so none allocates an empty object. */
+const NO_OPTIONS: PublishOptions = Object.freeze({});
+
+export class Bus implements AsyncDisposable {
   readonly service: string;
   readonly transport: Transport;
   readonly logger: Logger;
@@ -135,20 +181,16 @@ export class Bus {
   #closed = false;
 
   /** @internal use `connect()` */
-  constructor(transport: Transport, options: Omit<ConnectOptions, 'transport'>) {
-    const o = parseOptions(connectSchema, {
-      service: options.service,
-      publishTimeoutMs: options.publishTimeoutMs,
-      drainTimeoutMs: options.drainTimeoutMs,
-    });
+  constructor(transport: Transport, options: Omit<ConnectOptions, 'transport' | 'transportOptions'>) {
+    const o = parseOptions(busOptionsSchema, options);
     this.transport = transport;
     this.service = o.service;
-    this.logger = options.logger ?? silentLogger;
-    this.#codecs = new CodecRegistry(options.codecs);
+    this.logger = o.logger ?? silentLogger;
+    this.#codecs = new CodecRegistry(o.codecs);
     this.#publishDeadlines = new DeadlineQueue(o.publishTimeoutMs);
     this.#drainTimeoutMs = o.drainTimeoutMs;
-    this.#publishMw = (options.middleware ?? []).flatMap((m) => (m.publish ? [m.publish] : []));
-    this.#consumeMw = (options.middleware ?? []).flatMap((m) => (m.consume ? [m.consume] : []));
+    this.#publishMw = (o.middleware ?? []).flatMap((m) => (m.publish ? [m.publish] : []));
+    this.#consumeMw = (o.middleware ?? []).flatMap((m) => (m.consume ? [m.consume] : []));
   }
 
   /** A snapshot of this process's counters. */
@@ -173,7 +215,8 @@ export class Bus {
     } catch (err) {
       return Promise.reject(err);
     }
-    return this.#send(topic, [prepared.message], { id: prepared.id });
+    const o = prepared.options;
+    return this.#send(topic, [prepared.message], { id: prepared.id }, o.signal, o.timeoutMs);
   }
 
   async #publishThroughMiddleware(
@@ -183,20 +226,24 @@ export class Bus {
     c: PublishOptions | undefined,
   ): Promise<{ id: string }> {
     const prepared = await this.#prepare(topic, a, b, c);
-    return this.#send(topic, [prepared.message], { id: prepared.id });
+    const o = prepared.options;
+    return this.#send(topic, [prepared.message], { id: prepared.id }, o.signal, o.timeoutMs);
   }
 
   /**
    * Publishes several messages in one broker call where the broker batches. Every message is encoded and
-   * size-checked first, so a bad one rejects the batch before anything is sent.
+   * size-checked first, so a bad one rejects the batch before anything is sent. The batch has one deadline
+   * and one optional signal (`options`); each item's own options set only its envelope fields.
    */
   async publishBatch(
     topic: string,
-    items: readonly (
-      | { definition: AnyMessageDefinition; data: unknown; options?: PublishOptions }
-      | (UntypedMessage & { options?: PublishOptions })
-    )[],
+    items: readonly BatchItem[],
+    options?: PublishCallOptions,
   ): Promise<{ ids: string[] }> {
+    if (this.#closed) throw new ClosedError();
+    const call = options === undefined ? NO_OPTIONS : parseOptions(publishCallSchema, options, 'options');
+    if (call.signal?.aborted) throw this.#abortedBeforeSend(topic, items.length, call.signal);
+    for (let i = 0; i < items.length; i++) checkBatchItemOptions(items[i]?.options, i);
     const prepared = await Promise.all(
       items.map((item) =>
         'definition' in item
@@ -210,7 +257,15 @@ export class Bus {
       topic,
       prepared.map((p) => p.message),
       { ids },
+      call.signal,
+      call.timeoutMs,
     );
+  }
+
+  /** A publish whose signal was aborted before anything was handed to the transport: never sent. */
+  #abortedBeforeSend(topic: string, count: number, signal: AbortSignal): PublishError {
+    this.#counters.publishFailed += count;
+    return abandonedPublishError(topic, 'withdrawn', { aborted: signal.reason });
   }
 
   async #prepare(topic: string, a: unknown, b: unknown, c: PublishOptions | undefined): Promise<Prepared> {
@@ -221,7 +276,7 @@ export class Bus {
 
   /** Validates the arguments and builds the envelope (data not yet encoded). */
   #envelope(topic: string, a: unknown, b: unknown, c: PublishOptions | undefined): Draft {
-    if (this.#closed) throw new PublishError(ErrorCode.CLOSED, 'the bus is closed');
+    if (this.#closed) throw new ClosedError();
     if (typeof topic !== 'string' || topic === '')
       throw new ConfigError('topic', 'must be a non-empty string');
     let type: string;
@@ -234,7 +289,7 @@ export class Bus {
       version = a.version;
       data = a.parse(b, a.version);
       codec = a.codec;
-      options = c ?? {};
+      options = c ?? NO_OPTIONS;
     } else {
       const m = a as UntypedMessage;
       if (!m || typeof m.type !== 'string' || m.type === '')
@@ -242,7 +297,11 @@ export class Bus {
       type = m.type;
       version = m.version ?? 1;
       data = m.data;
-      options = (b as PublishOptions | undefined) ?? {};
+      options = (b as PublishOptions | undefined) ?? NO_OPTIONS;
+    }
+    if (options !== NO_OPTIONS) {
+      checkPublishOptions(options);
+      if (options.signal?.aborted) throw this.#abortedBeforeSend(topic, 1, options.signal);
     }
     const ctx = currentContext();
     const id = options.id ?? uuidv7();
@@ -262,11 +321,11 @@ export class Bus {
       headers: options.headers ?? {},
       data,
     };
-    return { envelope, codec };
+    return { envelope, codec, options };
   }
 
   /** Encodes the data, maps the envelope to the wire, and checks the size against the transport's limit. */
-  #encode(topic: string, { envelope, codec: fixed }: Draft): Prepared {
+  #encode(topic: string, { envelope, codec: fixed, options }: Draft): Prepared {
     const codec = fixed ?? this.#codecs.get(envelope.contentType);
     if (!codec) throw new ConfigError('contentType', `no codec registered for ${envelope.contentType}`);
     // Fields listed rather than spread: this runs for every message.
@@ -297,7 +356,7 @@ export class Bus {
       );
     }
     if (this.#publishListeners.size > 0) for (const l of this.#publishListeners) l(envelope, topic);
-    return { id: envelope.id, message };
+    return { id: envelope.id, message, options };
   }
 
   async #runPublishMiddleware(envelope: Envelope): Promise<void> {
@@ -312,26 +371,51 @@ export class Bus {
 
   /**
    * Hands the messages to the transport; resolves with `result` once the broker has accepted them, or
-   * rejects with a PublishError. There is one deadline, the bus's: the transport receives it with the
-   * call and says, when it passes, whether it withdrew the messages (TIMEOUT: never sent) or they may
-   * still be written (OUTCOME_UNKNOWN). The deadlines of all of this bus's publishes share one timer.
+   * rejects with a PublishError. There is one deadline, the bus's `publishTimeoutMs` (or this call's
+   * `timeoutMs`): the transport receives it with the call and says, when the caller gives up (deadline, or
+   * `signal` aborted), whether it withdrew the messages (TIMEOUT: never sent) or they may still be written
+   * (OUTCOME_UNKNOWN). The deadlines at the bus's own timeout all share one timer; without a signal or an
+   * override this path allocates nothing beyond what it did before either existed.
    */
-  #send<R>(topic: string, messages: WireMessage[], result: R): Promise<R> {
+  #send<R>(
+    topic: string,
+    messages: WireMessage[],
+    result: R,
+    signal: AbortSignal | undefined,
+    timeoutMs: number | undefined,
+  ): Promise<R> {
     const counters = this.#counters;
-    const timeoutMs = this.#publishDeadlines.timeoutMs;
-    const call = new PublishDeadline(Date.now() + timeoutMs);
+    if (signal?.aborted) return Promise.reject(this.#abortedBeforeSend(topic, messages.length, signal));
+    const queue = this.#publishDeadlines;
+    const ms = timeoutMs ?? queue.timeoutMs;
+    const call = new PublishDeadline(Date.now() + ms);
     return new Promise<R>((resolve, reject) => {
       let settled = false;
-      const deadline = this.#publishDeadlines.start(performance.now(), () => {
+      let onAbort: (() => void) | undefined;
+      const expire = () => {
         settled = true;
+        if (onAbort) signal!.removeEventListener('abort', onAbort);
         counters.publishFailed += messages.length;
-        reject(abandonedPublishError(topic, call.abandon(), { timeoutMs }));
-      });
+        reject(abandonedPublishError(topic, call.abandon(), { timeoutMs: ms }));
+      };
+      const deadline =
+        ms === queue.timeoutMs ? queue.start(performance.now(), expire) : ownDeadline(ms, expire);
+      if (signal) {
+        onAbort = () => {
+          if (settled) return;
+          settled = true;
+          deadline.done();
+          counters.publishFailed += messages.length;
+          reject(abandonedPublishError(topic, call.abandon(), { aborted: signal.reason }));
+        };
+        signal.addEventListener('abort', onAbort, { once: true });
+      }
       const fail = (err: unknown) => {
         deadline.done();
         call.settled();
         if (settled) return;
         settled = true;
+        if (onAbort) signal!.removeEventListener('abort', onAbort);
         counters.publishFailed += messages.length;
         if (err instanceof OmnibusError) reject(err);
         else
@@ -355,6 +439,7 @@ export class Bus {
         call.settled();
         if (settled) return;
         settled = true;
+        if (onAbort) signal!.removeEventListener('abort', onAbort);
         counters.published += messages.length;
         resolve(result);
       }, fail);
@@ -371,7 +456,7 @@ export class Bus {
 
   /** Joins a consumer group on a topic; the failure policy applies to every message. */
   async subscribe(options: SubscribeOptions): Promise<Subscription> {
-    if (this.#closed) throw new OmnibusError(ErrorCode.CLOSED, 'the bus is closed');
+    if (this.#closed) throw new ClosedError();
     const o = parseOptions(subscribeSchema, options);
     if (o.concurrency > 1 && o.ordered && this.transport.capabilities.ordering === 'none') {
       this.logger.warn(
@@ -379,13 +464,10 @@ export class Bus {
         `${this.transport.name} keeps no order; ordered applies within this process only`,
       );
     }
-    const idem = options.idempotency;
-    // A store may carry its own retention (memoryStore({ ttlMs })); subscribe's ttlMs wins when given.
-    const storeTtlMs = (idem?.store as { ttlMs?: unknown } | undefined)?.ttlMs;
     const policy: ConsumerPolicy = {
       topic: o.topic,
       group: o.group,
-      handlers: options.handlers,
+      handlers: o.handlers,
       concurrency: o.concurrency,
       ordered: o.ordered,
       maxAttempts: o.retry.attempts,
@@ -394,77 +476,61 @@ export class Bus {
       handlerTimeoutMs: o.handlerTimeoutMs,
       deadLetter: o.deadLetter,
       unmatched: o.unmatched,
-      idempotency: idem
-        ? {
-            store: idem.store,
-            leaseMs: idem.leaseMs ?? o.handlerTimeoutMs + 5000,
-            ttlMs:
-              idem.ttlMs ??
-              (typeof storeTtlMs === 'number' ? storeTtlMs : (o.idempotency?.ttlMs ?? 86_400_000)),
-          }
-        : undefined,
-      circuitBreaker: options.circuitBreaker ? { ...o.circuitBreaker, ...options.circuitBreaker } : undefined,
+      idempotency: o.idempotency,
+      circuitBreaker: o.circuitBreaker,
     };
-    const consumer = new Consumer(policy, this.#consumerDeps());
-    const sub = await this.transport.subscribe(
-      {
-        topic: o.topic,
-        group: o.group,
-        patterns: consumer.patterns,
-        maxInFlight: o.prefetch ?? o.concurrency * 2,
-        startFrom: o.startFrom,
-        exclusive: o.exclusive,
-      },
-      consumer.onDelivery,
-    );
-    consumer.attach(sub);
-    this.#consumers.add(consumer);
-    return {
+    return this.#start(policy, {
       topic: o.topic,
       group: o.group,
-      close: async (opts) => {
-        this.#consumers.delete(consumer);
-        await consumer.close(opts?.drainTimeoutMs ?? this.#drainTimeoutMs);
-      },
-    };
+      maxInFlight: o.prefetch,
+      startFrom: o.startFrom,
+      exclusive: o.exclusive,
+    });
   }
 
   /** Reads a topic's history from a point, outside any group (nothing is committed). */
   async replay(options: ReplayOptions): Promise<Subscription> {
+    if (this.#closed) throw new ClosedError();
+    const o = parseOptions(replaySchema, options);
     if (!this.transport.capabilities.replay) {
       throw new UnsupportedError(`${this.transport.name} cannot replay history`);
     }
     const group = `replay-${uuidv7().slice(-12)}`;
-    const consumer = new Consumer(
-      {
-        topic: options.topic,
-        group,
-        handlers: options.handlers,
-        concurrency: options.concurrency ?? 1,
-        ordered: true,
-        maxAttempts: 1,
-        backoff: { initialMs: 0, maxMs: 1, factor: 1, jitter: false },
-        inProcessMaxDelayMs: 0,
-        handlerTimeoutMs: options.handlerTimeoutMs ?? 30_000,
-        deadLetter: false,
-        unmatched: 'ack',
-      },
-      this.#consumerDeps(),
-    );
+    const policy: ConsumerPolicy = {
+      topic: o.topic,
+      group,
+      handlers: o.handlers,
+      concurrency: o.concurrency,
+      ordered: true,
+      // History is read once: a failure is logged and the replay moves on.
+      maxAttempts: 1,
+      backoff: { initialMs: 0, maxMs: 1, factor: 1, jitter: false },
+      inProcessMaxDelayMs: 0,
+      handlerTimeoutMs: o.handlerTimeoutMs,
+      deadLetter: false,
+      unmatched: 'ack',
+    };
+    return this.#start(policy, { topic: o.topic, maxInFlight: 64, replay: o.from });
+  }
+
+  /** Starts a consumer on a transport subscription; a bus closed meanwhile closes it again. */
+  async #start(policy: ConsumerPolicy, spec: Omit<SubscribeSpec, 'patterns'>): Promise<Subscription> {
+    const consumer = new Consumer(policy, this.#consumerDeps());
     const sub: TransportSubscription = await this.transport.subscribe(
-      { topic: options.topic, patterns: consumer.patterns, maxInFlight: 64, replay: options.from },
+      { ...spec, patterns: consumer.patterns },
       consumer.onDelivery,
     );
     consumer.attach(sub);
+    if (this.#closed) {
+      await consumer.close(0);
+      throw new ClosedError('the bus was closed while subscribing');
+    }
     this.#consumers.add(consumer);
-    return {
-      topic: options.topic,
-      group,
-      close: async (opts) => {
-        this.#consumers.delete(consumer);
-        await consumer.close(opts?.drainTimeoutMs ?? this.#drainTimeoutMs);
-      },
+    const close = async (opts?: { drainTimeoutMs?: number }) => {
+      this.#consumers.delete(consumer);
+      await consumer.close(opts?.drainTimeoutMs ?? this.#drainTimeoutMs);
     };
+    return { topic: policy.topic, group: policy.group, close, [Symbol.asyncDispose]: () => close() };
   }
 
   #consumerDeps(): ConsumerDeps {
@@ -510,6 +576,11 @@ export class Bus {
     return () => this.#publishListeners.delete(listener);
   }
 
+  /** `await using bus = await connect(…)`: closes the bus (with its default drain time) at scope end. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
   /** Stops fetching, finishes in-flight work within the drain time, flushes producers, disconnects. */
   async close(options: { drainTimeoutMs?: number } = {}): Promise<void> {
     if (this.#closed) return;
@@ -519,6 +590,12 @@ export class Bus {
     this.#consumers.clear();
     await this.transport.close();
   }
+}
+
+/** A deadline of its own for a publish whose `timeoutMs` differs from the bus's (the shared timer's). */
+function ownDeadline(ms: number, onExpire: () => void): Deadline {
+  const timer = setTimeout(onExpire, ms);
+  return { done: () => clearTimeout(timer) };
 }
 
 /**
@@ -540,17 +617,27 @@ function isDefinition(v: unknown): v is MessageDefinition<unknown> {
  * or a URL (`memory://`, `amqp://…`, `kafka://…`, `sqs://…`) whose adapter package is installed.
  */
 export async function connect(options: ConnectOptions | string, service?: string): Promise<Bus> {
-  const o: ConnectOptions =
+  const given: ConnectOptions =
     typeof options === 'string' ? { transport: options, service: service ?? '' } : options;
-  if (!o || (typeof o.transport !== 'string' && (typeof o.transport !== 'object' || o.transport === null))) {
+  if (
+    !given ||
+    (typeof given.transport !== 'string' && (typeof given.transport !== 'object' || given.transport === null))
+  ) {
     throw new ConfigError(
       'transport',
       'required: a transport instance or a URL such as memory:// or amqp://host',
     );
   }
-  const transport =
-    typeof o.transport === 'string' ? await resolveTransport(o.transport, o.transportOptions) : o.transport;
-  const bus = new Bus(transport, o);
+  // Every option is checked before anything is loaded or connected.
+  const { transport: target, transportOptions, ...busOptions } = parseOptions(connectSchema, given);
+  if (transportOptions !== undefined && typeof target !== 'string') {
+    throw new ConfigError(
+      'transportOptions',
+      'only used with a URL transport; pass options to the transport factory instead',
+    );
+  }
+  const transport = typeof target === 'string' ? await resolveTransport(target, transportOptions) : target;
+  const bus = new Bus(transport, busOptions);
   await transport.connect({ logger: bus.logger, service: bus.service });
   return bus;
 }

@@ -74,6 +74,16 @@ export class PublishError extends OmnibusError {
   }
 }
 
+/**
+ * The bus (or the subscription) was closed: publish, publishBatch, subscribe and replay all reject with
+ * this, code CLOSED. Not retryable on this bus: connect a new one.
+ */
+export class ClosedError extends OmnibusError {
+  constructor(message = 'the bus is closed', options: OmnibusErrorOptions = {}) {
+    super(ErrorCode.CLOSED, message, { ...options, retryable: false });
+  }
+}
+
 /** Data that does not satisfy its message schema. Never retried. */
 export class ValidationError extends OmnibusError {
   readonly issues: unknown[];

@@ -1,10 +1,13 @@
 /** @omnibus/core: one publish/subscribe API, the failure policy, codecs, context and the memory transport. */
 export { type Backoff, type BackoffOptions, backoffDelay } from './backoff.js';
 export {
+  type BatchItem,
   Bus,
   type BusHealth,
   type ConnectOptions,
   connect,
+  type MessagePublishOptions,
+  type PublishCallOptions,
   type PublishOptions,
   type ReplayOptions,
   type SubscribeOptions,
@@ -45,6 +48,7 @@ export {
   wireSize,
 } from './envelope.js';
 export {
+  ClosedError,
   ConfigError,
   ConnectionError,
   DecodeError,
@@ -102,6 +106,7 @@ export type {
   Transport,
   TransportContext,
   TransportFactory,
+  TransportStats,
   TransportSubscription,
 } from './transport.js';
 export { uuidv7, uuidv7Time } from './uuid.js';

@@ -8,8 +8,12 @@ export interface SchemaLike<T> {
   safeParse(data: unknown): { success: true; data: T } | { success: false; error: unknown };
 }
 
+/**
+ * Turns data written at one version into the next version's shape. Unannotated, `previous` is whatever an
+ * older producer wrote (the schema validates the final result); `Upcaster<V1, V2>` types both sides.
+ */
 // biome-ignore lint/suspicious/noExplicitAny: an upcaster receives whatever an older producer wrote; its own parameter type documents it.
-export type Upcaster = (previous: any) => unknown;
+export type Upcaster<From = any, To = unknown> = (previous: From) => To;
 
 export interface MessageOptions<T> {
   type: string;

@@ -33,7 +33,7 @@ export function schemeOf(url: string): string {
 
 export async function resolveTransport(url: string, options?: Record<string, unknown>): Promise<Transport> {
   const scheme = schemeOf(url);
-  if (scheme === 'memory') return memoryTransport({ name: url.slice('memory://'.length) || 'default' });
+  if (scheme === 'memory') return memoryFromUrl(url, options);
   const pkg = ADAPTERS[scheme];
   if (!pkg) {
     throw new ConfigError(
@@ -46,6 +46,30 @@ export async function resolveTransport(url: string, options?: Record<string, unk
   if (typeof factory !== 'function')
     throw new ConfigError('transport', `${pkg} does not export transportFromUrl`);
   return factory(url, options);
+}
+
+/**
+ * `memory://name` with `transportOptions`: the URL names the broker, the options configure the rest and are
+ * checked by the memory transport's own strict schema (reported under `transportOptions.`).
+ */
+function memoryFromUrl(url: string, options: Record<string, unknown> = {}): Transport {
+  const fromUrl = url.slice('memory://'.length);
+  if (fromUrl && options.name !== undefined && options.name !== fromUrl) {
+    throw new ConfigError('transportOptions.name', `conflicts with the broker named in the URL (${fromUrl})`);
+  }
+  try {
+    const name = fromUrl !== '' ? fromUrl : ((options.name as string | undefined) ?? 'default');
+    return memoryTransport({ ...options, name });
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    const field = err.field ? `transportOptions.${err.field}` : 'transportOptions';
+    const detail = (
+      err.field && err.message.startsWith(`${err.field}: `)
+        ? err.message.slice(err.field.length + 2)
+        : err.message
+    ).replace(/did you mean `([^`]+)`/, 'did you mean `transportOptions.$1`');
+    throw new ConfigError(field, detail, { cause: err });
+  }
 }
 
 async function importAdapter(pkg: string): Promise<Record<string, unknown>> {
