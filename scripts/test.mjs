@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // Runs the test suites with the brokers they need started first, and ends with one summary line:
-//   node scripts/test.mjs all                 every project (unit, adapters, conformance on each transport)
+//   node scripts/test.mjs all                 every project (unit, adapters, conformance and contract on each transport)
 //   node scripts/test.mjs conformance <name>  the conformance suite against one transport
+//   node scripts/test.mjs contract <name>     the transport contract suite against one transport
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -23,19 +24,19 @@ const ENABLED = (process.env.OMNIBUS_TRANSPORTS ?? Object.keys(TRANSPORTS).join(
 const [mode = 'all', ...rest] = process.argv.slice(2);
 let projects;
 let brokers;
-if (mode === 'conformance') {
+if (mode === 'conformance' || mode === 'contract') {
   const name = rest[0];
   if (!name || !(name in TRANSPORTS)) {
-    console.error(`usage: pnpm conformance <${Object.keys(TRANSPORTS).join('|')}>`);
+    console.error(`usage: node scripts/test.mjs ${mode} <${Object.keys(TRANSPORTS).join('|')}>`);
     process.exit(2);
   }
-  projects = [`conformance:${name}`];
+  projects = [`${mode}:${name}`];
   brokers = TRANSPORTS[name];
 } else if (mode === 'all') {
-  projects = ['unit', 'adapters', ...ENABLED.map((t) => `conformance:${t}`)];
+  projects = ['unit', 'adapters', ...ENABLED.flatMap((t) => [`conformance:${t}`, `contract:${t}`])];
   brokers = [...new Set(ENABLED.flatMap((t) => TRANSPORTS[t] ?? []))];
 } else {
-  console.error('usage: node scripts/test.mjs all | conformance <transport>');
+  console.error('usage: node scripts/test.mjs all | conformance <transport> | contract <transport>');
   process.exit(2);
 }
 
@@ -69,7 +70,7 @@ const args = [
   '--reporter=default',
   '--reporter=json',
 ];
-args.push(`--outputFile.json=${report}`, ...(mode === 'conformance' ? rest.slice(1) : rest));
+args.push(`--outputFile.json=${report}`, ...(mode === 'all' ? rest : rest.slice(1)));
 const run = spawnSync('pnpm', ['exec', ...args], { stdio: 'inherit', cwd: root });
 
 let passed = 0;
