@@ -132,7 +132,8 @@ describe(`transport contract: ${harness.name}`, () => {
     // Hold everything: the transport must stop at 3 with 9 still waiting at the broker.
     await eventually(() => inbox.live.length >= 3, { ...WAIT, what: '3 live deliveries' });
     const { depth } = await t.stats(topic, 'g');
-    if (depth !== null) await eventually(async () => (await t.stats(topic, 'g')).depth === 9, WAIT);
+    // Where depth is known, first see the other 9 waiting at the broker (Kafka's lag may count more).
+    if (depth !== null) await eventually(async () => ((await t.stats(topic, 'g')).depth ?? 0) >= 9, WAIT);
     else await sleep(QUIET_MS);
     expect(inbox.received).toHaveLength(3);
     // Then settle one at a time, at random moments, until all are done; the limit holds throughout.
@@ -282,7 +283,11 @@ describe(`transport contract: ${harness.name}`, () => {
       const stats = await t.stats(topic, 'g');
       expectStatsShape(stats);
       if (stats.depth !== null) {
-        await eventually(async () => (await t.stats(topic, 'g')).depth === 4, { ...WAIT, what: 'depth 4' });
+        // At least the 4 held back (a Kafka lag may still count the first one until its offset is committed).
+        await eventually(async () => ((await t.stats(topic, 'g')).depth ?? 0) >= 4, {
+          ...WAIT,
+          what: 'depth 4',
+        });
       }
       await sleep(QUIET_MS);
       expect(
