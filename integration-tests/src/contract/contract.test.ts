@@ -422,13 +422,21 @@ describe(`transport contract: ${harness.name}`, () => {
       inbox.onReceive = (r) => void inbox.settle(r, (d) => d.ack());
       await subscribed(reader, topic, 'g', inbox);
       const holding = await open(() => hooks!.createHoldingPublishes!());
+      // Publishes ahead of it keep the client busy (linger, confirm window), so the probe waits queued.
+      const ahead = Array.from({ length: 20 }, () => envelope({ key: 'same-key' }));
+      const sending = ahead.map((a) =>
+        holding.publish(topic, [holding.encode(a)], new PublishDeadline(Date.now() + 30_000)),
+      );
       const e = envelope({ key: 'same-key' });
-      const call = new PublishDeadline(Date.now() + 20_000);
+      const call = new PublishDeadline(Date.now() + 30_000);
       holding.publish(topic, [holding.encode(e)], call).catch(() => {});
       await new Promise((r) => setImmediate(r));
       expect(call.abandon()).toBe('withdrawn');
+      // Withdrawing one publish leaves the others alone.
+      await within(Promise.all(sending), 30_000, 'the publishes ahead of the withdrawn one');
       // Closing flushes the producer: whatever it still held would be written now.
       await within(holding.close(), 20_000, 'closing the holding transport');
+      await eventually(() => ahead.every((a) => inbox.of(a.id).length > 0), { ...WAIT, what: 'the others' });
       const [later] = (await publish(reader, topic, 1, () => ({ key: 'same-key' }))) as [string];
       await inbox.nth(later, 1, WAIT.timeoutMs);
       await sleep(QUIET_MS);
