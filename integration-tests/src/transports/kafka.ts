@@ -191,7 +191,7 @@ const CONTRACT_BASE = { brokers: BROKERS, heartbeatIntervalMs: 1_000, sessionTim
  */
 export const contractHooks: ContractHooks = {
   createWith: (options) => kafka({ ...CONTRACT_BASE, ...options }),
-  createWithDelayTiers: (tiersMs) => kafka({ ...CONTRACT_BASE, retryTiersMs: [...tiersMs] }),
+  createWithDelayTiers: (tiersMs) => kafka({ ...CONTRACT_BASE, delayTiersMs: [...tiersMs] }),
   createUnreachable: (options) => kafka({ brokers: ['127.0.0.1:1'], ...options }),
   createHoldingPublishes: () => kafka({ ...CONTRACT_BASE, lingerMs: 3_000 }),
 };
