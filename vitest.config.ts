@@ -1,4 +1,4 @@
-import { defineConfig } from 'vitest/config';
+import { configDefaults, defineConfig } from 'vitest/config';
 
 // Tests run against TypeScript sources (the `omnibus-source` export condition), so no build is needed.
 const resolve = { conditions: ['omnibus-source', 'import', 'node', 'default'] };
@@ -40,10 +40,26 @@ export default defineConfig({
         test: {
           name: `conformance:${t}`,
           include: ['integration-tests/src/**/*.test.ts'],
+          // The transport contract suite has its own projects (below).
+          exclude: [...configDefaults.exclude, 'integration-tests/src/contract/**'],
           environment: 'node',
           env: { OMNIBUS_TRANSPORT: t },
           globalSetup: ['integration-tests/src/global-setup.ts'],
           testTimeout: 90_000,
+          hookTimeout: 120_000,
+          fileParallelism: false,
+        },
+      })),
+      // The transport contract suite: the Transport interface itself, below the bus, on every transport.
+      ...transports.map((t) => ({
+        extends: true,
+        test: {
+          name: `contract:${t}`,
+          include: ['integration-tests/src/contract/**/*.test.ts'],
+          environment: 'node',
+          env: { OMNIBUS_TRANSPORT: t },
+          globalSetup: ['integration-tests/src/global-setup.ts'],
+          testTimeout: 60_000,
           hookTimeout: 120_000,
           fileParallelism: false,
         },

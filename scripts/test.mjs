@@ -1,9 +1,10 @@
 #!/usr/bin/env node
-import { spawnSync } from 'node:child_process';
 // Runs the test suites with the brokers they need started first, and ends with one summary line:
-//   node scripts/test.mjs all                 every project (unit, adapters, conformance on each transport)
+//   node scripts/test.mjs all                 every project (unit, adapters, conformance and contract on each transport)
 //   node scripts/test.mjs conformance <name>  the conformance suite against one transport
-//   node scripts/test.mjs containers          the broker suites against brokers in containers (testcontainers)
+//   node scripts/test.mjs contract <name>     the transport contract suite against one transport
+//   node scripts/test.mjs containers          the conformance suites against brokers in containers
+import { spawnSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -25,16 +26,16 @@ const ENABLED = (process.env.OMNIBUS_TRANSPORTS ?? Object.keys(TRANSPORTS).join(
 const [mode = 'all', ...rest] = process.argv.slice(2);
 let projects;
 let brokers;
-if (mode === 'conformance') {
+if (mode === 'conformance' || mode === 'contract') {
   const name = rest[0];
   if (!name || !(name in TRANSPORTS)) {
-    console.error(`usage: pnpm conformance <${Object.keys(TRANSPORTS).join('|')}>`);
+    console.error(`usage: node scripts/test.mjs ${mode} <${Object.keys(TRANSPORTS).join('|')}>`);
     process.exit(2);
   }
-  projects = [`conformance:${name}`];
+  projects = [`${mode}:${name}`];
   brokers = TRANSPORTS[name];
 } else if (mode === 'all') {
-  projects = ['unit', 'adapters', ...ENABLED.map((t) => `conformance:${t}`)];
+  projects = ['unit', 'adapters', ...ENABLED.flatMap((t) => [`conformance:${t}`, `contract:${t}`])];
   brokers = [...new Set(ENABLED.flatMap((t) => TRANSPORTS[t] ?? []))];
 } else if (mode === 'containers') {
   // Explicit only: a Docker socket on the machine never changes what `pnpm test` does.
@@ -44,7 +45,9 @@ if (mode === 'conformance') {
   brokers = kinds.includes('rabbitmq') ? ['rabbitmq-private'] : [];
   prepareContainers();
 } else {
-  console.error('usage: node scripts/test.mjs all | conformance <transport> | containers');
+  console.error(
+    'usage: node scripts/test.mjs all | conformance <transport> | contract <transport> | containers',
+  );
   process.exit(2);
 }
 
@@ -129,7 +132,7 @@ const args = [
   '--reporter=default',
   '--reporter=json',
 ];
-args.push(`--outputFile.json=${report}`, ...(mode === 'conformance' ? rest.slice(1) : rest));
+args.push(`--outputFile.json=${report}`, ...(mode === 'all' ? rest : rest.slice(1)));
 const run = spawnSync('pnpm', ['exec', ...args], { stdio: 'inherit', cwd: root });
 let cleanupFailed = false;
 if (mode === 'containers') {

@@ -10,6 +10,7 @@ import { promisify } from 'node:util';
 import type { WireMessage } from '@omnibus/core';
 import { kafka } from '@omnibus/kafka';
 import { Kafka, logLevel } from 'kafkajs';
+import type { ContractHooks } from '../contract/hooks.js';
 import type { TransportHarness } from '../harness.js';
 
 const run = promisify(execFile);
@@ -183,4 +184,19 @@ export const harness: TransportHarness = {
     // A container's port answers TCP (docker's proxy) long before the JVM inside does: wait for answers.
     await answering(container ? 180_000 : 60_000);
   },
+};
+
+/** The contract suite's Kafka options: quick group reactions, as in `harness.create()`. */
+const CONTRACT_BASE = { brokers: BROKERS, heartbeatIntervalMs: 1_000, sessionTimeoutMs: 10_000 };
+
+/**
+ * Hooks for the transport contract suite (src/contract): the harness's transport with options added, one
+ * at a closed port with the client's default retries, and one whose long linger keeps publishes queued
+ * in the accumulator.
+ */
+export const contractHooks: ContractHooks = {
+  createWith: (options) => kafka({ ...CONTRACT_BASE, ...options }),
+  createWithDelayTiers: (tiersMs) => kafka({ ...CONTRACT_BASE, delayTiersMs: [...tiersMs] }),
+  createUnreachable: (options) => kafka({ brokers: ['127.0.0.1:1'], ...options }),
+  createHoldingPublishes: () => kafka({ ...CONTRACT_BASE, lingerMs: 3_000 }),
 };

@@ -1,5 +1,6 @@
 /** The memory transport's harness: the broker is in-process, so "raw client" access is the broker object. */
 import { memoryBroker, memoryTransport } from '@omnibus/core';
+import type { ContractHooks } from '../contract/hooks.js';
 import type { TransportHarness } from '../harness.js';
 
 const BROKER = 'conformance';
@@ -30,4 +31,9 @@ export const harness: TransportHarness = {
     if (options.type) headers.ce_type = options.type;
     memoryBroker(BROKER).publish(topic, { body, headers, key: options.key });
   },
+};
+
+/** Hooks for the transport contract suite (src/contract): the same broker, with adapter options added. */
+export const contractHooks: ContractHooks = {
+  createWith: (options) => memoryTransport({ name: BROKER, ...options }),
 };

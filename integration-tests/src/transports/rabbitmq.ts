@@ -17,6 +17,7 @@ import {
 import type { PublishCall } from '@omnibus/core/kit';
 import { names, type RabbitMqOptions, RabbitMqTransport, wireFromAmqp } from '@omnibus/rabbitmq';
 import { type Channel, type ChannelModel, connect, type GetMessage } from 'amqplib';
+import type { ContractHooks } from '../contract/hooks.js';
 import type { TransportHarness } from '../harness.js';
 
 const AMQP_URL = process.env.AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
@@ -249,4 +250,18 @@ export const harness: TransportHarness = {
     await privateNodeUp();
     await run('bash', [PRIVATE_NODE_SCRIPT, 'restart'], { timeout: 180_000 });
   },
+};
+
+/**
+ * Hooks for the transport contract suite (src/contract): the harness's transport with options added, one
+ * at a closed port with the adapter's defaults, and one whose confirm window of 1 keeps later publishes
+ * queued in the client.
+ */
+export const contractHooks: ContractHooks = {
+  createWith: (options) => new TrackedTransport({ ...BASE, url: AMQP_URL, ...options } as RabbitMqOptions),
+  createWithDelayTiers: (tiersMs) =>
+    new TrackedTransport({ ...BASE, url: AMQP_URL, delayTiersMs: [...tiersMs] }),
+  createUnreachable: (options) =>
+    new RabbitMqTransport({ url: 'amqp://guest:guest@127.0.0.1:1', ...options } as RabbitMqOptions),
+  createHoldingPublishes: () => new TrackedTransport({ ...BASE, url: AMQP_URL, confirmWindow: 1 }),
 };

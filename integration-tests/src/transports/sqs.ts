@@ -19,6 +19,7 @@ import {
 } from '@aws-sdk/client-sqs';
 import type { WireMessage } from '@omnibus/core';
 import { attributesToHeaders, headersToAttributes, queueNames, type SqsOptions, sqs } from '@omnibus/sqs';
+import type { ContractHooks } from '../contract/hooks.js';
 import type { TransportHarness } from '../harness.js';
 
 const run = promisify(execFile);
@@ -178,4 +179,30 @@ export const harness: TransportHarness = {
         },
       }),
   capabilities: { persistent: true },
+};
+
+/** An SQS transport whose created queues are recorded for teardown, like `harness.create()`'s. */
+function contractTransport(extra: Record<string, unknown>) {
+  const t = sqs({ ...options, ...extra } as SqsOptions);
+  t.sdkClient.middlewareStack.add(
+    (next, context) => async (args) => {
+      const result = await next(args);
+      const url = (result.output as { QueueUrl?: string }).QueueUrl;
+      if (context.commandName === 'CreateQueueCommand' && url) created.add(url);
+      return result;
+    },
+    { step: 'initialize', name: 'omnibusContractQueueRecorder' },
+  );
+  return t;
+}
+
+/**
+ * Hooks for the transport contract suite (src/contract): the harness's transport with options added, one
+ * at a closed port with the SDK's default retries, and one whose batch linger keeps publishes queued.
+ */
+export const contractHooks: ContractHooks = {
+  createWith: (extra) => contractTransport(extra),
+  createUnreachable: (extra) =>
+    sqs({ endpoint: 'http://127.0.0.1:1', region: REGION, credentials: CREDENTIALS, ...extra } as SqsOptions),
+  createHoldingPublishes: () => contractTransport({ batchLingerMs: 1_000 }),
 };

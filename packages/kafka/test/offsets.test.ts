@@ -138,27 +138,6 @@ describe('kafka offsets', () => {
     await sub.close();
   });
 
-  it('pause() stops deliveries and resume() continues', async () => {
-    const topic = `${PREFIX}-pause`;
-    await transport.provision(topic, [{ group: 'g', patterns: ['#'] }]);
-    await transport.publish(topic, [transport.encode(envelope())], noDeadline());
-    const c = new Collector();
-    c.listener = (d) => void d.ack();
-    const sub = await transport.subscribe(
-      { topic, group: 'g', patterns: ['#'], maxInFlight: 10 },
-      c.onDelivery,
-    );
-    await waitFor('first delivery', () => c.deliveries.length === 1);
-    sub.pause();
-    await transport.publish(topic, [transport.encode(envelope())], noDeadline());
-    const until = Date.now() + 2500;
-    await waitFor('a while paused', () => Date.now() > until);
-    expect(c.deliveries).toHaveLength(1);
-    sub.resume();
-    await waitFor('second delivery', () => c.deliveries.length === 2);
-    await sub.close();
-  });
-
   it('replays from earliest, from an offset and from a timestamp without committing', async () => {
     const topic = `${PREFIX}-replay`;
     await transport.provision(topic, []);

@@ -88,34 +88,6 @@ describe('kafka delayed retry and dead letters', () => {
     await Promise.all([sub.close(), subOther.close()]);
   });
 
-  it('chains a delay longer than the largest tier without delivering early', async () => {
-    const topic = `${PREFIX}-chain`;
-    const c = new Collector();
-    let requestedAt = 0;
-    c.listener = (d) => {
-      if (c.deliveries.length === 1) {
-        requestedAt = Date.now();
-        void d.retryLater(3500, { [ControlHeader.attempts]: '1' });
-      } else void d.ack();
-    };
-    const sub = await transport.subscribe(
-      { topic, group: 'g', patterns: ['#'], maxInFlight: 4 },
-      c.onDelivery,
-    );
-    await transport.publish(topic, [transport.encode(envelope())], noDeadline());
-    const second = await waitFor('the delayed redelivery', () => c.deliveries[1], 20_000);
-    expect(Date.now() - requestedAt).toBeGreaterThanOrEqual(3500);
-    expect(second.previousAttempts).toBe(1);
-    // The tier topic saw the message more than once (chained), the core only once more.
-    const admin = rawKafka().admin();
-    await admin.connect();
-    const tier = await admin.fetchTopicOffsets(`${topic}.g.retry.1500`);
-    await admin.disconnect();
-    expect(tier.reduce((n, p) => n + Number(p.high), 0)).toBeGreaterThanOrEqual(2);
-    expect(c.deliveries).toHaveLength(2);
-    await sub.close();
-  });
-
   it('a tier partition waiting for its head does not hold up the main topic', async () => {
     const topic = `${PREFIX}-nohold`;
     const c = new Collector();

@@ -1,4 +1,4 @@
-/** Consuming: deliveries, settling (ack, release, retry tiers, dead-letter), garbage, prefetch, pause, replay. */
+/** Consuming on RabbitMQ: deliveries, tier queues, dead-letter properties, garbage, the native delivery limit, pause, replay (the shared delivery rules are in integration-tests/src/contract). */
 import { ConfigError, ControlHeader, DecodeError, UnsupportedError } from '@omnibus/core';
 import { afterAll, describe, expect, it } from 'vitest';
 import { names } from '../src/index.js';
@@ -98,23 +98,6 @@ describe('consume', () => {
     await again!.ack();
   });
 
-  it('a delay longer than the largest tier is chained and never delivered early', async () => {
-    const topic = unique('chain');
-    fx.track(topic, 'g');
-    const t = await fx.transport({ delayTiersMs: [200, 500] });
-    const inbox = new Inbox();
-    await t.subscribe(spec(topic, 'g'), inbox.onDelivery);
-    await t.publish(topic, [t.encode(envelope('order.placed'))]);
-    const [first] = await inbox.waitForCount(1);
-    const handedOff = Date.now();
-    await first!.retryLater(1_600, { [ControlHeader.attempts]: '1' });
-    const [, again] = await inbox.waitForCount(2, 10_000);
-    expect(Date.now() - handedOff).toBeGreaterThanOrEqual(1_600);
-    expect(inbox.deliveries).toHaveLength(2);
-    expect(Number(again!.wire.headers[ControlHeader.dueAt])).toBeGreaterThanOrEqual(handedOff + 1_600);
-    await again!.ack();
-  });
-
   it('deadLetter moves body and headers with the failure metadata to <topic>.<group>.dlq', async () => {
     const topic = unique('dlq');
     fx.track(topic, 'g');
@@ -209,22 +192,6 @@ describe('consume', () => {
     await d!.ack();
   });
 
-  it('release gives the message back for prompt redelivery without spending an attempt', async () => {
-    const topic = unique('release');
-    fx.track(topic, 'g');
-    const t = await fx.transport();
-    const inbox = new Inbox();
-    await t.subscribe(spec(topic, 'g'), inbox.onDelivery);
-    await t.publish(topic, [t.encode(envelope('order.placed'))]);
-    const [d] = await inbox.waitForCount(1);
-    await d!.release();
-    const [, again] = await inbox.waitForCount(2);
-    expect(again!.redelivered).toBe(true);
-    expect(again!.previousAttempts).toBe(0);
-    expect(t.decode(again!.wire).id).toBe(t.decode(d!.wire).id);
-    await again!.ack();
-  });
-
   it('the quorum delivery limit dead-letters a crash-looping message natively', async () => {
     const topic = unique('limit');
     fx.track(topic, 'g');
@@ -238,26 +205,6 @@ describe('consume', () => {
     }
     const [dead] = await fx.drain(names.deadLetterQueue(topic, 'g'), 1);
     expect(dead!.properties.headers?.['x-first-death-reason']).toBe('delivery_limit');
-  });
-
-  it('never holds more than maxInFlight unsettled deliveries', async () => {
-    const topic = unique('prefetch');
-    fx.track(topic, 'g');
-    const t = await fx.transport();
-    const inbox = new Inbox();
-    await t.subscribe(spec(topic, 'g', ['#'], 3), inbox.onDelivery);
-    await t.publish(
-      topic,
-      Array.from({ length: 10 }, () => t.encode(envelope('order.placed'))),
-    );
-    await inbox.waitForCount(3);
-    // Ready messages stay at 7 while three are held: the broker is not sending more.
-    await waitFor(async () => (await t.stats(topic, 'g')).depth === 7, 'seven ready');
-    expect(inbox.deliveries).toHaveLength(3);
-    await inbox.deliveries[0]!.ack();
-    await inbox.waitForCount(4);
-    await waitFor(async () => (await t.stats(topic, 'g')).depth === 6, 'six ready');
-    expect(inbox.deliveries).toHaveLength(4);
   });
 
   it('pause stops deliveries (the consumer is gone) and resume brings them back', async () => {
@@ -281,22 +228,6 @@ describe('consume', () => {
     sub.resume();
     await inbox.waitForCount(5);
     await waitFor(async () => (await t.stats(topic, 'g')).depth === 0, 'all consumed');
-  });
-
-  it('close returns unsettled deliveries to the queue and removes the consumer', async () => {
-    const topic = unique('close');
-    fx.track(topic, 'g');
-    const t = await fx.transport();
-    const inbox = new Inbox();
-    const sub = await t.subscribe(spec(topic, 'g'), inbox.onDelivery);
-    await t.publish(topic, [t.encode(envelope('order.placed')), t.encode(envelope('order.placed'))]);
-    const [a] = await inbox.waitForCount(2);
-    await a!.ack();
-    await sub.close();
-    await waitFor(async () => {
-      const s = await t.stats(topic, 'g');
-      return s.depth === 1 && s.extras.consumers === 0;
-    }, 'one returned, no consumer');
   });
 
   it('an exclusive subscription without singleActiveConsumer is a ConfigError; with it, one consumer is active', async () => {
