@@ -4,6 +4,7 @@
  * (envelope, CloudEvents mapping, codec, failure pipeline), with nothing else to hide it.
  */
 import { type Delivery, type MemoryTransport, memoryTransport, type WireMessage } from '@omnibus/core';
+import { noDeadline } from '@omnibus/core/kit';
 import { GROUP, omnibusSide, wireBytes } from '../lib/omnibus-side.js';
 import { decodeData, encodeData, MESSAGE_TYPE, makeData } from '../lib/payload.js';
 import type { Side, SideKind, TransportBench } from '../lib/side.js';
@@ -31,12 +32,14 @@ async function rawSide(): Promise<Side> {
     body: encodeData(data),
     headers: { ce_type: MESSAGE_TYPE },
   });
+  // The raw side publishes straight to the broker model: no caller deadline to carry.
+  const NO_DEADLINE = noDeadline();
   return {
     kind: 'raw',
     prepare: (topic) => t.provision(topic, [{ group: GROUP, patterns: ['#'] }]),
     publishMany: (topic, count, size) =>
-      windowed(count, WINDOW, (i) => t.publish(topic, [wire(makeData(i, size))])),
-    publishOne: (topic, data) => t.publish(topic, [wire(data)]),
+      windowed(count, WINDOW, (i) => t.publish(topic, [wire(makeData(i, size))], NO_DEADLINE)),
+    publishOne: (topic, data) => t.publish(topic, [wire(data)], NO_DEADLINE),
     subscribe: async (topic, onMessage) => {
       const sub = await t.subscribe(
         { topic, group: GROUP, patterns: ['#'], maxInFlight: PREFETCH },

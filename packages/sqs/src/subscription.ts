@@ -440,6 +440,15 @@ export class SqsSubscription implements TransportSubscription, Settler {
 
   /** Delivers the message, unless a chained delay is not over yet: then it goes round again unseen. */
   private begin(d: SqsDelivery, rememberedDueAt: number | undefined): void {
+    if (this.paused) {
+      // Paused means nothing more is handed over: a receive that was already under way when pause()
+      // came gives its messages straight back, so they wait in the queue (and count in its depth). A
+      // FIFO group's later messages go back with it, so they come back after it.
+      const behind = this.fifo && d.groupId !== undefined ? (this.groups.get(d.groupId) ?? []) : [];
+      if (this.fifo && d.groupId !== undefined) this.groups.delete(d.groupId);
+      void this.giveBack([d, ...behind]);
+      return;
+    }
     const dueAt = rememberedDueAt ?? readDueAt(d.wire.headers);
     const hop = dueAt === undefined ? undefined : nextHop(dueAt, this.tiersFor(d), Date.now());
     if (hop === undefined) {
@@ -496,14 +505,7 @@ export class SqsSubscription implements TransportSubscription, Settler {
 
   async release(d: SqsDelivery): Promise<void> {
     this.leased.delete(d);
-    // No attempt is consumed, but the receive count grows: remember the count the message had (unless
-    // a failed visibility retry already remembered the new one).
-    if (!d.attemptsRemembered) {
-      this.deps.retryStates.set(d.queueUrl, d.messageId, {
-        ...controlHeadersOf(d.wire.headers),
-        [ControlHeader.attempts]: String(d.previousAttempts),
-      });
-    }
+    this.rememberAttempts(d);
     await this.changeVisibility(d, 0);
     d.outcome = 'returned';
   }
@@ -675,11 +677,26 @@ export class SqsSubscription implements TransportSubscription, Settler {
   }
 
   /** Messages never delivered to the core go straight back to the queue. */
+  /**
+   * A message going back unprocessed consumes no attempt, but its receive count grows: remember the
+   * count it had (unless a failed visibility retry already remembered the new one).
+   */
+  private rememberAttempts(d: SqsDelivery): void {
+    if (d.attemptsRemembered) return;
+    this.deps.retryStates.set(d.queueUrl, d.messageId, {
+      ...controlHeadersOf(d.wire.headers),
+      [ControlHeader.attempts]: String(d.previousAttempts),
+    });
+  }
+
   private async giveBack(items: SqsDelivery[]): Promise<void> {
     for (let i = 0; i < items.length; i += MAX_RECEIVE_BATCH) {
       const chunk = items.slice(i, i + MAX_RECEIVE_BATCH);
       // Never handed to the core, so never settled through the state machine: they just leave the lease.
-      for (const d of chunk) this.leased.delete(d);
+      for (const d of chunk) {
+        this.leased.delete(d);
+        this.rememberAttempts(d);
+      }
       try {
         await Promise.all(chunk.map((r) => r.extending));
         await this.client.send(
