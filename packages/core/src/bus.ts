@@ -110,6 +110,7 @@ interface Draft {
 interface Prepared {
   id: string;
   message: WireMessage;
+  raw: RawEnvelope;
 }
 
 export class Bus {
@@ -206,10 +207,36 @@ export class Bus {
     );
   }
 
-  async #prepare(topic: string, a: unknown, b: unknown, c: PublishOptions | undefined): Promise<Prepared> {
+  async #prepare(
+    topic: string,
+    a: unknown,
+    b: unknown,
+    c: PublishOptions | undefined,
+    notify = true,
+  ): Promise<Prepared> {
     const draft = this.#envelope(topic, a, b, c);
     if (this.#publishMw.length > 0) await this.#runPublishMiddleware(draft.envelope);
-    return this.#encode(topic, draft);
+    return this.#encode(topic, draft, notify);
+  }
+
+  /**
+   * Builds a message exactly as `publish` would (context, publish middleware, codec, size check against
+   * this bus's transport) without sending it: for an outbox that stores it now and sends it later.
+   */
+  async encodeEnvelope<T>(
+    topic: string,
+    definition: MessageDefinition<T>,
+    data: T,
+    options?: PublishOptions,
+  ): Promise<RawEnvelope>;
+  async encodeEnvelope(
+    topic: string,
+    message: UntypedMessage,
+    options?: PublishOptions,
+  ): Promise<RawEnvelope>;
+  async encodeEnvelope(topic: string, a: unknown, b?: unknown, c?: PublishOptions): Promise<RawEnvelope> {
+    const prepared = await this.#prepare(topic, a, b, c, false);
+    return prepared.raw;
   }
 
   /** Validates the arguments and builds the envelope (data not yet encoded). */
@@ -259,7 +286,7 @@ export class Bus {
   }
 
   /** Encodes the data, maps the envelope to the wire, and checks the size against the transport's limit. */
-  #encode(topic: string, { envelope, codec: fixed }: Draft): Prepared {
+  #encode(topic: string, { envelope, codec: fixed }: Draft, notify = true): Prepared {
     const codec = fixed ?? this.#codecs.get(envelope.contentType);
     if (!codec) throw new ConfigError('contentType', `no codec registered for ${envelope.contentType}`);
     // Fields listed rather than spread: this runs for every message.
@@ -289,8 +316,8 @@ export class Bus {
         { details: { size, max } },
       );
     }
-    if (this.#publishListeners.size > 0) for (const l of this.#publishListeners) l(envelope, topic);
-    return { id: envelope.id, message };
+    if (notify && this.#publishListeners.size > 0) for (const l of this.#publishListeners) l(envelope, topic);
+    return { id: envelope.id, message, raw };
   }
 
   async #runPublishMiddleware(envelope: Envelope): Promise<void> {

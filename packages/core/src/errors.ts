@@ -14,6 +14,7 @@ export const ErrorCode = {
   UNSUPPORTED: 'UNSUPPORTED',
   HANDLER_TIMEOUT: 'HANDLER_TIMEOUT',
   UNKNOWN_VERSION: 'UNKNOWN_VERSION',
+  LEASE_LOST: 'LEASE_LOST',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
@@ -112,6 +113,21 @@ export class UnknownVersionError extends OmnibusError {
       `${type} version ${version} is newer than the newest this consumer knows (${known})`,
       { retryable: true },
     );
+  }
+}
+
+/**
+ * A shared idempotency store refused to complete a claim: this holder's lease ran out and another
+ * replica took the key (fencing). The work may have run twice; the other holder's outcome stands.
+ */
+export class LeaseLostError extends OmnibusError {
+  readonly key: string;
+  constructor(key: string, options: OmnibusErrorOptions = {}) {
+    super(ErrorCode.LEASE_LOST, `the claim on ${key} is no longer held by this store (lease lost)`, {
+      retryable: true,
+      ...options,
+    });
+    this.key = key;
   }
 }
 

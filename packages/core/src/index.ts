@@ -52,6 +52,7 @@ export {
   errorMessage,
   HandlerTimeoutError,
   isOmnibusError,
+  LeaseLostError,
   NonRetryableError,
   OmnibusError,
   type OmnibusErrorOptions,
