@@ -17,6 +17,7 @@ import {
   type Bus,
   ConfigError,
   type Logger,
+  OmnibusError,
   PublishError,
   parseOptions,
   type RawEnvelope,
@@ -117,6 +118,8 @@ export class Relay {
   readonly #sql: { buckets: string; select: string; markSent: string; cleanup: string };
   readonly #channel: string;
   #client: pg.PoolClient | undefined;
+  // Why the relay's connection died, when the server said so (a later statement only says "not queryable").
+  #lostWith: Error | undefined;
   #closing = false;
   #woken = false;
   #wake: (() => void) | undefined;
@@ -275,7 +278,7 @@ export class Relay {
     client.on('error', (err) => {
       // The connection is gone (server restart, pg_terminate_backend), and its locks with it. The
       // statement in flight, or the next one, fails; the loop reports that and takes a new connection.
-      this.#logger.warn({ err: redactText(err.message) }, 'outbox relay: connection lost');
+      this.#lostWith = err;
       this.wake();
     });
     client.on('notification', () => this.wake());
@@ -286,6 +289,7 @@ export class Relay {
       throw dbError('outbox relay (LISTEN)', err);
     }
     this.#client = client;
+    this.#lostWith = undefined;
     return client;
   }
 
@@ -299,7 +303,12 @@ export class Relay {
 
   #failed(err: unknown): void {
     this.stats.errors++;
-    const e = err instanceof Error ? err : new Error(String(err));
+    const e =
+      err instanceof OmnibusError
+        ? err
+        : this.#lostWith
+          ? dbError('outbox relay connection', this.#lostWith)
+          : dbError('outbox relay', err);
     this.#logger.error({ err: redactText(e.message) }, 'outbox relay: error; retrying');
     this.#o.onError?.(e);
   }
@@ -347,6 +356,6 @@ function lockClassOf(table: string): number {
 }
 
 /** Starts a relay: `const relay = await startRelay({ connectionString, bus })`; `await relay.close()` to stop. */
-export function startRelay(options: RelayOptions): Promise<Relay> {
+export async function startRelay(options: RelayOptions): Promise<Relay> {
   return new Relay(options).start();
 }
