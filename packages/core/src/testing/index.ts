@@ -171,3 +171,9 @@ export async function eventually<T>(
     await new Promise((r) => setTimeout(r, options.intervalMs ?? 25));
   }
 }
+
+export {
+  type ContractRunner,
+  type StoreContractOptions,
+  storeContract,
+} from './store-contract.js';
