@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { ConfigError, ConnectionError, LeaseLostError } from '@omnibus/core';
+import { storeContract } from '@omnibus/core/testing';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type PostgresIdempotencyStore, postgresStore, schemaSql } from '../src/index.js';
@@ -9,7 +10,7 @@ const tables = new Tables();
 let table: string;
 const opened: PostgresIdempotencyStore[] = [];
 const open = (extra: Partial<Parameters<typeof postgresStore>[0]> = {}) => {
-  const s = postgresStore({ connectionString: DATABASE_URL, table, ...extra });
+  const s = postgresStore({ connectionString: DATABASE_URL, table, maxConnections: 3, ...extra });
   opened.push(s);
   return s;
 };
@@ -21,6 +22,15 @@ beforeAll(async () => {
 afterAll(async () => {
   for (const s of opened) await s.close();
   await tables.drop();
+});
+
+// The core's contract, as every store runs it, with the cross-replica and fencing cases: each replica is
+// its own store instance with its own pool, as another process would build it.
+storeContract({ describe, it }, 'postgresStore: the IdempotencyStore contract', {
+  create: () => open(),
+  replica: () => open(),
+  dispose: (s) => s.close(),
+  fencing: true,
 });
 
 describe('postgresStore options', () => {
