@@ -64,6 +64,11 @@ export function openPool(
   // A server restart or pg_terminate_backend kills idle pooled connections; node-postgres reports that
   // on the pool, and an unheard 'error' event would end the process.
   pool.on('error', (err) => logger.warn({ err: redactText(err.message) }, 'postgres: idle connection lost'));
+  // node-postgres can report a cut connection on a client between its statements while it is checked
+  // out and has no listener of its own (seen here with pg_terminate_backend under load): one quiet
+  // listener per connection keeps that from ending the process. The statement that follows fails and
+  // the pool discards the connection on release, as it would anyway.
+  pool.on('connect', (client) => client.on('error', () => {}));
   let ended = false;
   return {
     pool,
