@@ -82,8 +82,11 @@ describe('replicas sharing the PostgreSQL store', () => {
       );
     }
     await waitFor(
-      () => latest(a).handled + latest(b).handled === 1000 && latest(a).duplicates + latest(b).duplicates === 1000,
-      () => `1,000 handled and 1,000 duplicates (A ${JSON.stringify(latest(a))}, B ${JSON.stringify(latest(b))})`,
+      () =>
+        latest(a).handled + latest(b).handled === 1000 &&
+        latest(a).duplicates + latest(b).duplicates === 1000,
+      () =>
+        `1,000 handled and 1,000 duplicates (A ${JSON.stringify(latest(a))}, B ${JSON.stringify(latest(b))})`,
       120_000,
     );
     const perId = await effectsPerId(effects);
@@ -105,7 +108,8 @@ describe('replicas sharing the PostgreSQL store', () => {
     const topic = unique('kill');
     const group = 'payments';
     await bus.provision(topic, [{ group }]);
-    const leaseMs = 3000;
+    // Longer than B takes to start on a loaded machine, so B meets A's leases still running after the kill.
+    const leaseMs = 15_000;
     const common = { topic, group, idempotencyTable, effects, leaseMs };
     const a = replica({ ...common, name: 'A', holdMs: 600_000 });
     await a.waitFor('ready');
@@ -113,11 +117,11 @@ describe('replicas sharing the PostgreSQL store', () => {
     for (const id of ids) await bus.publish(topic, { type: 'payment.requested', data: { id } }, { id });
     // A has written every effect inside its open transactions and is holding them.
     await waitFor(() => a.messages.filter((m) => m.kind === 'started').length === 5, 'A to start all five');
-    const killedAt = Date.now();
-    await a.kill();
-
+    // B joins the group now: RabbitMQ already gave all five to A, and hands them to B when A dies.
     const b = replica({ ...common, name: 'B' });
     await b.waitFor('ready');
+    const killedAt = Date.now();
+    await a.kill();
     await waitFor(async () => (await effectsPerId(effects)).size === 5, 'B to handle all five', 60_000);
     const r = await tables.pool.query<{ replica: string; message_id: string; at: Date }>(
       `SELECT replica, message_id, at FROM ${effects}`,
@@ -141,9 +145,14 @@ describe('replicas sharing the PostgreSQL store', () => {
     await bus.provision(topic, [{ group }]);
     const app = unique('inbox');
     const logged: string[] = [];
-    const capture = (_f: Record<string, unknown>, msg: string) => logged.push(`${msg}: ${String(_f.err ?? '')}`);
+    const capture = (_f: Record<string, unknown>, msg: string) =>
+      logged.push(`${msg}: ${String(_f.err ?? '')}`);
     const logger: Logger = { debug() {}, info() {}, warn: capture, error: capture };
-    const store = postgresStore({ connectionString: urlNamed(app), table: idempotencyTable, maxConnections: 4 });
+    const store = postgresStore({
+      connectionString: urlNamed(app),
+      table: idempotencyTable,
+      maxConnections: 4,
+    });
     const consumerBus = await connect({ transport: rabbitmq({ url: AMQP_URL }), service: 'ledger', logger });
     try {
       await consumerBus.subscribe({
@@ -163,7 +172,10 @@ describe('replicas sharing the PostgreSQL store', () => {
       for (const id of ids) await bus.publish(topic, { type: 'entry.posted', data: { id } }, { id });
       let cuts = 0;
       for (const threshold of [50, 120, 200]) {
-        await waitFor(async () => (await tables.count(`SELECT count(*) AS n FROM ${effects}`)) >= threshold, `${threshold} effects`);
+        await waitFor(
+          async () => (await tables.count(`SELECT count(*) AS n FROM ${effects}`)) >= threshold,
+          `${threshold} effects`,
+        );
         cuts += await terminate(tables.pool, app);
       }
       expect(cuts).toBeGreaterThan(0);
