@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Run one action (up|down|status) over a set of brokers, in parallel, and
 # print each broker's report in a fixed order. Used by up.sh and down.sh.
-# Usage: each.sh up|down|status [all|rabbitmq|rabbitmq-private|kafka|sqs]...
+# Usage: each.sh up|down|status [all|rabbitmq|rabbitmq-private|kafka|sqs|postgres]...
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-ALL=(rabbitmq rabbitmq-private kafka sqs)
+ALL=(rabbitmq rabbitmq-private kafka sqs postgres)
 
 usage() {
   local IFS='|'
@@ -27,7 +27,7 @@ add() {
 for arg in "$@"; do
   case "$arg" in
     all) for t in "${ALL[@]}"; do add "$t"; done ;;
-    rabbitmq | rabbitmq-private | kafka) add "$arg" ;;
+    rabbitmq | rabbitmq-private | kafka | postgres) add "$arg" ;;
     sqs | elasticmq) add sqs ;;
     *) usage ;;
   esac
@@ -39,6 +39,7 @@ script_for() {
     rabbitmq-private) echo rabbitmq-private.sh ;;
     kafka) echo kafka.sh ;;
     sqs) echo elasticmq.sh ;;
+    postgres) echo postgres.sh ;;
   esac
 }
 
@@ -48,6 +49,7 @@ external_var_for() {
     rabbitmq) echo AMQP_URL ;;
     kafka) echo KAFKA_BROKERS ;;
     sqs) echo SQS_ENDPOINT ;;
+    postgres) echo DATABASE_URL ;;
     *) echo "" ;;
   esac
 }
@@ -60,7 +62,8 @@ pids=()
 for t in "${targets[@]}"; do
   var="$(external_var_for "$t")"
   if [[ -n $var && -n ${!var:-} ]]; then
-    echo "$t: skipped ($var=${!var} is used instead)" >"$work/$t.out"
+    # Without the user:password part of a URL (DATABASE_URL often carries one).
+    echo "$t: skipped ($var=$(sed -E 's#//[^/@]*@#//***@#' <<<"${!var}") is used instead)" >"$work/$t.out"
     pids+=("")
     continue
   fi
