@@ -136,7 +136,7 @@ export class Child {
     return this.messages.find((m) => m.kind === kind);
   }
 
-  async waitFor(kind: string, timeoutMs = 60_000): Promise<ChildMessage> {
+  async waitFor(kind: string, timeoutMs = 120_000): Promise<ChildMessage> {
     let exit: unknown;
     void this.exited.then((e) => {
       exit = e;

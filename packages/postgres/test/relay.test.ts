@@ -15,7 +15,7 @@ let bus: Bus;
 
 beforeAll(async () => {
   await requireDatabase();
-  bus = await connect({ transport: rabbitmq({ url: AMQP_URL }), service: 'relay-test' });
+  bus = await connect({ transport: rabbitmq({ url: AMQP_URL, connectTimeoutMs: 60_000 }), service: 'relay-test' });
 });
 afterAll(async () => {
   for (const c of children) await c.kill();

@@ -25,7 +25,7 @@ let bus: Bus;
 
 beforeAll(async () => {
   await requireDatabase();
-  bus = await connect({ transport: rabbitmq({ url: AMQP_URL }), service: 'replica-test' });
+  bus = await connect({ transport: rabbitmq({ url: AMQP_URL, connectTimeoutMs: 60_000 }), service: 'replica-test' });
 });
 afterAll(async () => {
   for (const c of children) await c.kill();
@@ -153,7 +153,7 @@ describe('replicas sharing the PostgreSQL store', () => {
       table: idempotencyTable,
       maxConnections: 4,
     });
-    const consumerBus = await connect({ transport: rabbitmq({ url: AMQP_URL }), service: 'ledger', logger });
+    const consumerBus = await connect({ transport: rabbitmq({ url: AMQP_URL, connectTimeoutMs: 60_000 }), service: 'ledger', logger });
     try {
       await consumerBus.subscribe({
         topic,
