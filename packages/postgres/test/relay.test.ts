@@ -3,10 +3,10 @@
  * once. Downstream, a consumer with an idempotency store counts each message id once and checks per-key
  * order by a counter the writer put into every message.
  */
-import { type Bus, connect, memoryStore } from '@omnibus/core';
-import { rabbitmq } from '@omnibus/rabbitmq';
+import { type Bus, memoryStore } from '@omnibus/core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Outbox, outbox } from '../src/index.js';
+import { connectBus } from './fixtures/connect.js';
 import { AMQP_URL, Child, DATABASE_URL, requireDatabase, Tables, unique, waitFor } from './helpers.js';
 
 const tables = new Tables();
@@ -15,7 +15,7 @@ let bus: Bus;
 
 beforeAll(async () => {
   await requireDatabase();
-  bus = await connect({ transport: rabbitmq({ url: AMQP_URL, connectTimeoutMs: 60_000 }), service: 'relay-test' });
+  bus = await connectBus(AMQP_URL, 'relay-test');
 });
 afterAll(async () => {
   for (const c of children) await c.kill();
@@ -149,7 +149,7 @@ describe('outbox relay', () => {
     checkOrder(down.received, ids, counters);
     // Whatever a killed relay had published but not marked sent went out again and was recognised.
     console.log(`relay SIGKILL test: ${bus.counters.duplicates} duplicate deliveries suppressed downstream`);
-  }, 240_000);
+  }, 480_000);
 
   it('two relays at once: nothing lost, order per key kept, both did work', async () => {
     const { outboxTable } = await tables.schema('two');
@@ -172,5 +172,5 @@ describe('outbox relay', () => {
     expect(published(a)).toBeGreaterThan(0);
     expect(published(b)).toBeGreaterThan(0);
     expect(published(a) + published(b)).toBeGreaterThanOrEqual(ids.length);
-  }, 180_000);
+  }, 300_000);
 });

@@ -2,10 +2,10 @@
  * Replicas in separate processes sharing the PostgreSQL store through RabbitMQ: a race on the same
  * messages, a replica SIGKILLed mid-handler, and connections cut under a running subscription.
  */
-import { type Bus, connect, type Logger } from '@omnibus/core';
-import { rabbitmq } from '@omnibus/rabbitmq';
+import type { Bus, Logger } from '@omnibus/core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { inbox, postgresStore } from '../src/index.js';
+import { connectBus } from './fixtures/connect.js';
 import {
   AMQP_URL,
   Child,
@@ -25,7 +25,7 @@ let bus: Bus;
 
 beforeAll(async () => {
   await requireDatabase();
-  bus = await connect({ transport: rabbitmq({ url: AMQP_URL, connectTimeoutMs: 60_000 }), service: 'replica-test' });
+  bus = await connectBus(AMQP_URL, 'replica-test');
 });
 afterAll(async () => {
   for (const c of children) await c.kill();
@@ -153,7 +153,7 @@ describe('replicas sharing the PostgreSQL store', () => {
       table: idempotencyTable,
       maxConnections: 4,
     });
-    const consumerBus = await connect({ transport: rabbitmq({ url: AMQP_URL, connectTimeoutMs: 60_000 }), service: 'ledger', logger });
+    const consumerBus = await connectBus(AMQP_URL, 'ledger', logger);
     try {
       await consumerBus.subscribe({
         topic,
