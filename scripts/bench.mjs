@@ -3,6 +3,7 @@
 //   pnpm bench [memory|rabbitmq|kafka|sqs …] [--reps N] [--scale F] [--sizes 200,16384]
 //   pnpm bench soak [memory|kafka] [--messages N] [--max-entries N]
 //   pnpm bench profile [memory|kafka|rabbitmq|sqs] [--messages N] [--size B] [--label L]
+//   pnpm bench postgres [--messages N] [--rows N]   (@omnibus/postgres: claim cost, outbox relay throughput)
 //   … --node <major>   (any of the above, e.g. --node 24)
 // Starts the brokers it needs with scripts/brokers/up.sh (unless AMQP_URL / KAFKA_BROKERS /
 // SQS_ENDPOINT point elsewhere), builds the packages, then runs the benchmark sources in bench/src with
@@ -27,7 +28,7 @@ const BROKERS = {
 const args = process.argv.slice(2);
 const BOOLEAN_FLAGS = new Set(['--no-stages', '--no-write', '--help', '-h']);
 let entry = 'index';
-if (args[0] === 'soak' || args[0] === 'profile') entry = args.shift();
+if (args[0] === 'soak' || args[0] === 'profile' || args[0] === 'postgres') entry = args.shift();
 const named = args.filter((a) => TRANSPORTS.includes(a));
 const unknown = args.filter((a, i) => !a.startsWith('-') && !TRANSPORTS.includes(a) && !isOptionValue(i));
 if (unknown.length > 0) {
@@ -43,6 +44,8 @@ if (args.includes('--help') || args.includes('-h')) {
       '    one million messages with a bounded idempotency store, resident memory sampled',
       'pnpm bench profile [memory|kafka|rabbitmq|sqs] [--messages N] [--size B] [--label L]',
       '    CPU profile (node --cpu-prof) of the Omnibus path, per phase, and the hot spots in packages/core/src',
+      'pnpm bench postgres [--messages N] [--rows N]',
+      '    @omnibus/postgres: claim cost against memoryStore, outbox relay throughput into RabbitMQ and Kafka (if it answers)',
       '--node <major>  (any of the above, e.g. --node 24)',
       "    run under that Node.js major (npx -y node@<major>) instead of the machine's node; a run under another",
       '    major than the machine\'s keeps its figures apart (latest.json byNode, "by Node.js version" in BENCHMARKS.md)',
@@ -80,11 +83,18 @@ const selected =
       ? TRANSPORTS
       : entry === 'soak'
         ? ['memory', 'kafka']
-        : ['memory'];
+        : entry === 'postgres'
+          ? []
+          : ['memory'];
 const brokers = selected
   .map((t) => BROKERS[t])
   .filter((b) => b && !process.env[b.env])
   .map((b) => b.broker);
+// The postgres benchmark needs PostgreSQL and RabbitMQ; it measures Kafka only when Kafka already answers.
+if (entry === 'postgres') {
+  if (!process.env.DATABASE_URL) brokers.push('postgres');
+  if (!process.env.AMQP_URL) brokers.push('rabbitmq');
+}
 
 if (brokers.length > 0) {
   const up = join(root, 'scripts/brokers/up.sh');
