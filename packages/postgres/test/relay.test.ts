@@ -136,13 +136,17 @@ describe('outbox relay', () => {
     let kills = 0;
     const t0 = Date.now();
     for (let phase = 0; phase < 5; phase++) {
-      const r = relay(outboxTable);
+      // This relay pauses 300 ms between a batch's broker confirmation and marking it sent.
+      const r = relay(outboxTable, 300);
       await r.waitFor('ready');
-      // Rows are written while this relay runs; it is killed once it is publishing them.
+      // Rows are written while this relay runs; it is killed in that pause, once it has marked some sent.
       const writing = write(box, topic, counters, 2000, 50);
       await waitFor(
-        () => published(r) >= 400 || r.proc.exitCode !== null,
-        `relay ${phase} to publish`,
+        () => {
+          const last = [...r.messages].reverse().find((m) => m.kind === 'confirmed');
+          return published(r) >= 200 && last !== undefined && (last.confirmed as number) > published(r);
+        },
+        `relay ${phase} between a confirmed batch and marking it sent`,
         60_000,
       );
       await r.kill();
