@@ -367,7 +367,14 @@ describe('publish', () => {
 describe('encodeEnvelope (for outboxes)', () => {
   it('builds the envelope publish would, in the current context and through publish middleware, without sending it', async () => {
     const { bus, topic, sent } = await setup({
-      middleware: [{ publish: async (e, next) => ((e.headers.tenant = 't-1'), next()) }],
+      middleware: [
+        {
+          publish: async (e, next) => {
+            e.headers.tenant = 't-1';
+            await next();
+          },
+        },
+      ],
     });
     const captured = capturePublished(bus);
     const raw = await runWithContext({ correlationId: 'req-9', causationId: 'cause-1' }, () =>
