@@ -172,3 +172,38 @@ export class Child {
     return this.has('closed');
   }
 }
+
+const RETRY_TIERS_MS = [1000, 5000, 30_000, 120_000, 600_000, 3_600_000];
+
+/**
+ * Deletes what the RabbitMQ transport declared for these topics and groups (exchange, group queue,
+ * dead-letter queue, retry tiers): quorum queues left behind weigh on the shared broker.
+ */
+export async function deleteTopics(topics: readonly [topic: string, group: string][]): Promise<void> {
+  if (topics.length === 0) return;
+  const { connect } = await import('amqplib');
+  const conn = await connect(AMQP_URL);
+  conn.on('error', () => {});
+  try {
+    for (const [topic, group] of topics) {
+      const queues = [
+        `${topic}.${group}`,
+        `${topic}.${group}.dlq`,
+        ...RETRY_TIERS_MS.map((t) => `${topic}.${group}.retry.${t}`),
+      ];
+      for (const q of queues) {
+        // A failed delete closes the channel, so each gets its own.
+        const ch = await conn.createChannel();
+        ch.on('error', () => {});
+        await ch.deleteQueue(q).catch(() => {});
+        await ch.close().catch(() => {});
+      }
+      const ch = await conn.createChannel();
+      ch.on('error', () => {});
+      await ch.deleteExchange(topic).catch(() => {});
+      await ch.close().catch(() => {});
+    }
+  } finally {
+    await conn.close().catch(() => {});
+  }
+}

@@ -7,10 +7,20 @@ import { type Bus, memoryStore } from '@omnibus/core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Outbox, outbox } from '../src/index.js';
 import { connectBus } from './fixtures/connect.js';
-import { AMQP_URL, Child, DATABASE_URL, requireDatabase, Tables, unique, waitFor } from './helpers.js';
+import {
+  AMQP_URL,
+  Child,
+  DATABASE_URL,
+  deleteTopics,
+  requireDatabase,
+  Tables,
+  unique,
+  waitFor,
+} from './helpers.js';
 
 const tables = new Tables();
 const children: Child[] = [];
+const declared: [string, string][] = [];
 let bus: Bus;
 
 beforeAll(async () => {
@@ -20,6 +30,7 @@ beforeAll(async () => {
 afterAll(async () => {
   for (const c of children) await c.kill();
   await bus?.close({ drainTimeoutMs: 1000 });
+  await deleteTopics(declared).catch(() => {});
   await tables.drop();
 });
 
@@ -51,6 +62,7 @@ interface Received {
 async function downstream(topic: string) {
   const received: Received[] = [];
   const group = 'audit';
+  declared.push([topic, group]);
   await retrying(() => bus.provision(topic, [{ group }]));
   const sub = await bus.subscribe({
     topic,

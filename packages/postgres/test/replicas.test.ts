@@ -11,6 +11,7 @@ import {
   Child,
   type ChildMessage,
   DATABASE_URL,
+  deleteTopics,
   requireDatabase,
   Tables,
   terminate,
@@ -21,6 +22,7 @@ import {
 
 const tables = new Tables();
 const children: Child[] = [];
+const declared: [string, string][] = [];
 let bus: Bus;
 
 beforeAll(async () => {
@@ -30,6 +32,7 @@ beforeAll(async () => {
 afterAll(async () => {
   for (const c of children) await c.kill();
   await bus?.close({ drainTimeoutMs: 1000 });
+  await deleteTopics(declared).catch(() => {});
   await tables.drop();
 });
 
@@ -63,6 +66,7 @@ describe('replicas sharing the PostgreSQL store', () => {
     const effects = await tables.effects('race');
     const topic = unique('race');
     const group = 'payments';
+    declared.push([topic, group]);
     await bus.provision(topic, [{ group }]);
     const common = { topic, group, idempotencyTable, effects, leaseMs: 30_000, concurrency: 16 };
     const a = replica({ ...common, name: 'A' });
@@ -107,6 +111,7 @@ describe('replicas sharing the PostgreSQL store', () => {
     const effects = await tables.effects('kill');
     const topic = unique('kill');
     const group = 'payments';
+    declared.push([topic, group]);
     await bus.provision(topic, [{ group }]);
     // Longer than B takes to start on a loaded machine, so B meets A's leases still running after the kill.
     const leaseMs = 15_000;
@@ -142,6 +147,7 @@ describe('replicas sharing the PostgreSQL store', () => {
     const effects = await tables.effects('cut');
     const topic = unique('cut');
     const group = 'ledger';
+    declared.push([topic, group]);
     await bus.provision(topic, [{ group }]);
     const app = unique('inbox');
     const logged: string[] = [];
