@@ -7,7 +7,7 @@ import {
   redactUrl,
   silentLogger,
 } from '@omnibus/core';
-import pg from 'pg';
+import * as pg from 'pg';
 import { z } from 'zod';
 
 /**

@@ -5,7 +5,7 @@
  * cannot commit its writes beside the replica that took over.
  */
 import { ConfigError, LeaseLostError, type MessageContext } from '@omnibus/core';
-import type pg from 'pg';
+import type * as pg from 'pg';
 import { dbError } from './db.js';
 import type { PostgresIdempotencyStore } from './store.js';
 

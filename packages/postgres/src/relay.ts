@@ -26,7 +26,7 @@ import {
   type Transport,
   type WireMessage,
 } from '@omnibus/core';
-import type pg from 'pg';
+import type * as pg from 'pg';
 import { z } from 'zod';
 import { connectionFields, dbError, identifier, openPool, quoteName } from './db.js';
 import type { StoredMeta } from './outbox.js';

@@ -4,7 +4,7 @@
  * two equal), and `ensureSchema()` runs it.
  */
 import { ConfigError } from '@omnibus/core';
-import type pg from 'pg';
+import type * as pg from 'pg';
 import { dbError, identifier, quoteName } from './db.js';
 
 export const DEFAULT_IDEMPOTENCY_TABLE = 'omnibus_idempotency';

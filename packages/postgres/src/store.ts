@@ -11,7 +11,7 @@ import {
   type Logger,
   parseOptions,
 } from '@omnibus/core';
-import type pg from 'pg';
+import type * as pg from 'pg';
 import { z } from 'zod';
 import {
   type ConnectionOptions,
