@@ -203,6 +203,8 @@ async function main(): Promise<void> {
     started,
     machine: machine(),
     database: DATABASE_URL.replace(/\/\/[^@/]*@/, '//***@'),
+    amqp: AMQP_URL.replace(/\/\/[^@/]*@/, '//***@'),
+    kafka: KAFKA_BROKERS.join(','),
     messages: MESSAGES,
     concurrency: CONCURRENCY,
     claims,
