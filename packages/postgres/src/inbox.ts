@@ -53,12 +53,14 @@ export function inbox<T>(
       // or the completion after it): the effects are in; running again would double them.
       if (state === 'done') {
         await client.query('COMMIT');
+        store.committedIn(key);
         return;
       }
       if (state === undefined) throw new LeaseLostError(key);
       await handler(data, ctx, client);
       await store.completeIn(client, key, options.ttlMs);
       await client.query('COMMIT');
+      store.committedIn(key);
     } catch (err) {
       await client.query('ROLLBACK').catch((e: unknown) => {
         broken = e instanceof Error ? e : new Error(String(e));

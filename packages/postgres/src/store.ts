@@ -51,6 +51,9 @@ export class PostgresIdempotencyStore implements IdempotencyStore {
   // The token this instance was granted per key it holds. complete/release act only while the row still
   // carries it; an entry leaves when the claim is completed or released.
   readonly #tokens = new Map<string, string>();
+  // Keys whose completion an inbox transaction has committed: the consumer's complete() that follows
+  // needs no second statement.
+  readonly #committed = new Set<string>();
   readonly #claimSql: string;
   readonly #completeSql: string;
   readonly #releaseSql: string;
@@ -115,6 +118,10 @@ WHERE key = $1 AND token = $2 AND state = 'held'`;
   }
 
   async complete(key: string, ttlMs: number = this.ttlMs): Promise<void> {
+    if (this.#committed.delete(key)) {
+      this.#tokens.delete(key);
+      return;
+    }
     const token = this.#tokens.get(key);
     if (token === undefined) throw new LeaseLostError(key);
     let count: number | null;
@@ -128,6 +135,11 @@ WHERE key = $1 AND token = $2 AND state = 'held'`;
   }
 
   async release(key: string): Promise<void> {
+    // Completed inside an inbox transaction: done for good, nothing to release.
+    if (this.#committed.delete(key)) {
+      this.#tokens.delete(key);
+      return;
+    }
     const token = this.#tokens.get(key);
     if (token === undefined) return;
     try {
@@ -160,6 +172,11 @@ WHERE key = $1 AND token = $2 AND state = 'held'`;
     const result = (await tx.query(this.#stateSql, [key, token])) as { rows: { state: string }[] };
     const state = result.rows[0]?.state;
     return state === 'held' || state === 'done' ? state : undefined;
+  }
+
+  /** @internal the inbox committed the completion of this instance's claim on `key`. */
+  committedIn(key: string): void {
+    if (this.#tokens.has(key)) this.#committed.add(key);
   }
 
   /** Whether this instance holds a claim on `key` (the inbox checks it is wired to the subscription's store). */
