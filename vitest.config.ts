@@ -6,7 +6,15 @@ const transports = ['memory', 'rabbitmq', 'kafka', 'sqs'] as const;
 
 export default defineConfig({
   resolve,
-  ssr: { resolve: { conditions: resolve.conditions, externalConditions: ['omnibus-source'] } },
+  // Vitest hands the SSR conditions to the worker's Node as --conditions flags, where 'import' would make
+  // every require() in CommonJS packages take the ESM branch (pg's require('pg-pool') then gets a module
+  // namespace instead of the class). Vite adds 'import' to ESM imports by itself.
+  ssr: {
+    resolve: {
+      conditions: resolve.conditions.filter((c) => c !== 'import'),
+      externalConditions: ['omnibus-source'],
+    },
+  },
   test: {
     projects: [
       {

@@ -4,6 +4,7 @@
 //   pnpm bench soak [memory|kafka] [--messages N] [--max-entries N]
 //   pnpm bench profile [memory|kafka|rabbitmq|sqs] [--messages N] [--size B] [--label L]
 //   pnpm bench stores [--messages N] [--concurrency C]   (idempotency stores: Redis vs memory)
+//   pnpm bench postgres [--messages N] [--rows N]   (@omnibus/postgres: claim cost, outbox relay throughput)
 //   … --node <major>   (any of the above, e.g. --node 24)
 // Starts the brokers it needs with scripts/brokers/up.sh (unless AMQP_URL / KAFKA_BROKERS /
 // SQS_ENDPOINT point elsewhere), builds the packages, then runs the benchmark sources in bench/src with
@@ -28,7 +29,7 @@ const BROKERS = {
 const args = process.argv.slice(2);
 const BOOLEAN_FLAGS = new Set(['--no-stages', '--no-write', '--help', '-h']);
 let entry = 'index';
-if (args[0] === 'soak' || args[0] === 'profile' || args[0] === 'stores') entry = args.shift();
+if (args[0] === 'soak' || args[0] === 'profile' || args[0] === 'stores' || args[0] === 'postgres') entry = args.shift();
 const named = args.filter((a) => TRANSPORTS.includes(a));
 const unknown = args.filter((a, i) => !a.startsWith('-') && !TRANSPORTS.includes(a) && !isOptionValue(i));
 if (unknown.length > 0) {
@@ -46,6 +47,8 @@ if (args.includes('--help') || args.includes('-h')) {
       '    CPU profile (node --cpu-prof) of the Omnibus path, per phase, and the hot spots in packages/core/src',
       'pnpm bench stores [--messages N] [--concurrency C]',
       '    claim + complete per message: the Redis idempotency store against memoryStore; bench/results/stores.json',
+      'pnpm bench postgres [--messages N] [--rows N]',
+      '    @omnibus/postgres: claim cost against memoryStore, outbox relay throughput into RabbitMQ and Kafka (if it answers)',
       '--node <major>  (any of the above, e.g. --node 24)',
       "    run under that Node.js major (npx -y node@<major>) instead of the machine's node; a run under another",
       '    major than the machine\'s keeps its figures apart (latest.json byNode, "by Node.js version" in BENCHMARKS.md)',
@@ -83,7 +86,7 @@ const selected =
       ? TRANSPORTS
       : entry === 'soak'
         ? ['memory', 'kafka']
-        : entry === 'stores'
+        : entry === 'stores' || entry === 'postgres'
           ? []
           : ['memory'];
 const brokers = selected
@@ -92,6 +95,11 @@ const brokers = selected
   .map((b) => b.broker);
 // The stores benchmark needs Redis rather than a transport's broker.
 if (entry === 'stores' && !process.env.REDIS_URL) brokers.push('redis');
+// The postgres benchmark needs PostgreSQL and RabbitMQ; it measures Kafka only when Kafka already answers.
+if (entry === 'postgres') {
+  if (!process.env.DATABASE_URL) brokers.push('postgres');
+  if (!process.env.AMQP_URL) brokers.push('rabbitmq');
+}
 
 if (brokers.length > 0) {
   const up = join(root, 'scripts/brokers/up.sh');

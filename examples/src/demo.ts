@@ -1,11 +1,14 @@
 /**
  * Three services on one bus — checkout → payments → shipping — showing a retry that succeeds, a poison
  * message dead-lettered with its reason, a duplicate suppressed and one correlation id across every hop.
- * Runs on the memory transport unless OMNIBUS_URL names a broker.
+ * Runs on the memory transport unless OMNIBUS_URL names a broker. With DATABASE_URL set, payments keeps its
+ * idempotency claims in PostgreSQL and publishes through a transactional outbox: the captured payment is
+ * written in the same transaction that marks the order handled, and a relay sends it on.
  */
 import { randomBytes } from 'node:crypto';
-import { type Bus, connect, memoryStore, runWithContext } from '@omnibus/core';
+import { type Bus, connect, type MessageContext, memoryStore, runWithContext } from '@omnibus/core';
 import { recordOutcomes } from '@omnibus/core/testing';
+import type { Queryable } from '@omnibus/postgres';
 import { OrderPlaced, PaymentCaptured, ShipmentBooked } from './messages.js';
 import { transportFromEnv } from './transport.js';
 
@@ -30,7 +33,8 @@ async function main(): Promise<void> {
   const checkout = await service('checkout');
   const payments = await service('payments');
   const shipping = await service('shipping');
-  console.log(`Omnibus demo on ${checkout.label}\n`);
+  const db = process.env.DATABASE_URL ? await database(payments.bus) : undefined;
+  console.log(`Omnibus demo on ${checkout.label}${db ? ', payments on PostgreSQL (store + outbox)' : ''}\n`);
 
   // Groups exist before anything is published (RabbitMQ drops messages no queue was bound for).
   await checkout.bus.provision(ORDERS, [{ group: 'payments', types: [OrderPlaced.type] }]);
@@ -40,34 +44,41 @@ async function main(): Promise<void> {
   const shippingOutcomes = recordOutcomes(shipping.bus);
   let providerCalls = 0;
 
+  // The capture: with PostgreSQL, written to the outbox in the handler's transaction (the inbox commits it
+  // together with the claim, exactly once); without, published straight away.
+  type Order = { orderId: string; customerId: string; totalCents: number };
+  const pay = async (order: Order, ctx: MessageContext<Order>, tx?: Queryable) => {
+    const corr = ctx.envelope.correlationId;
+    trace('payments', `received ${order.orderId} (attempt ${ctx.attempt})`, corr);
+    // The payment provider times out on the first call for o-2: the retry succeeds.
+    if (order.orderId === 'o-2' && ctx.attempt === 1) {
+      providerCalls++;
+      trace('payments', `provider timeout for ${order.orderId}: will retry`, corr);
+      throw new Error('payment provider timed out');
+    }
+    providerCalls++;
+    const captured = {
+      orderId: order.orderId,
+      paymentId: `pay-${order.orderId}`,
+      totalCents: order.totalCents,
+    };
+    if (db && tx) await db.outbox.publish(tx, PAYMENTS, PaymentCaptured, captured);
+    else await payments.bus.publish(PAYMENTS, PaymentCaptured, captured);
+    trace(
+      'payments',
+      `captured ${order.totalCents} cents for ${order.orderId} → ${PaymentCaptured.type}`,
+      corr,
+    );
+  };
+
   await payments.bus.subscribe({
     topic: ORDERS,
     group: 'payments',
     concurrency: 4,
     retry: { attempts: 3, backoff: { initialMs: 100, maxMs: 1000, factor: 2, jitter: false } },
-    idempotency: { store: memoryStore({ ttlMs: 3_600_000 }) },
+    idempotency: { store: db?.store ?? memoryStore({ ttlMs: 3_600_000 }) },
     handlers: {
-      [OrderPlaced.type]: OrderPlaced.handle(async (order, ctx) => {
-        const corr = ctx.envelope.correlationId;
-        trace('payments', `received ${order.orderId} (attempt ${ctx.attempt})`, corr);
-        // The payment provider times out on the first call for o-2: the retry succeeds.
-        if (order.orderId === 'o-2' && ctx.attempt === 1) {
-          providerCalls++;
-          trace('payments', `provider timeout for ${order.orderId}: will retry`, corr);
-          throw new Error('payment provider timed out');
-        }
-        providerCalls++;
-        await payments.bus.publish(PAYMENTS, PaymentCaptured, {
-          orderId: order.orderId,
-          paymentId: `pay-${order.orderId}`,
-          totalCents: order.totalCents,
-        });
-        trace(
-          'payments',
-          `captured ${order.totalCents} cents for ${order.orderId} → ${PaymentCaptured.type}`,
-          corr,
-        );
-      }),
+      [OrderPlaced.type]: OrderPlaced.handle(db ? db.inbox(db.store, pay) : (order, ctx) => pay(order, ctx)),
     },
   });
 
@@ -138,8 +149,12 @@ async function main(): Promise<void> {
     what: 'three shipments',
   });
   await paymentsOutcomes.until(
-    (o) => o.some((x) => x.kind === 'dead-lettered') && o.some((x) => x.kind === 'duplicate'),
-    { timeoutMs: 30_000, what: 'the poison message and the duplicate' },
+    // With the outbox, shipping can see a capture before payments has acknowledged its order: wait for all.
+    (o) =>
+      o.some((x) => x.kind === 'dead-lettered') &&
+      o.some((x) => x.kind === 'duplicate') &&
+      o.filter((x) => x.kind === 'handled').length >= 3,
+    { timeoutMs: 30_000, what: 'the poison message, the duplicate and three payments' },
   );
 
   const dead = paymentsOutcomes.deadLettered()[0]!;
@@ -158,7 +173,9 @@ async function main(): Promise<void> {
   const correlations = shippingOutcomes.handled().map((o) => o.envelope.correlationId);
   console.log(`  correlation ids at shipping   ${[...new Set(correlations)].sort().join(', ')}`);
 
+  await db?.relay.close();
   await Promise.all([checkout.bus.close(), payments.bus.close(), shipping.bus.close()]);
+  await db?.store.close();
   const ok =
     payments.bus.counters.duplicates >= 1 &&
     payments.bus.counters.deadLettered === 1 &&
@@ -168,6 +185,20 @@ async function main(): Promise<void> {
     console.error('\ndemo did not reach the expected outcome');
     process.exit(1);
   }
+}
+
+/**
+ * Payments' PostgreSQL side: the schema, the shared store, the outbox and its relay (publishing through
+ * payments' bus). Loaded only when DATABASE_URL is set.
+ */
+async function database(bus: Bus) {
+  const pg = await import('@omnibus/postgres');
+  const connectionString = process.env.DATABASE_URL!;
+  const store = pg.postgresStore({ connectionString });
+  await store.ensureSchema();
+  const outbox = pg.outbox({ bus });
+  const relay = await pg.startRelay({ connectionString, bus, pollIntervalMs: 200 });
+  return { store, outbox, relay, inbox: pg.inbox };
 }
 
 main().catch((err) => {

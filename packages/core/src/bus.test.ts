@@ -382,6 +382,50 @@ describe('publish', () => {
   });
 });
 
+describe('encodeEnvelope (for outboxes)', () => {
+  it('builds the envelope publish would, in the current context and through publish middleware, without sending it', async () => {
+    const { bus, topic, sent } = await setup({
+      middleware: [
+        {
+          publish: async (e, next) => {
+            e.headers.tenant = 't-1';
+            await next();
+          },
+        },
+      ],
+    });
+    const captured = capturePublished(bus);
+    const raw = await runWithContext({ correlationId: 'req-9', causationId: 'cause-1' }, () =>
+      bus.encodeEnvelope(topic, Order, { orderId: 'o-1', totalCents: 5 }, { key: 'c-1' }),
+    );
+    expect(raw).toMatchObject({
+      type: 'order.placed',
+      version: 2,
+      source: 'checkout',
+      key: 'c-1',
+      correlationId: 'req-9',
+      causationId: 'cause-1',
+      contentType: 'application/json',
+      headers: { tenant: 't-1' },
+    });
+    expect(uuidv7Time(raw.id)).toBeGreaterThan(0);
+    expect(JSON.parse(new TextDecoder().decode(raw.data))).toEqual({ orderId: 'o-1', totalCents: 5 });
+    // Nothing reached the broker, and nothing was reported as published.
+    expect(sent()).toHaveLength(0);
+    expect(captured.messages).toHaveLength(0);
+  });
+
+  it('validates and size-checks like publish', async () => {
+    const { bus, topic } = await setup({ maxMessageBytes: 1000 });
+    await expect(bus.encodeEnvelope(topic, Order, { orderId: 1 } as never)).rejects.toBeInstanceOf(
+      ValidationError,
+    );
+    await expect(bus.encodeEnvelope(topic, { type: 'big', data: 'x'.repeat(2000) })).rejects.toMatchObject({
+      code: 'TOO_LARGE',
+    });
+  });
+});
+
 describe('correlation and tracing', () => {
   it('a publish inside a handler inherits the correlation id, is caused by the message and continues its trace', async () => {
     const { bus, topic } = await setup();

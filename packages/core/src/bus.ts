@@ -160,6 +160,7 @@ interface Prepared {
   id: string;
   message: WireMessage;
   options: PublishOptions;
+  raw: RawEnvelope;
 }
 
 /** Shared by every publish without options, so none allocates an empty object. */
@@ -268,10 +269,36 @@ export class Bus implements AsyncDisposable {
     return abandonedPublishError(topic, 'withdrawn', { aborted: signal.reason });
   }
 
-  async #prepare(topic: string, a: unknown, b: unknown, c: PublishOptions | undefined): Promise<Prepared> {
+  async #prepare(
+    topic: string,
+    a: unknown,
+    b: unknown,
+    c: PublishOptions | undefined,
+    notify = true,
+  ): Promise<Prepared> {
     const draft = this.#envelope(topic, a, b, c);
     if (this.#publishMw.length > 0) await this.#runPublishMiddleware(draft.envelope);
-    return this.#encode(topic, draft);
+    return this.#encode(topic, draft, notify);
+  }
+
+  /**
+   * Builds a message exactly as `publish` would (context, publish middleware, codec, size check against
+   * this bus's transport) without sending it: for an outbox that stores it now and sends it later.
+   */
+  async encodeEnvelope<T>(
+    topic: string,
+    definition: MessageDefinition<T>,
+    data: T,
+    options?: PublishOptions,
+  ): Promise<RawEnvelope>;
+  async encodeEnvelope(
+    topic: string,
+    message: UntypedMessage,
+    options?: PublishOptions,
+  ): Promise<RawEnvelope>;
+  async encodeEnvelope(topic: string, a: unknown, b?: unknown, c?: PublishOptions): Promise<RawEnvelope> {
+    const prepared = await this.#prepare(topic, a, b, c, false);
+    return prepared.raw;
   }
 
   /** Validates the arguments and builds the envelope (data not yet encoded). */
@@ -325,7 +352,7 @@ export class Bus implements AsyncDisposable {
   }
 
   /** Encodes the data, maps the envelope to the wire, and checks the size against the transport's limit. */
-  #encode(topic: string, { envelope, codec: fixed, options }: Draft): Prepared {
+  #encode(topic: string, { envelope, codec: fixed, options }: Draft, notify = true): Prepared {
     const codec = fixed ?? this.#codecs.get(envelope.contentType);
     if (!codec) throw new ConfigError('contentType', `no codec registered for ${envelope.contentType}`);
     // Fields listed rather than spread: this runs for every message.
@@ -355,8 +382,8 @@ export class Bus implements AsyncDisposable {
         { details: { size, max } },
       );
     }
-    if (this.#publishListeners.size > 0) for (const l of this.#publishListeners) l(envelope, topic);
-    return { id: envelope.id, message, options };
+    if (notify && this.#publishListeners.size > 0) for (const l of this.#publishListeners) l(envelope, topic);
+    return { id: envelope.id, message, options, raw };
   }
 
   async #runPublishMiddleware(envelope: Envelope): Promise<void> {

@@ -18,6 +18,8 @@ export const ErrorCode = {
   UNKNOWN_VERSION: 'UNKNOWN_VERSION',
   /** A second settle call on one delivery (see the transport kit's BaseDelivery). */
   ALREADY_SETTLED: 'ALREADY_SETTLED',
+  /** An idempotency claim's lease ran out and another holder took it (shared stores' fencing). */
+  LEASE_LOST: 'LEASE_LOST',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
@@ -128,6 +130,21 @@ export class UnknownVersionError extends OmnibusError {
       `${type} version ${version} is newer than the newest this consumer knows (${known})`,
       { retryable: true },
     );
+  }
+}
+
+/**
+ * A shared idempotency store refused to complete a claim: this holder's lease ran out and another
+ * replica took the key (fencing). The work may have run twice; the other holder's outcome stands.
+ */
+export class LeaseLostError extends OmnibusError {
+  readonly key: string;
+  constructor(key: string, options: OmnibusErrorOptions = {}) {
+    super(ErrorCode.LEASE_LOST, `the claim on ${key} is no longer held by this store (lease lost)`, {
+      retryable: true,
+      ...options,
+    });
+    this.key = key;
   }
 }
 

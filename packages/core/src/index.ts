@@ -56,6 +56,7 @@ export {
   errorMessage,
   HandlerTimeoutError,
   isOmnibusError,
+  LeaseLostError,
   NonRetryableError,
   OmnibusError,
   type OmnibusErrorOptions,
