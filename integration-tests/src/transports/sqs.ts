@@ -107,7 +107,13 @@ export const harness: TransportHarness = {
     return t;
   },
   createUnreachable: () =>
-    sqs({ endpoint: 'http://127.0.0.1:1', region: REGION, credentials: CREDENTIALS, maxAttempts: 1 }),
+    sqs({
+      endpoint: 'http://127.0.0.1:1',
+      region: REGION,
+      credentials: CREDENTIALS,
+      maxAttempts: 1,
+      connectTimeoutMs: 2000,
+    }),
   orderedTopic: (base) => `${base}${ORDERED_SUFFIX}`,
   async readDeadLetters(topic, _group, count, timeoutMs) {
     const deadline = Date.now() + timeoutMs;

@@ -1,7 +1,8 @@
 /**
  * Coalesces single operations (send, delete) into SQS batch calls: at most 10 entries and a byte
  * budget per call, a short linger so concurrent callers share a call, and a bounded number of calls
- * in flight.
+ * in flight. An item whose caller gave up is skipped when its batch is formed (`live`), so it is
+ * never sent; withdrawing is O(1) however long the queue.
  */
 
 export interface BatcherOptions<T> {
@@ -14,6 +15,8 @@ export interface BatcherOptions<T> {
   /** Calls in flight at once. */
   maxInFlight: number;
   sizeOf(item: T): number;
+  /** False for an item withdrawn while queued: it is dropped instead of sent. Absent: all are live. */
+  live?(item: T): boolean;
   /** Sends one batch; settles every item itself (resolve, reject or `requeue`) and never rejects. */
   run(items: T[]): Promise<void>;
 }
@@ -46,8 +49,10 @@ export class MicroBatcher<T> {
     this.inFlight++;
     setTimeout(() => {
       this.inFlight--;
-      this.pending.unshift(...items);
-      for (const item of items) this.pendingBytes += this.opts.sizeOf(item);
+      const live = this.opts.live;
+      const still = live ? items.filter((item) => live(item)) : items;
+      this.pending.unshift(...still);
+      for (const item of still) this.pendingBytes += this.opts.sizeOf(item);
       this.lingerExpired = true;
       this.drain();
     }, delayMs);
@@ -88,6 +93,7 @@ export class MicroBatcher<T> {
     while (this.pending.length > 0 && this.inFlight < this.opts.maxInFlight) {
       if (!this.lingerExpired && !this.hasFullBatch()) break;
       const batch = this.takeBatch();
+      if (batch.length === 0) continue;
       this.inFlight++;
       void this.opts.run(batch).finally(() => {
         this.inFlight--;
@@ -101,10 +107,36 @@ export class MicroBatcher<T> {
         clearTimeout(this.timer);
         this.timer = undefined;
       }
+      // Everything left may have been withdrawn rather than sent: flush() waiters must still hear of it.
+      this.notifyIdle();
     }
   }
 
+  /** The next batch from the head of the queue; withdrawn items met on the way are dropped. */
   private takeBatch(): T[] {
+    const live = this.opts.live;
+    if (!live) return this.takeLive();
+    let dropped = 0;
+    let droppedBytes = 0;
+    while (dropped < this.pending.length && !live(this.pending[dropped]!)) {
+      droppedBytes += this.opts.sizeOf(this.pending[dropped]!);
+      dropped++;
+    }
+    if (dropped > 0) {
+      this.pending.splice(0, dropped);
+      this.pendingBytes -= droppedBytes;
+    }
+    const batch = this.takeLive();
+    // Items withdrawn further back are only dropped when they reach the head; one in this batch is cut out here.
+    let w = 0;
+    for (const item of batch) {
+      if (live(item)) batch[w++] = item;
+    }
+    batch.length = w;
+    return batch;
+  }
+
+  private takeLive(): T[] {
     let count = 0;
     let bytes = 0;
     // Always at least one entry: a single entry is never larger than the budget (checked on entry).

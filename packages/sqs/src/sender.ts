@@ -1,7 +1,8 @@
 /**
  * Publishing to one queue: concurrent sends are coalesced into SendMessageBatch calls, and each
  * caller's promise settles with its own entry's outcome (a retryable per-entry failure is sent again,
- * anything else rejects that entry alone).
+ * anything else rejects that entry alone). The sender keeps no publish timeout: an entry lives until
+ * SQS answers or its caller gives up (see `withdraw`).
  */
 import {
   SendMessageBatchCommand,
@@ -10,6 +11,7 @@ import {
   type SQSClient,
 } from '@aws-sdk/client-sqs';
 import { ErrorCode, PublishError } from '@omnibus/core';
+import type { AbandonVerdict } from '@omnibus/core/kit';
 import {
   awsErrorCode,
   brokerAnswered,
@@ -22,16 +24,80 @@ import { MicroBatcher } from './batcher.js';
 
 export type SendEntry = Omit<SendMessageBatchRequestEntry, 'Id'>;
 
-interface PendingSend {
-  entry: SendEntry;
-  bytes: number;
-  tries: number;
-  resolve: () => void;
-  reject: (err: Error) => void;
+/**
+ * Where an entry stands: `queued` (in the batcher, or waiting to be sent again after SQS refused it:
+ * not written), `sending` (in a request: it may be written), `done`, or `withdrawn` (its caller gave up
+ * while it was queued: it is never sent).
+ */
+type SendState = 'queued' | 'sending' | 'done' | 'withdrawn';
+
+/** One SendMessageBatch request, aborted once none of its entries' callers is waiting any more. */
+interface BatchCall {
+  readonly controller: AbortController;
+  waiting: number;
+}
+
+export class PendingSend {
+  state: SendState = 'queued';
+  tries = 0;
+  batch: BatchCall | undefined = undefined;
+  readonly promise: Promise<void>;
+  #resolve!: () => void;
+  #reject!: (err: Error) => void;
+
+  constructor(
+    readonly entry: SendEntry,
+    readonly bytes: number,
+  ) {
+    this.promise = new Promise<void>((resolve, reject) => {
+      this.#resolve = resolve;
+      this.#reject = reject;
+    });
+  }
+
+  resolve(): void {
+    this.state = 'done';
+    this.batch = undefined;
+    this.#resolve();
+  }
+
+  reject(err: Error): void {
+    if (this.state !== 'withdrawn') this.state = 'done';
+    this.batch = undefined;
+    this.#reject(err);
+  }
+}
+
+/**
+ * The caller of these entries gave up: entries still queued are withdrawn (never sent); for entries in
+ * a request the outcome is unknown, and a request none of whose callers still waits is aborted, which
+ * also stops the SDK from retrying it. 'withdrawn' only when nothing was or will be written.
+ */
+export function withdraw(entries: readonly PendingSend[]): AbandonVerdict {
+  let verdict: AbandonVerdict = 'withdrawn';
+  for (const p of entries) {
+    if (p.state === 'queued') {
+      p.state = 'withdrawn';
+      p.reject(
+        new PublishError(ErrorCode.TIMEOUT, 'publish withdrawn before it was sent', {
+          details: { outcome: 'not-sent' },
+        }),
+      );
+    } else if (p.state === 'sending') {
+      verdict = 'unknown';
+      const batch = p.batch;
+      if (batch && --batch.waiting === 0) batch.controller.abort();
+    } else if (p.state === 'done') {
+      verdict = 'unknown';
+    }
+  }
+  return verdict;
 }
 
 const MAX_ENTRY_TRIES = 4;
 const MAX_BATCH_ENTRIES = 10;
+// A publish has no request timeout of its own: its caller's deadline ends it (0 = none in the SDK).
+const NO_REQUEST_TIMEOUT = 0;
 
 export interface QueueSenderOptions {
   queueUrl: string;
@@ -83,14 +149,16 @@ export class QueueSender {
       lingerMs: opts.lingerMs,
       maxInFlight: opts.maxInFlight,
       sizeOf: (p) => p.bytes,
+      live: (p) => p.state === 'queued',
       run: (items) => this.run(items),
     });
   }
 
-  send(entry: SendEntry, bytes: number): Promise<void> {
-    return new Promise((resolve, reject) => {
-      this.batcher.add({ entry, bytes, tries: 0, resolve, reject });
-    });
+  /** Queues one entry; its promise settles with the entry's own outcome. */
+  send(entry: SendEntry, bytes: number): PendingSend {
+    const p = new PendingSend(entry, bytes);
+    this.batcher.add(p);
+    return p;
   }
 
   flush(): Promise<void> {
@@ -98,6 +166,11 @@ export class QueueSender {
   }
 
   private async run(items: PendingSend[]): Promise<void> {
+    const batch: BatchCall = { controller: new AbortController(), waiting: items.length };
+    for (const p of items) {
+      p.state = 'sending';
+      p.batch = batch;
+    }
     let res: SendMessageBatchCommandOutput;
     try {
       res = await this.client.send(
@@ -105,9 +178,16 @@ export class QueueSender {
           QueueUrl: this.opts.queueUrl,
           Entries: items.map((p, i) => ({ ...p.entry, Id: String(i) })),
         }),
+        { abortSignal: batch.controller.signal, requestTimeout: NO_REQUEST_TIMEOUT },
       );
     } catch (err) {
-      const error = toPublishError(err, this.opts.queueName);
+      const error = batch.controller.signal.aborted
+        ? new PublishError(
+            ErrorCode.OUTCOME_UNKNOWN,
+            `SQS publish to "${this.opts.queueName}" abandoned by its callers while in flight`,
+            { details: { outcome: 'unknown' } },
+          )
+        : toPublishError(err, this.opts.queueName);
       for (const p of items) p.reject(error);
       return;
     }
@@ -125,6 +205,9 @@ export class QueueSender {
       answered.add(i);
       p.tries++;
       if (isRetryableEntryFailure(failed.Code, failed.SenderFault) && p.tries < MAX_ENTRY_TRIES) {
+        // SQS refused this entry, so it was not written: it is queued again, and can still be withdrawn.
+        p.state = 'queued';
+        p.batch = undefined;
         again.push(p);
         continue;
       }

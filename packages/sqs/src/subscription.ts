@@ -3,18 +3,22 @@
  * deliveries handed to the core, their settlement (batched deletes, delayed retries, dead-lettering,
  * release), lease upkeep for slow handlers, and per-group order on FIFO queues.
  *
- * Delayed retry, and why it differs by queue type:
- * - Standard queues: a copy carrying the core's new control headers is sent with DelaySeconds (≤ 15 min,
- *   longer delays hop again using `x-omnibus-due-at`), and the original is deleted once SQS confirmed
- *   the copy. The attempt count travels in the copy's `x-omnibus-attempts` attribute: exact and durable.
+ * Delayed retry, and why it differs by queue type. Either way SQS waits any whole number of seconds up
+ * to a ceiling, which is this transport's one delay tier for the kit's planner (`planDelay`, `nextHop`):
+ * a delay within it is exact, a longer one is chained in hops of the ceiling by its due time.
+ * - Standard queues: a copy carrying the core's new control headers is sent with DelaySeconds (ceiling
+ *   15 min; the due time of a longer delay travels in `x-omnibus-due-at`), and the original is deleted
+ *   once SQS confirmed the copy. The attempt count travels in the copy's `x-omnibus-attempts` attribute:
+ *   exact and durable.
  * - FIFO queues: a copy would join the back of its message group and overtake nothing but be overtaken
  *   by everything, breaking per-key order. The message instead stays where it is and becomes invisible
- *   for the delay (ChangeMessageVisibility, ≤ 12 h per receive, chained beyond), which also keeps its
- *   group blocked behind it. SQS cannot change the message's attributes, so the core's control headers
+ *   for the delay (ChangeMessageVisibility; ceiling 12 h from the receive, chained beyond), which also
+ *   keeps its group blocked behind it. SQS cannot change the message's attributes, so the core's control headers
  *   are kept in this process (RetryStateStore). When another process or a restarted one receives it,
  *   previousAttempts falls back to ApproximateReceiveCount − 1: in-process retries made before are then
  *   not counted, so a message may get more handler invocations than `attempts`, never fewer; the
- *   native redrive (maxReceiveCount) still bounds a crash loop.
+ *   native redrive (maxReceiveCount) still bounds a crash loop. The due time of a FIFO delay beyond the
+ *   ceiling is kept in the same store, so only a chained FIFO delay depends on this process's memory.
  */
 import {
   ChangeMessageVisibilityBatchCommand,
@@ -33,8 +37,19 @@ import {
   type Logger,
   type SubscribeSpec,
   type TransportSubscription,
-  type WireMessage,
 } from '@omnibus/core';
+import {
+  BaseDelivery,
+  type DelayPlan,
+  deadLetterHeaders,
+  handOver,
+  hasAttempts,
+  nextHop,
+  planDelay,
+  readAttempts,
+  readDueAt,
+  retryHeaders,
+} from '@omnibus/core/kit';
 import { attributesToHeaders, headersToAttributes, sqsMessageBytes } from './attributes.js';
 import { describeError, isQueueMissing } from './aws-errors.js';
 import { MicroBatcher } from './batcher.js';
@@ -54,24 +69,136 @@ const FIFO_DEAD_LETTER_GROUP = 'omnibus';
 // Error strings are what grows a dead letter past the size limit; trimmed to this when it does.
 const TRIMMED_ERROR_CHARS = 512;
 
+// The one delay tier of a standard queue's retry copies (see the top); FIFO's depends on each receive.
+const COPY_TIERS_MS: readonly number[] = Object.freeze([MAX_DELAY_SECONDS * 1000]);
+
+/** Whether a settled message left the queue for good, or went back to it (retry by visibility, release). */
 type Outcome = 'removed' | 'returned';
 
-interface Received {
+/** One SQS wait: whole seconds, and the due time to carry when the delay goes on after it. */
+interface Hop {
+  seconds: number;
+  dueAt: number | undefined;
+}
+
+/**
+ * A kit plan as an SQS wait. The tier is a ceiling, not a size to round up to (SQS waits any whole
+ * number of seconds): a plan without a due time waits the delay itself, and so does the last hop of a
+ * chain, which then carries no due time.
+ */
+export function toHop(plan: DelayPlan, delayMs: number, now: number): Hop {
+  if (plan.dueAt === undefined) return { seconds: Math.max(0, Math.ceil(delayMs / 1000)), dueAt: undefined };
+  const remaining = plan.dueAt - now;
+  if (remaining <= plan.tierMs)
+    return { seconds: Math.max(0, Math.ceil(remaining / 1000)), dueAt: undefined };
+  return { seconds: Math.floor(plan.tierMs / 1000), dueAt: plan.dueAt };
+}
+
+/** What the deliveries of one subscription settle through (implemented by SqsSubscription). */
+interface Settler {
+  ack(d: SqsDelivery): Promise<void>;
+  retry(
+    d: SqsDelivery,
+    delayMs: number,
+    headers: Record<string, string>,
+    hop: DelayPlan | undefined,
+  ): Promise<void>;
+  deadLetter(d: SqsDelivery, controlHeaders: Record<string, string>): Promise<void>;
+  release(d: SqsDelivery): Promise<void>;
+  extendLease(d: SqsDelivery, ms: number): Promise<void>;
+  finish(d: SqsDelivery): void;
+}
+
+/**
+ * One received message: the delivery the core settles (the kit's state machine) and what SQS needs to
+ * settle it. Messages held behind their FIFO group, or going round a chained delay, are deliveries too,
+ * never handed to the core.
+ */
+export class SqsDelivery extends BaseDelivery {
   readonly body: string;
   readonly queueUrl: string;
   readonly messageId: string;
   readonly receiptHandle: string;
   readonly groupId: string | undefined;
   readonly receiveCount: number;
-  readonly receivedAt: number;
-  headers: Record<string, string>;
-  previousAttempts: number;
   /** When the current lease (visibility) runs out, as far as this process knows. */
   leaseUntil: number;
   /** A lease extension in flight: visibility changes wait for it so it cannot overwrite them. */
-  extending: Promise<void> | undefined;
-  /** open → settling → done, or failed: then only a release is still accepted (the core's fallback). */
-  state: 'open' | 'settling' | 'done' | 'failed';
+  extending: Promise<void> | undefined = undefined;
+  outcome: Outcome = 'returned';
+  /** The retry state already holds this delivery's attempts (a visibility retry wrote them). */
+  attemptsRemembered = false;
+  /** Set for a chained delay's next hop (planned on receive) instead of a retry the core asked for. */
+  hop: DelayPlan | undefined = undefined;
+  readonly #settler: Settler;
+
+  constructor(
+    settler: Settler,
+    init: {
+      topic: string;
+      group: string;
+      body: string;
+      headers: Record<string, string>;
+      queueUrl: string;
+      messageId: string;
+      receiptHandle: string;
+      groupId: string | undefined;
+      receiveCount: number;
+      receivedAt: number;
+      leaseUntil: number;
+    },
+  ) {
+    // Attempts carried by the message (or remembered here) win; the receive count is the fallback.
+    const previousAttempts = hasAttempts(init.headers) ? readAttempts(init.headers) : init.receiveCount - 1;
+    super({
+      wire: { body: Buffer.from(init.body, 'utf8'), headers: init.headers, key: init.groupId },
+      topic: init.topic,
+      group: init.group,
+      previousAttempts,
+      redelivered: init.receiveCount > 1 || previousAttempts > 0,
+      receivedAt: init.receivedAt,
+    });
+    this.#settler = settler;
+    this.body = init.body;
+    this.queueUrl = init.queueUrl;
+    this.messageId = init.messageId;
+    this.receiptHandle = init.receiptHandle;
+    this.groupId = init.groupId;
+    this.receiveCount = init.receiveCount;
+    this.leaseUntil = init.leaseUntil;
+  }
+
+  /** The next hop of a chained delay: the same message goes round again unseen. */
+  chain(plan: DelayPlan): Promise<void> {
+    this.hop = plan;
+    return this.retryLater(0, {});
+  }
+
+  protected doAck(): Promise<void> {
+    return this.#settler.ack(this);
+  }
+
+  protected doRetryLater(delayMs: number, controlHeaders: Record<string, string>): Promise<void> {
+    const hop = this.hop;
+    this.hop = undefined;
+    return this.#settler.retry(this, delayMs, { ...this.wire.headers, ...controlHeaders }, hop);
+  }
+
+  protected doDeadLetter(controlHeaders: Record<string, string>): Promise<void> {
+    return this.#settler.deadLetter(this, controlHeaders);
+  }
+
+  protected doRelease(): Promise<void> {
+    return this.#settler.release(this);
+  }
+
+  protected override onSettled(): void {
+    this.#settler.finish(this);
+  }
+
+  extendLease(ms: number): Promise<void> {
+    return this.#settler.extendLease(this, ms);
+  }
 }
 
 interface PendingDelete {
@@ -98,13 +225,7 @@ function controlHeadersOf(headers: Record<string, string>): Record<string, strin
   return out;
 }
 
-function parseAttempts(value: string | undefined): number | undefined {
-  if (value === undefined) return undefined;
-  const n = Number(value);
-  return Number.isInteger(n) && n >= 0 ? n : undefined;
-}
-
-export class SqsSubscription implements TransportSubscription {
+export class SqsSubscription implements TransportSubscription, Settler {
   private readonly client: SQSClient;
   private readonly options: ResolvedSqsOptions;
   private readonly spec: SubscribeSpec & { group: string };
@@ -123,10 +244,10 @@ export class SqsSubscription implements TransportSubscription {
   private unsettled = 0;
   /** Slots claimed by receive calls in flight, so the pollers together never exceed maxInFlight. */
   private reserved = 0;
-  private readonly leased = new Set<Received>();
+  private readonly leased = new Set<SqsDelivery>();
   private readonly heartbeat: NodeJS.Timeout;
   /** FIFO: per message group, the messages received behind the one currently delivered. */
-  private readonly groups = new Map<string, Received[]>();
+  private readonly groups = new Map<string, SqsDelivery[]>();
   private readonly deleters = new Map<string, MicroBatcher<PendingDelete>>();
 
   constructor(private readonly deps: SubscriptionDeps) {
@@ -177,7 +298,7 @@ export class SqsSubscription implements TransportSubscription {
     this.abort.abort();
     await pollers;
     clearInterval(this.heartbeat);
-    const held: Received[] = [];
+    const held: SqsDelivery[] = [];
     for (const queue of this.groups.values()) held.push(...queue.splice(0));
     await this.giveBack(held);
     // Deliveries still unsettled keep working (the core may settle them while draining); their
@@ -281,139 +402,84 @@ export class SqsSubscription implements TransportSubscription {
     }
     const now = Date.now();
     const attrs = message.Attributes ?? {};
-    const receiveCount = Number(attrs.ApproximateReceiveCount) || 1;
     const queueUrl = this.info.url;
     let headers = attributesToHeaders(message.MessageAttributes);
     const state = this.deps.retryStates.get(queueUrl, message.MessageId);
     if (state) headers = { ...headers, ...state.controlHeaders };
-    const r: Received = {
+    const d = new SqsDelivery(this, {
+      topic: this.spec.topic,
+      group: this.spec.group,
       body: message.Body ?? '',
+      headers,
       queueUrl,
       messageId: message.MessageId,
       receiptHandle: message.ReceiptHandle,
       groupId: attrs.MessageGroupId,
-      receiveCount,
+      receiveCount: Number(attrs.ApproximateReceiveCount) || 1,
       receivedAt: now,
-      headers,
-      // Attempts carried by the message (or remembered here) win; the receive count is the fallback.
-      previousAttempts: parseAttempts(headers[ControlHeader.attempts]) ?? receiveCount - 1,
       leaseUntil: now + this.visibilityMs,
-      extending: undefined,
-      state: 'open',
-    };
+    });
     this.unsettled++;
-    this.leased.add(r);
+    this.leased.add(d);
     if (this.closed) {
-      void this.giveBack([r]);
+      void this.giveBack([d]);
       return;
     }
-    if (this.fifo && r.groupId !== undefined) {
+    if (this.fifo && d.groupId !== undefined) {
       // SQS may hand over several messages of one group in one receive; only the first is delivered,
       // the rest wait here, because a retry of the first must still come before them.
-      const behind = this.groups.get(r.groupId);
+      const behind = this.groups.get(d.groupId);
       if (behind) {
-        behind.push(r);
+        behind.push(d);
         return;
       }
-      this.groups.set(r.groupId, []);
+      this.groups.set(d.groupId, []);
     }
-    this.begin(r, state?.dueAt);
+    this.begin(d, state?.dueAt);
   }
 
   /** Delivers the message, unless a chained delay is not over yet: then it goes round again unseen. */
-  private begin(r: Received, rememberedDueAt: number | undefined): void {
-    const dueAt = rememberedDueAt ?? Number(r.headers[ControlHeader.dueAt]);
-    const remaining = Number.isFinite(dueAt) ? dueAt - Date.now() : 0;
-    if (remaining > 0) {
-      void this.settle(r, () =>
-        this.fifo
-          ? this.retryByVisibility(r, remaining, r.headers)
-          : this.retryByCopy(r, remaining, r.headers),
-      ).catch((err) =>
-        this.logger.warn(
-          { topic: this.spec.topic, error: describeError(err) },
-          'cannot chain a delayed retry',
-        ),
-      );
+  private begin(d: SqsDelivery, rememberedDueAt: number | undefined): void {
+    const dueAt = rememberedDueAt ?? readDueAt(d.wire.headers);
+    const hop = dueAt === undefined ? undefined : nextHop(dueAt, this.tiersFor(d), Date.now());
+    if (hop === undefined) {
+      handOver(this.deps.onDelivery, d, this.logger, { topic: this.spec.topic, group: this.spec.group });
       return;
     }
-    this.deliver(r);
+    d.chain(hop).catch((err: unknown) => {
+      this.logger.warn({ topic: this.spec.topic, error: describeError(err) }, 'cannot chain a delayed retry');
+      // Back to the queue now rather than at the end of its lease; it goes round again from there.
+      if (d.state === 'failed') d.release().catch(() => {});
+    });
   }
 
-  private deliver(r: Received): void {
-    const wire: WireMessage = { body: Buffer.from(r.body, 'utf8'), headers: r.headers, key: r.groupId };
-    const delivery: Delivery = {
-      wire,
-      topic: this.spec.topic,
-      group: this.spec.group,
-      previousAttempts: r.previousAttempts,
-      redelivered: r.receiveCount > 1 || r.previousAttempts > 0,
-      receivedAt: r.receivedAt,
-      ack: () => this.settle(r, () => this.ack(r)),
-      retryLater: (delayMs, controlHeaders) =>
-        this.settle(r, () => {
-          const headers = { ...r.headers, ...controlHeaders };
-          return this.fifo
-            ? this.retryByVisibility(r, delayMs, headers)
-            : this.retryByCopy(r, delayMs, headers);
-        }),
-      deadLetter: (controlHeaders) => this.settle(r, () => this.deadLetter(r, controlHeaders)),
-      release: () =>
-        r.state === 'failed' ? this.releaseAfterFailure(r) : this.settle(r, () => this.release(r)),
-      extendLease: (ms) => this.extendLease(r, ms),
-    };
-    try {
-      this.deps.onDelivery(delivery);
-    } catch (err) {
-      // The core's callback is not supposed to throw; if it does, the message must not be lost.
-      this.logger.error({ topic: this.spec.topic, error: describeError(err) }, 'delivery callback threw');
-      void this.settle(r, () => this.release(r)).catch(() => {});
-    }
+  /** The one delay tier: the visibility ceiling left for this receive (FIFO), or SQS's longest DelaySeconds. */
+  private tiersFor(d: SqsDelivery): readonly number[] {
+    return this.fifo ? [this.visibilityCeilingSeconds(d) * 1000] : COPY_TIERS_MS;
   }
 
-  // ---- settling -----------------------------------------------------------------------------
-
-  private async settle(r: Received, op: () => Promise<Outcome>): Promise<void> {
-    if (r.state !== 'open') throw new Error('this delivery was already settled');
-    r.state = 'settling';
-    this.leased.delete(r);
-    let outcome: Outcome = 'returned';
-    try {
-      outcome = await op();
-      r.state = 'done';
-    } catch (err) {
-      // The message is still in the queue and comes back when its lease ends, or sooner if released.
-      r.state = 'failed';
-      throw err;
-    } finally {
-      this.finish(r, outcome);
-    }
+  /** SQS counts the 12-hour ceiling from its receive, so time already held is subtracted, with a margin. */
+  private visibilityCeilingSeconds(d: SqsDelivery): number {
+    const heldSeconds = Math.ceil((Date.now() - d.receivedAt) / 1000);
+    return Math.max(1, MAX_VISIBILITY_SECONDS - heldSeconds - VISIBILITY_CEILING_MARGIN_SECONDS);
   }
 
-  /** The core releases a message whose settlement failed, so it comes back now rather than at lease end. */
-  private async releaseAfterFailure(r: Received): Promise<void> {
-    r.state = 'done';
-    await this.client.send(
-      new ChangeMessageVisibilityCommand({
-        QueueUrl: r.queueUrl,
-        ReceiptHandle: r.receiptHandle,
-        VisibilityTimeout: 0,
-      }),
-    );
-  }
+  // ---- settling (called by SqsDelivery through the kit's state machine) -------------------
 
-  private finish(r: Received, outcome: Outcome): void {
+  /** Called once per delivery when it is settled, or released after a failed settle. */
+  finish(d: SqsDelivery): void {
+    this.leased.delete(d);
     this.unsettled--;
-    if (this.fifo && r.groupId !== undefined) {
-      const behind = this.groups.get(r.groupId);
+    if (this.fifo && d.groupId !== undefined) {
+      const behind = this.groups.get(d.groupId);
       if (behind) {
         // Only once the head is gone for good may the next of its group run; a head that went
         // back to the queue takes the rest of its group with it, so they come back after it.
-        if (outcome === 'removed' && behind.length > 0 && !this.closed) {
+        if (d.outcome === 'removed' && behind.length > 0 && !this.closed) {
           const next = behind.shift()!;
           this.begin(next, this.deps.retryStates.get(next.queueUrl, next.messageId)?.dueAt);
         } else {
-          this.groups.delete(r.groupId);
+          this.groups.delete(d.groupId);
           if (behind.length > 0) void this.giveBack(behind);
         }
       }
@@ -421,80 +487,91 @@ export class SqsSubscription implements TransportSubscription {
     this.wake();
   }
 
-  private async ack(r: Received): Promise<Outcome> {
-    await this.delete(r);
-    this.deps.retryStates.delete(r.queueUrl, r.messageId);
-    return 'removed';
+  async ack(d: SqsDelivery): Promise<void> {
+    this.leased.delete(d);
+    await this.delete(d);
+    this.deps.retryStates.delete(d.queueUrl, d.messageId);
+    d.outcome = 'removed';
   }
 
-  private async release(r: Received): Promise<Outcome> {
-    // No attempt is consumed, but the receive count grows: remember the count the message had.
-    this.deps.retryStates.set(r.queueUrl, r.messageId, {
-      ...controlHeadersOf(r.headers),
-      [ControlHeader.attempts]: String(r.previousAttempts),
-    });
-    await r.extending;
-    await this.client.send(
-      new ChangeMessageVisibilityCommand({
-        QueueUrl: r.queueUrl,
-        ReceiptHandle: r.receiptHandle,
-        VisibilityTimeout: 0,
-      }),
-    );
-    return 'returned';
+  async release(d: SqsDelivery): Promise<void> {
+    this.leased.delete(d);
+    // No attempt is consumed, but the receive count grows: remember the count the message had (unless
+    // a failed visibility retry already remembered the new one).
+    if (!d.attemptsRemembered) {
+      this.deps.retryStates.set(d.queueUrl, d.messageId, {
+        ...controlHeadersOf(d.wire.headers),
+        [ControlHeader.attempts]: String(d.previousAttempts),
+      });
+    }
+    await this.changeVisibility(d, 0);
+    d.outcome = 'returned';
+  }
+
+  retry(
+    d: SqsDelivery,
+    delayMs: number,
+    headers: Record<string, string>,
+    hop: DelayPlan | undefined,
+  ): Promise<void> {
+    this.leased.delete(d);
+    return this.fifo
+      ? this.retryByVisibility(d, delayMs, headers, hop)
+      : this.retryByCopy(d, delayMs, headers, hop);
   }
 
   private async retryByVisibility(
-    r: Received,
+    d: SqsDelivery,
     delayMs: number,
     headers: Record<string, string>,
-  ): Promise<Outcome> {
-    const heldSeconds = Math.ceil((Date.now() - r.receivedAt) / 1000);
-    const ceiling = MAX_VISIBILITY_SECONDS - heldSeconds - VISIBILITY_CEILING_MARGIN_SECONDS;
-    const seconds = Math.max(0, Math.min(Math.ceil(delayMs / 1000), ceiling));
+    planned: DelayPlan | undefined,
+  ): Promise<void> {
+    const now = Date.now();
+    const ceilingMs = this.visibilityCeilingSeconds(d) * 1000;
+    // A hop planned on receive against a larger ceiling than is left now is planned again from its due time.
+    const wantMs = planned?.dueAt !== undefined ? Math.max(0, planned.dueAt - now) : delayMs;
+    const plan = planned && planned.tierMs <= ceilingMs ? planned : planDelay(wantMs, [ceilingMs], now);
+    const { seconds, dueAt } = toHop(plan, wantMs, now);
     const control = controlHeadersOf(headers);
     delete control[ControlHeader.dueAt];
-    const dueAt = delayMs > seconds * 1000 ? Date.now() + delayMs : undefined;
-    this.deps.retryStates.set(r.queueUrl, r.messageId, control, dueAt);
-    await r.extending;
-    await this.client.send(
-      new ChangeMessageVisibilityCommand({
-        QueueUrl: r.queueUrl,
-        ReceiptHandle: r.receiptHandle,
-        VisibilityTimeout: seconds,
-      }),
-    );
-    return 'returned';
+    this.deps.retryStates.set(d.queueUrl, d.messageId, control, dueAt);
+    d.attemptsRemembered = true;
+    await this.changeVisibility(d, seconds);
+    d.outcome = 'returned';
   }
 
-  private async retryByCopy(r: Received, delayMs: number, headers: Record<string, string>): Promise<Outcome> {
-    const seconds = Math.max(0, Math.min(Math.ceil(delayMs / 1000), MAX_DELAY_SECONDS));
-    const copyHeaders = { ...headers };
-    if (delayMs > seconds * 1000) copyHeaders[ControlHeader.dueAt] = String(Date.now() + delayMs);
-    else delete copyHeaders[ControlHeader.dueAt];
-    const attributes = headersToAttributes(copyHeaders);
-    if (sqsMessageBytes(r.body, attributes) > this.info.maxMessageBytes) {
+  private async retryByCopy(
+    d: SqsDelivery,
+    delayMs: number,
+    headers: Record<string, string>,
+    planned: DelayPlan | undefined,
+  ): Promise<void> {
+    const now = Date.now();
+    const plan = planned ?? planDelay(delayMs, COPY_TIERS_MS, now);
+    const { seconds, dueAt } = toHop(plan, delayMs, now);
+    const attributes = headersToAttributes(retryHeaders(headers, {}, dueAt));
+    if (sqsMessageBytes(d.body, attributes) > this.info.maxMessageBytes) {
       // The new headers do not fit beside the body: keep the message itself instead (see the top).
-      return this.retryByVisibility(r, delayMs, headers);
+      return this.retryByVisibility(d, delayMs, headers, planned);
     }
     await this.client.send(
       new SendMessageCommand({
-        QueueUrl: r.queueUrl,
-        MessageBody: r.body,
+        QueueUrl: d.queueUrl,
+        MessageBody: d.body,
         MessageAttributes: attributes,
         DelaySeconds: seconds,
       }),
     );
-    await this.deleteAfterHandOff(r);
-    this.deps.retryStates.delete(r.queueUrl, r.messageId);
-    return 'removed';
+    await this.deleteAfterHandOff(d);
+    this.deps.retryStates.delete(d.queueUrl, d.messageId);
+    d.outcome = 'removed';
   }
 
-  private async deadLetter(r: Received, controlHeaders: Record<string, string>): Promise<Outcome> {
-    const headers = { ...r.headers, ...controlHeaders };
-    delete headers[ControlHeader.dueAt];
+  async deadLetter(d: SqsDelivery, controlHeaders: Record<string, string>): Promise<void> {
+    this.leased.delete(d);
+    const headers = deadLetterHeaders(d.wire.headers, controlHeaders);
     let attributes = headersToAttributes(headers);
-    if (sqsMessageBytes(r.body, attributes) > this.info.maxMessageBytes) {
+    if (sqsMessageBytes(d.body, attributes) > this.info.maxMessageBytes) {
       for (const name of [ControlHeader.error, ControlHeader.lastError]) {
         const v = headers[name];
         if (v !== undefined && v.length > TRIMMED_ERROR_CHARS)
@@ -504,14 +581,14 @@ export class SqsSubscription implements TransportSubscription {
     }
     const input: SendMessageCommandInput = {
       QueueUrl: '',
-      MessageBody: r.body,
+      MessageBody: d.body,
       MessageAttributes: attributes,
     };
     if (this.fifo) {
-      input.MessageGroupId = r.groupId ?? FIFO_DEAD_LETTER_GROUP;
+      input.MessageGroupId = d.groupId ?? FIFO_DEAD_LETTER_GROUP;
       // The SQS message id, not the envelope id: garbage has none, and a crash between send and
       // delete then dead-letters the same message twice within 5 minutes into one entry.
-      input.MessageDeduplicationId = r.messageId;
+      input.MessageDeduplicationId = d.messageId;
     }
     try {
       input.QueueUrl = await this.deps.registry.deadLetterUrl(this.info);
@@ -524,15 +601,15 @@ export class SqsSubscription implements TransportSubscription {
       input.QueueUrl = await this.deps.registry.deadLetterUrl(this.info);
       await this.client.send(new SendMessageCommand(input));
     }
-    await this.deleteAfterHandOff(r);
-    this.deps.retryStates.delete(r.queueUrl, r.messageId);
-    return 'removed';
+    await this.deleteAfterHandOff(d);
+    this.deps.retryStates.delete(d.queueUrl, d.messageId);
+    d.outcome = 'removed';
   }
 
   /** The copy is safe in SQS; if the original cannot be deleted it merely comes back as a duplicate. */
-  private async deleteAfterHandOff(r: Received): Promise<void> {
+  private async deleteAfterHandOff(d: SqsDelivery): Promise<void> {
     try {
-      await this.delete(r);
+      await this.delete(d);
     } catch (err) {
       this.logger.warn(
         { topic: this.spec.topic, error: describeError(err) },
@@ -541,25 +618,30 @@ export class SqsSubscription implements TransportSubscription {
     }
   }
 
-  private async extendLease(r: Received, ms: number): Promise<void> {
-    if (r.state !== 'open') return;
-    const seconds = Math.min(Math.ceil(ms / 1000), MAX_VISIBILITY_SECONDS);
-    await r.extending;
+  /** Sets the message's visibility, after any lease extension in flight so that cannot overwrite it. */
+  private async changeVisibility(d: SqsDelivery, seconds: number): Promise<void> {
+    await d.extending;
     await this.client.send(
       new ChangeMessageVisibilityCommand({
-        QueueUrl: r.queueUrl,
-        ReceiptHandle: r.receiptHandle,
+        QueueUrl: d.queueUrl,
+        ReceiptHandle: d.receiptHandle,
         VisibilityTimeout: seconds,
       }),
     );
-    r.leaseUntil = Date.now() + seconds * 1000;
+  }
+
+  async extendLease(d: SqsDelivery, ms: number): Promise<void> {
+    if (d.state !== 'open') return;
+    const seconds = Math.min(Math.ceil(ms / 1000), MAX_VISIBILITY_SECONDS);
+    await this.changeVisibility(d, seconds);
+    d.leaseUntil = Date.now() + seconds * 1000;
   }
 
   /** Heartbeat: leases about to run out are renewed for every message this subscription still holds. */
   private async extendLeases(): Promise<void> {
     const now = Date.now();
     const due = [...this.leased].filter(
-      (r) => r.state === 'open' && !r.extending && r.leaseUntil - now < this.visibilityMs / 2,
+      (d) => d.state === 'open' && !d.extending && d.leaseUntil - now < this.visibilityMs / 2,
     );
     for (let i = 0; i < due.length; i += MAX_RECEIVE_BATCH) {
       const chunk = due.slice(i, i + MAX_RECEIVE_BATCH);
@@ -593,13 +675,11 @@ export class SqsSubscription implements TransportSubscription {
   }
 
   /** Messages never delivered to the core go straight back to the queue. */
-  private async giveBack(items: Received[]): Promise<void> {
+  private async giveBack(items: SqsDelivery[]): Promise<void> {
     for (let i = 0; i < items.length; i += MAX_RECEIVE_BATCH) {
       const chunk = items.slice(i, i + MAX_RECEIVE_BATCH);
-      for (const r of chunk) {
-        r.state = 'done';
-        this.leased.delete(r);
-      }
+      // Never handed to the core, so never settled through the state machine: they just leave the lease.
+      for (const d of chunk) this.leased.delete(d);
       try {
         await Promise.all(chunk.map((r) => r.extending));
         await this.client.send(
@@ -625,10 +705,10 @@ export class SqsSubscription implements TransportSubscription {
 
   // ---- deleting -----------------------------------------------------------------------------
 
-  private delete(r: Received): Promise<void> {
-    let deleter = this.deleters.get(r.queueUrl);
+  private delete(d: SqsDelivery): Promise<void> {
+    let deleter = this.deleters.get(d.queueUrl);
     if (!deleter) {
-      const queueUrl = r.queueUrl;
+      const queueUrl = d.queueUrl;
       deleter = new MicroBatcher<PendingDelete>({
         maxEntries: MAX_RECEIVE_BATCH,
         maxBytes: Number.POSITIVE_INFINITY,
@@ -640,7 +720,7 @@ export class SqsSubscription implements TransportSubscription {
       this.deleters.set(queueUrl, deleter);
     }
     const batcher = deleter;
-    return new Promise((resolve, reject) => batcher.add({ receiptHandle: r.receiptHandle, resolve, reject }));
+    return new Promise((resolve, reject) => batcher.add({ receiptHandle: d.receiptHandle, resolve, reject }));
   }
 
   private async runDeletes(queueUrl: string, items: PendingDelete[]): Promise<void> {

@@ -28,12 +28,18 @@ import {
   UnsupportedError,
   type WireMessage,
 } from '@omnibus/core';
+import {
+  type AbandonVerdict,
+  type PublishCall,
+  type TransportStats,
+  withConnectDeadline,
+} from '@omnibus/core/kit';
 import { headersToAttributes, sqsMessageBytes } from './attributes.js';
 import { brokerAnswered, describeError, isQueueMissing } from './aws-errors.js';
-import { fifoPredicate, parseOptions, type ResolvedSqsOptions, type SqsOptions } from './options.js';
+import { fifoPredicate, type ResolvedSqsOptions, resolveOptions, type SqsOptions } from './options.js';
 import { DEFAULT_MAX_MESSAGE_BYTES, type QueueInfo, QueueRegistry } from './queues.js';
 import { RetryStateStore } from './retry-state.js';
-import { QueueSender, type SendEntry, toPublishError } from './sender.js';
+import { QueueSender, type SendEntry, toPublishError, withdraw } from './sender.js';
 import { SqsSubscription } from './subscription.js';
 
 // Loopback endpoints are emulators (ElasticMQ, LocalStack) that ignore signatures; the SDK still
@@ -42,10 +48,6 @@ const EMULATOR_CREDENTIALS = { accessKeyId: 'omnibus-local', secretAccessKey: 'o
 const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '[::1]', '::1']);
 // SQS: MessageGroupId and MessageDeduplicationId take up to 128 of these characters.
 const FIFO_ID = /^[A-Za-z0-9!"#$%&'()*+,\-./:;<=>?@[\\\]^_`{|}~]{1,128}$/;
-
-// The 12-hour visibility ceiling counts from the receive, so a retry handed over after a long handler
-// run gets less; 11 h leaves room for that.
-const FIFO_DURABLE_MAX_DELAY_MS = 11 * 3_600_000;
 
 /** A key SQS cannot take as a group id is hashed: deterministic, so per-key order still holds. */
 export function fifoGroupId(key: string): string {
@@ -59,6 +61,14 @@ function deduplicationId(id: string): string {
 /** A send refused because the queue no longer exists (deleted, or an emulator restarted empty). */
 function isVanishedQueue(err: unknown): boolean {
   return err instanceof PublishError && err.details.queueMissing === true;
+}
+
+const WITHDRAWN = (): AbandonVerdict => 'withdrawn';
+
+/** An approximate count SQS reported, or null when it reported none. */
+function count(value: string | undefined): number | null {
+  const n = Number(value);
+  return value === undefined || !Number.isFinite(n) ? null : n;
 }
 
 export class SqsTransport implements Transport {
@@ -78,32 +88,25 @@ export class SqsTransport implements Transport {
   private closed = false;
 
   constructor(options: SqsOptions = {}) {
-    this.options = parseOptions(options);
+    this.options = resolveOptions(options);
     this.isFifo = fifoPredicate(this.options.fifoTopics);
     const allFifo = this.options.fifoTopics === true;
-    const fifoTopics = this.options.fifoTopics;
-    const hasFifo = fifoTopics !== undefined && !(Array.isArray(fifoTopics) && fifoTopics.length === 0);
     const self = this;
     this.capabilities = {
       consumerGroups: true,
       fanOut: false,
-      patternRouting: false,
       // Per transport: FIFO topics keep per-key order across the whole group (MessageGroupId), standard
       // queues only as far as the core keeps it in one process. 'group' is claimed only when every topic is FIFO.
       ordering: allFifo ? 'group' : 'process',
       replay: false,
-      nativeDelay: true,
-      // Standard queues chain 15-minute hops durably (x-omnibus-due-at travels with the copy): unbounded.
-      // FIFO queues hold a message invisible for up to 12 h per receive; what lies beyond is chained in
-      // this process's memory only, so with any FIFO topic the durable bound is stated.
-      maxDelayMs: hasFifo ? FIFO_DURABLE_MAX_DELAY_MS : Number.MAX_SAFE_INTEGER,
+      // SQS delays by any whole number of seconds (DelaySeconds, visibility timeout): no tiers to round to.
       delayTiersMs: [],
-      nativeDeadLetter: true,
       get maxMessageBytes() {
         return self.maxMessageBytes();
       },
       persistent: this.options.persistent,
-      keyAffinity: allFifo,
+      // A queue keeps what nobody consumes yet; 'reject' is refused in resolveOptions.
+      rejectsUnroutable: false,
     };
     this.client = this.createClient();
     this.registry = new QueueRegistry(
@@ -141,6 +144,7 @@ export class SqsTransport implements Transport {
       requestHandler: {
         connectionTimeout: 5_000,
         // Long polls hold a request open for waitTimeSeconds; anything slower than that plus slack is stuck.
+        // Publishes opt out (sender.ts): their caller's deadline is their only timeout.
         requestTimeout: (this.options.waitTimeSeconds + 5) * 1000,
         // Without this the SDK only warns and keeps waiting; seen here: ElasticMQ never answers a long
         // poll on a queue deleted meanwhile, which would stall that poller.
@@ -170,15 +174,27 @@ export class SqsTransport implements Transport {
       : `AWS SQS (${this.options.region ?? 'default region'})`;
   }
 
+  /**
+   * One probe request within `connectTimeoutMs`: past it the request is aborted (which also ends the SDK's
+   * own retries and backoff), so neither a closed port nor a silent one stretches the deadline.
+   */
   async connect(ctx: TransportContext): Promise<void> {
     this.logger = ctx.logger;
-    await this.probe();
+    await this.probeWithin(this.options.connectTimeoutMs);
+  }
+
+  private probeWithin(timeoutMs: number): Promise<void> {
+    const abort = new AbortController();
+    return withConnectDeadline(this.probe(abort.signal), timeoutMs, this.endpointLabel, () => abort.abort());
   }
 
   /** Any answer from SQS, an access-denied one included, proves it is reachable. */
-  private async probe(): Promise<void> {
+  private async probe(abortSignal?: AbortSignal): Promise<void> {
     try {
-      await this.client.send(new ListQueuesCommand({ QueueNamePrefix: 'omnibus-probe-', MaxResults: 1 }));
+      await this.client.send(
+        new ListQueuesCommand({ QueueNamePrefix: 'omnibus-probe-', MaxResults: 1 }),
+        abortSignal ? { abortSignal } : {},
+      );
     } catch (err) {
       if (brokerAnswered(err)) return;
       throw new ConnectionError(`cannot connect to SQS at ${this.endpointLabel}: ${describeError(err)}`, {
@@ -200,44 +216,66 @@ export class SqsTransport implements Transport {
   /**
    * Not `async`: once the topic's queue is known, a publish goes straight to the queue's sender (no name
    * mapping, no awaits of its own). A queue that vanished meanwhile is handled by the full path below.
+   * There is no publish timeout here: the caller's deadline (`call`) ends the wait, and what is still
+   * queued in the batcher then is withdrawn (see sender.ts).
    */
-  publish(topic: string, messages: readonly WireMessage[]): Promise<void> {
+  publish(topic: string, messages: readonly WireMessage[], call: PublishCall): Promise<void> {
     const info = this.closed || messages.length === 0 ? undefined : this.registry.resolved(topic);
-    if (!info) return this.publishResolving(topic, messages);
+    if (!info) return this.publishResolving(topic, messages, call);
     let sent: Promise<unknown>;
     try {
-      sent = this.sendEntries(info, messages);
+      sent = this.sendEntries(info, messages, call);
     } catch (err) {
       return Promise.reject(err);
     }
     return sent.then(
       () => {},
       (err: unknown) => {
-        if (isVanishedQueue(err) && this.options.provision === 'create') {
-          return this.publishResolving(topic, messages);
+        if (isVanishedQueue(err) && this.options.provision === 'create' && !call.abandoned) {
+          return this.publishResolving(topic, messages, call);
         }
         throw err;
       },
     );
   }
 
-  private async publishResolving(topic: string, messages: readonly WireMessage[]): Promise<void> {
+  private async publishResolving(
+    topic: string,
+    messages: readonly WireMessage[],
+    call: PublishCall,
+  ): Promise<void> {
     if (this.closed) throw new PublishError(ErrorCode.CLOSED, 'the SQS transport is closed');
     if (messages.length === 0) return;
+    // Until the entries are queued nothing can have been written: giving up meanwhile withdraws them.
+    call.onAbandon(WITHDRAWN);
     const names = this.registry.names(topic); // a topic that cannot be a queue name throws ConfigError here
     let info = await this.resolveForPublish(topic);
     try {
-      await this.sendAll(info, messages);
+      await this.sendQueued(info, messages, call);
     } catch (err) {
       if (!(isVanishedQueue(err) && this.options.provision === 'create')) throw err;
+      // SQS refused every entry because the queue is gone: nothing was written, so nothing is withdrawn twice.
+      call.onAbandon(WITHDRAWN);
       this.logger.warn(
         { topic, queue: names.main },
         'SQS queue vanished; recreating it and publishing again',
       );
       this.registry.invalidate(topic);
       info = await this.resolveForPublish(topic);
-      await this.sendAll(info, messages);
+      await this.sendQueued(info, messages, call);
     }
+  }
+
+  /** Sends unless the caller gave up while the queue was being resolved (then nothing is sent at all). */
+  private sendQueued(info: QueueInfo, messages: readonly WireMessage[], call: PublishCall): Promise<unknown> {
+    if (call.abandoned) {
+      return Promise.reject(
+        new PublishError(ErrorCode.TIMEOUT, `publish to "${info.topic}" withdrawn before it was sent`, {
+          details: { outcome: 'not-sent' },
+        }),
+      );
+    }
+    return this.sendEntries(info, messages, call);
   }
 
   private async resolveForPublish(topic: string): Promise<QueueInfo> {
@@ -257,22 +295,27 @@ export class SqsTransport implements Transport {
     }
   }
 
-  private async sendAll(info: QueueInfo, messages: readonly WireMessage[]): Promise<void> {
-    await this.sendEntries(info, messages);
-  }
-
   /**
-   * Every entry is checked (it may throw) before any is sent, so a bad message does not leave its batch
-   * half published; then each goes to the queue's sender.
+   * Every entry is checked (it may throw) before any is queued, so a bad message does not leave its
+   * batch half published; then each goes to the queue's sender, and the caller's deadline learns how
+   * to withdraw them.
    */
-  private sendEntries(info: QueueInfo, messages: readonly WireMessage[]): Promise<unknown> {
+  private sendEntries(
+    info: QueueInfo,
+    messages: readonly WireMessage[],
+    call: PublishCall,
+  ): Promise<unknown> {
     const sender = this.senderFor(info);
     if (messages.length === 1) {
       const [entry, bytes] = this.toEntry(info, messages[0]!);
-      return sender.send(entry, bytes);
+      const pending = sender.send(entry, bytes);
+      call.onAbandon(() => withdraw([pending]));
+      return pending.promise;
     }
     const entries = messages.map((wire) => this.toEntry(info, wire));
-    return Promise.all(entries.map(([entry, bytes]) => sender.send(entry, bytes)));
+    const pending = entries.map(([entry, bytes]) => sender.send(entry, bytes));
+    call.onAbandon(() => withdraw(pending));
+    return Promise.all(pending.map((p) => p.promise));
   }
 
   private toEntry(info: QueueInfo, wire: WireMessage): [SendEntry, number] {
@@ -408,7 +451,8 @@ export class SqsTransport implements Transport {
       queues: this.knownMaxBytes.size,
     };
     try {
-      await this.probe();
+      // A health check answers within the connect deadline too, rather than after the SDK's retries.
+      await this.probeWithin(this.options.connectTimeoutMs);
       return {
         ok: !this.closed,
         transport: this.name,
@@ -420,10 +464,13 @@ export class SqsTransport implements Transport {
   }
 
   /**
-   * SQS's approximate counts for the topic's queue (ready = ApproximateNumberOfMessages, inFlight =
-   * …NotVisible, delayed = …Delayed), deadLettered for its dead-letter queue, and this process's subscriptions.
+   * SQS's approximate counts for the topic's queue: depth = ApproximateNumberOfMessages, inFlight =
+   * …NotVisible (on FIFO queues this includes messages waiting out a retry, which stay invisible),
+   * delayed = …Delayed (standard queues' delayed retry copies), deadLettered from the dead-letter queue
+   * (null when it cannot be read). SQS reports no lag, and the oldest message's age only to CloudWatch.
+   * The queue is the group, so `group` selects nothing more.
    */
-  async stats(topic: string, _group?: string): Promise<Record<string, number>> {
+  async stats(topic: string, _group?: string): Promise<TransportStats> {
     let info: QueueInfo;
     let res: GetQueueAttributesCommandOutput;
     try {
@@ -442,13 +489,7 @@ export class SqsTransport implements Transport {
       throw this.brokerError(err, `reading stats of topic "${topic}"`);
     }
     const a = res.Attributes ?? {};
-    const stats: Record<string, number> = {
-      ready: Number(a.ApproximateNumberOfMessages ?? 0),
-      inFlight: Number(a.ApproximateNumberOfMessagesNotVisible ?? 0),
-      delayed: Number(a.ApproximateNumberOfMessagesDelayed ?? 0),
-      deadLettered: 0,
-      consumers: [...this.subscriptions].filter((s) => s.topic === topic).length,
-    };
+    let deadLettered: number | null = null;
     try {
       const dlq = await this.client.send(
         new GetQueueAttributesCommand({
@@ -456,11 +497,21 @@ export class SqsTransport implements Transport {
           AttributeNames: ['ApproximateNumberOfMessages'],
         }),
       );
-      stats.deadLettered = Number(dlq.Attributes?.ApproximateNumberOfMessages ?? 0);
+      deadLettered = count(dlq.Attributes?.ApproximateNumberOfMessages);
     } catch {
-      // no dead-letter queue (yet): nothing to report
+      // no dead-letter queue (yet), or no permission to read it: unknown
     }
-    return stats;
+    let consumers = 0;
+    for (const s of this.subscriptions) if (s.topic === topic) consumers++;
+    return {
+      depth: count(a.ApproximateNumberOfMessages),
+      inFlight: count(a.ApproximateNumberOfMessagesNotVisible),
+      delayed: count(a.ApproximateNumberOfMessagesDelayed),
+      deadLettered,
+      lag: null,
+      oldestAgeMs: null,
+      extras: { consumers },
+    };
   }
 
   async close(): Promise<void> {

@@ -6,11 +6,21 @@ import {
   SendMessageCommand,
   type SendMessageCommandInput,
 } from '@aws-sdk/client-sqs';
-import { ControlHeader, type Delivery, readDeadLetterInfo } from '@omnibus/core';
+import { ControlHeader, type Delivery, ErrorCode, readDeadLetterInfo } from '@omnibus/core';
 import { eventually } from '@omnibus/core/testing';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { attributesToHeaders, headersToAttributes, queueNames } from '../src/index.js';
-import { closeAll, envelope, Inbox, raw, requireBroker, spec, transport, uniqueTopic } from './helpers.js';
+import {
+  closeAll,
+  envelope,
+  Inbox,
+  publish,
+  raw,
+  requireBroker,
+  spec,
+  transport,
+  uniqueTopic,
+} from './helpers.js';
 
 async function queueUrl(name: string): Promise<string> {
   return (await raw.send(new GetQueueUrlCommand({ QueueName: name }))).QueueUrl!;
@@ -25,13 +35,14 @@ describe('consuming from ElasticMQ', () => {
     const t = await transport({ pollers: 3 });
     const inbox = new Inbox(t);
     const sub = await t.subscribe(spec(topic, 'g', { maxInFlight: 3 }), inbox.push);
-    await t.publish(
+    await publish(
+      t,
       topic,
       Array.from({ length: 12 }, (_, i) => t.encode(envelope({ i }))),
     );
     await inbox.waitFor(3);
     // Give the pollers every chance to overshoot: the queue still holds 9 visible messages.
-    await eventually(async () => (await t.stats(topic)).ready === 9, { timeoutMs: 10_000, what: '9 ready' });
+    await eventually(async () => (await t.stats(topic)).depth === 9, { timeoutMs: 10_000, what: '9 ready' });
     expect(inbox.deliveries).toHaveLength(3);
     await Promise.all(inbox.deliveries.slice(0, 3).map((d) => d.ack()));
     await inbox.waitFor(6);
@@ -44,7 +55,8 @@ describe('consuming from ElasticMQ', () => {
     const t = await transport();
     const inbox = new Inbox(t);
     await t.subscribe(spec(topic, 'g'), inbox.push);
-    await t.publish(
+    await publish(
+      t,
       topic,
       Array.from({ length: 15 }, (_, i) => t.encode(envelope({ i }))),
     );
@@ -65,11 +77,21 @@ describe('consuming from ElasticMQ', () => {
     await eventually(
       async () => {
         const s = await t.stats(topic);
-        return s.ready === 0 && s.inFlight === 0;
+        return s.depth === 0 && s.inFlight === 0;
       },
       { timeoutMs: 10_000, what: 'an empty queue' },
     );
-    await expect(inbox.deliveries[0]!.ack()).rejects.toThrow(/already settled/);
+    // The one stats shape: what SQS does not know is null, this process's figures are extras.
+    expect(await t.stats(topic)).toMatchObject({
+      delayed: 0,
+      deadLettered: 0,
+      lag: null,
+      oldestAgeMs: null,
+      extras: { consumers: 1 },
+    });
+    // A second settle is the kit's ALREADY_SETTLED, on SQS as everywhere, and touches nothing.
+    await expect(inbox.deliveries[0]!.ack()).rejects.toMatchObject({ code: ErrorCode.ALREADY_SETTLED });
+    await expect(inbox.deliveries[1]!.release()).rejects.toMatchObject({ code: ErrorCode.ALREADY_SETTLED });
   });
 
   it('dead-letters body and headers with the failure metadata to <topic>-dlq, then removes the original', async () => {
@@ -78,7 +100,7 @@ describe('consuming from ElasticMQ', () => {
     const inbox = new Inbox(t);
     await t.subscribe(spec(topic, 'billing'), inbox.push);
     const env = envelope({ order: 42 }, { headers: { tenant: 'acme' } });
-    await t.publish(topic, [t.encode(env)]);
+    await publish(t, topic, [t.encode(env)]);
     await inbox.waitFor(1);
     const original = inbox.deliveries[0]!;
     await original.deadLetter({
@@ -111,7 +133,7 @@ describe('consuming from ElasticMQ', () => {
     await eventually(
       async () => {
         const s = await t.stats(topic);
-        return s.ready === 0 && s.inFlight === 0 && s.deadLettered === 0;
+        return s.depth === 0 && s.inFlight === 0 && s.deadLettered === 0;
       },
       { timeoutMs: 10_000, what: 'the original gone (and the dead letter received)' },
     );
@@ -122,7 +144,7 @@ describe('consuming from ElasticMQ', () => {
     const t = await transport();
     const inbox = new Inbox(t);
     await t.subscribe(spec(topic, 'g'), inbox.push);
-    await t.publish(topic, [t.encode(envelope({ n: 1 }, { headers: { tenant: 'acme' } }))]);
+    await publish(t, topic, [t.encode(envelope({ n: 1 }, { headers: { tenant: 'acme' } }))]);
     await inbox.waitFor(1);
     const first = inbox.deliveries[0]!;
     expect(first.previousAttempts).toBe(0);
@@ -150,7 +172,7 @@ describe('consuming from ElasticMQ', () => {
     const t = await transport();
     const inbox = new Inbox(t);
     await t.subscribe(spec(topic, 'g'), inbox.push);
-    await t.publish(topic, [t.encode(envelope({ n: 1 }))]);
+    await publish(t, topic, [t.encode(envelope({ n: 1 }))]);
     await inbox.waitFor(1);
     await inbox.deliveries[0]!.release();
     await inbox.waitFor(2, 10_000);
@@ -165,7 +187,7 @@ describe('consuming from ElasticMQ', () => {
     const t = await transport({ visibilityTimeoutSeconds: 5 });
     await t.provision(topic, []);
     const url = await queueUrl(queueNames(topic, false).main);
-    await t.publish(topic, [t.encode(envelope({ n: 1 }))]);
+    await publish(t, topic, [t.encode(envelope({ n: 1 }))]);
     // A consumer that crashed: received, never settled, lease left to lapse.
     await eventually(
       async () =>
@@ -211,11 +233,11 @@ describe('consuming from ElasticMQ', () => {
     const t = await transport();
     const inbox = new Inbox(t);
     await t.subscribe(spec(topic, 'g'), inbox.push);
-    await t.publish(topic, [t.encode(envelope({ n: 1 }))]);
+    await publish(t, topic, [t.encode(envelope({ n: 1 }))]);
     await inbox.waitFor(1);
     await inbox.deliveries[0]!.ack();
     await raw.send(new DeleteQueueCommand({ QueueUrl: await queueUrl(queueNames(topic, false).main) }));
-    await t.publish(topic, [t.encode(envelope({ n: 2 }))]);
+    await publish(t, topic, [t.encode(envelope({ n: 2 }))]);
     await inbox.waitFor(2, 30_000);
     expect(inbox.data(1)).toEqual({ n: 2 });
     await inbox.deliveries[1]!.ack();
@@ -226,7 +248,7 @@ describe('consuming from ElasticMQ', () => {
     const t = await transport({ visibilityTimeoutSeconds: 5 });
     const inbox = new Inbox(t);
     await t.subscribe(spec(topic, 'g'), inbox.push);
-    await t.publish(topic, [t.encode(envelope({ n: 1 }))]);
+    await publish(t, topic, [t.encode(envelope({ n: 1 }))]);
     await inbox.waitFor(1);
     // Hold it for well over its 5 s visibility timeout.
     const heldUntil = Date.now() + 9000;
@@ -277,7 +299,7 @@ describe('FIFO topics on ElasticMQ', () => {
     for (let seq = 0; seq < PER_KEY; seq++) {
       await Promise.all(
         Array.from({ length: KEYS }, (_, k) =>
-          t.publish(topic, [t.encode(envelope({ seq }, { key: `key-${k}` }))]),
+          publish(t, topic, [t.encode(envelope({ seq }, { key: `key-${k}` }))]),
         ),
       );
     }
@@ -297,7 +319,7 @@ describe('FIFO topics on ElasticMQ', () => {
     const t = await transport({ fifoTopics: [topic] });
     const inbox = new Inbox(t);
     await t.subscribe(spec(topic, 'g'), inbox.push);
-    await t.publish(topic, [t.encode(envelope({ n: 1 }, { key: 'k-9' }))]);
+    await publish(t, topic, [t.encode(envelope({ n: 1 }, { key: 'k-9' }))]);
     await inbox.waitFor(1);
     await inbox.deliveries[0]!.deadLetter({ [ControlHeader.reason]: 'validation' });
     const res = await raw.send(

@@ -1,7 +1,15 @@
 /** Shared setup for the SQS adapter tests: the real ElasticMQ, a raw SDK client, envelopes and deliveries. */
 import { randomBytes } from 'node:crypto';
 import { DeleteQueueCommand, ListQueuesCommand, SQSClient } from '@aws-sdk/client-sqs';
-import { type Delivery, type RawEnvelope, type SubscribeSpec, silentLogger, uuidv7 } from '@omnibus/core';
+import {
+  type Delivery,
+  type RawEnvelope,
+  type SubscribeSpec,
+  silentLogger,
+  uuidv7,
+  type WireMessage,
+} from '@omnibus/core';
+import { noDeadline } from '@omnibus/core/kit';
 import { eventually } from '@omnibus/core/testing';
 import { type SqsOptions, type SqsTransport, sqs } from '../src/index.js';
 
@@ -71,6 +79,11 @@ export async function closeAll(): Promise<void> {
   const urls = [...created];
   created.clear();
   await Promise.allSettled(urls.map((QueueUrl) => raw.send(new DeleteQueueCommand({ QueueUrl }))));
+}
+
+/** A publish whose caller waits as long as it takes (the deadline tests make their own). */
+export function publish(t: SqsTransport, topic: string, wires: readonly WireMessage[]): Promise<void> {
+  return t.publish(topic, wires, noDeadline());
 }
 
 export function envelope(data: unknown, partial: Partial<RawEnvelope> = {}): RawEnvelope {

@@ -84,30 +84,39 @@ describe('options and URLs', () => {
     }
   });
 
-  it('states its capabilities', () => {
-    const t = sqs({ endpoint: ENDPOINT });
-    expect(t.capabilities).toMatchObject({
-      consumerGroups: true,
-      fanOut: false,
-      patternRouting: false,
-      ordering: 'process',
-      replay: false,
-      nativeDelay: true,
-      maxDelayMs: Number.MAX_SAFE_INTEGER,
-      delayTiersMs: [],
-      nativeDeadLetter: true,
-      maxMessageBytes: 262_144,
-      keyAffinity: false,
+  it('a misspelt option is a ConfigError naming it', () => {
+    let err: unknown;
+    try {
+      sqs({ endpoint: ENDPOINT, visibilityTimeoutSecond: 30 } as never);
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(ConfigError);
+    expect(String((err as Error).message)).toMatch(/visibilityTimeoutSecond/);
+    expect(() => transportFromUrl(`sqs+http://127.0.0.1:9324?conectTimeoutMs=5`)).toThrow(/conectTimeoutMs/);
+  });
+
+  it("refuses onNoSubscribers 'reject' with a ConfigError saying that a queue keeps messages", () => {
+    expect(() => sqs({ endpoint: ENDPOINT, onNoSubscribers: 'reject' })).toThrow(ConfigError);
+    expect(() => sqs({ endpoint: ENDPOINT, onNoSubscribers: 'reject' })).toThrow(
+      /onNoSubscribers.*queue keeps every message/,
+    );
+    expect(() => transportFromUrl('sqs+http://127.0.0.1:9324?onNoSubscribers=reject')).toThrow(ConfigError);
+    expect(sqs({ endpoint: ENDPOINT, onNoSubscribers: 'accept' }).capabilities.rejectsUnroutable).toBe(false);
+  });
+
+  it('reads connectTimeoutMs and onNoSubscribers from the URL', () => {
+    expect(optionsFromUrl('sqs+http://h:1?connectTimeoutMs=1500&onNoSubscribers=accept')).toMatchObject({
+      connectTimeoutMs: 1500,
+      onNoSubscribers: 'accept',
     });
-    expect(sqs({ endpoint: ENDPOINT, fifoTopics: true }).capabilities).toMatchObject({
-      ordering: 'group',
-      keyAffinity: true,
-      maxDelayMs: 11 * 3_600_000,
-    });
-    expect(sqs({ endpoint: ENDPOINT, fifoTopics: ['orders'] }).capabilities).toMatchObject({
-      ordering: 'process',
-      maxDelayMs: 11 * 3_600_000,
-    });
+    expect(() => optionsFromUrl('sqs+http://h:1?persistent=maybe')).toThrow(/persistent/);
+  });
+
+  it('claims group-wide ordering only when every topic is FIFO', () => {
+    expect(sqs({ endpoint: ENDPOINT }).capabilities.ordering).toBe('process');
+    expect(sqs({ endpoint: ENDPOINT, fifoTopics: ['orders'] }).capabilities.ordering).toBe('process');
+    expect(sqs({ endpoint: ENDPOINT, fifoTopics: true }).capabilities.ordering).toBe('group');
   });
 });
 

@@ -9,7 +9,17 @@ import { DecodeError, ErrorCode, PublishError, wireSize } from '@omnibus/core';
 import { eventually } from '@omnibus/core/testing';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { PACKED_HEADERS_ATTRIBUTE, queueNames, type SqsTransport } from '../src/index.js';
-import { closeAll, envelope, Inbox, raw, requireBroker, spec, transport, uniqueTopic } from './helpers.js';
+import {
+  closeAll,
+  envelope,
+  Inbox,
+  publish,
+  raw,
+  requireBroker,
+  spec,
+  transport,
+  uniqueTopic,
+} from './helpers.js';
 
 /** Counts the SDK commands a transport sends, by name, and the entries of each batch. */
 function countCommands(t: SqsTransport): { calls: Map<string, number>; batchSizes: number[] } {
@@ -60,7 +70,7 @@ describe('publishing to ElasticMQ', () => {
     await t.provision(topic, []);
     const { calls, batchSizes } = countCommands(t);
     const envs = Array.from({ length: 95 }, (_, i) => envelope({ i }));
-    await Promise.all(envs.map((e) => t.publish(topic, [t.encode(e)])));
+    await Promise.all(envs.map((e) => publish(t, topic, [t.encode(e)])));
     const batches = calls.get('SendMessageBatchCommand') ?? 0;
     expect(calls.get('SendMessageCommand') ?? 0).toBe(0);
     // 95 messages need at least 10 calls of 10; a coalescing producer needs not many more.
@@ -76,7 +86,7 @@ describe('publishing to ElasticMQ', () => {
     const topic = uniqueTopic('wire');
     const t = await transport();
     const env = envelope({ ok: true }, { headers: { tenant: 'acme', 'x-request-id': 'r-1' }, key: 'k-1' });
-    await t.publish(topic, [t.encode(env)]);
+    await publish(t, topic, [t.encode(env)]);
     const [m] = await receiveAll(queueNames(topic, false).main, 1);
     const body = JSON.parse(m!.Body!) as Record<string, unknown>;
     expect(body).toMatchObject({
@@ -98,7 +108,7 @@ describe('publishing to ElasticMQ', () => {
     const inbox = new Inbox(t);
     await t.subscribe(spec(topic, 'g'), inbox.push);
     const env = envelope({ n: 1 }, { headers });
-    await t.publish(topic, [t.encode(env)]);
+    await publish(t, topic, [t.encode(env)]);
     await inbox.waitFor(1);
     const d = inbox.deliveries[0]!;
     expect(Object.keys(d.wire.headers)).not.toContain(PACKED_HEADERS_ATTRIBUTE);
@@ -115,16 +125,16 @@ describe('publishing to ElasticMQ', () => {
     const wire = t.encode(big);
     // Bytes travel as base64 inside the body, so the core's own size check sees the growth too.
     expect(wireSize(wire)).toBeGreaterThan(limit);
-    const err = await t.publish(topic, [wire]).catch((e: unknown) => e);
+    const err = await publish(t, topic, [wire]).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(PublishError);
     expect((err as PublishError).code).toBe(ErrorCode.TOO_LARGE);
 
     // Body just under the limit, pushed over by its headers.
     const probe = t.encode(envelope(''));
     const text = 'a'.repeat(limit - probe.body.byteLength - 200);
-    await t.publish(topic, [t.encode(envelope(text))]);
+    await publish(t, topic, [t.encode(envelope(text))]);
     const withHeaders = envelope(text, { headers: { pad: 'p'.repeat(400) } });
-    await expect(t.publish(topic, [t.encode(withHeaders)])).rejects.toMatchObject({
+    await expect(publish(t, topic, [t.encode(withHeaders)])).rejects.toMatchObject({
       code: ErrorCode.TOO_LARGE,
     });
   });
@@ -132,13 +142,13 @@ describe('publishing to ElasticMQ', () => {
   it('a FIFO publish without a key is refused (UNROUTABLE); with keys it uses MessageGroupId and the envelope id', async () => {
     const topic = uniqueTopic('fifokey');
     const t = await transport({ fifoTopics: [topic] });
-    await expect(t.publish(topic, [t.encode(envelope({ n: 0 }))])).rejects.toMatchObject({
+    await expect(publish(t, topic, [t.encode(envelope({ n: 0 }))])).rejects.toMatchObject({
       code: ErrorCode.UNROUTABLE,
     });
     const env = envelope({ n: 1 }, { key: 'customer 7 ü' });
-    await t.publish(topic, [t.encode(env)]);
+    await publish(t, topic, [t.encode(env)]);
     // The same envelope again within 5 minutes is deduplicated by SQS.
-    await t.publish(topic, [t.encode(env)]);
+    await publish(t, topic, [t.encode(env)]);
     const got = await receiveAll(queueNames(topic, true).main, 1);
     expect(got).toHaveLength(1);
     expect(got[0]!.Attributes?.MessageDeduplicationId).toBe(env.id);
@@ -180,9 +190,9 @@ describe('publishing to ElasticMQ', () => {
     // A NUL character is not allowed in an SQS body: SQS fails this one entry of the batch.
     const bad = { body: Buffer.from('{"bad":"\u0000"}'), headers: {} };
     const results = await Promise.allSettled([
-      ...good.slice(0, 2).map((e) => t.publish(topic, [t.encode(e)])),
-      t.publish(topic, [bad]),
-      ...good.slice(2).map((e) => t.publish(topic, [t.encode(e)])),
+      ...good.slice(0, 2).map((e) => publish(t, topic, [t.encode(e)])),
+      publish(t, topic, [bad]),
+      ...good.slice(2).map((e) => publish(t, topic, [t.encode(e)])),
     ]);
     expect(batchSizes).toEqual([5]);
     expect(results.map((r) => r.status)).toEqual([
@@ -205,7 +215,7 @@ describe('publishing to ElasticMQ', () => {
   it('a publish after close is refused with CLOSED', async () => {
     const t = await transport();
     await t.close();
-    await expect(t.publish(uniqueTopic('closed'), [t.encode(envelope({}))])).rejects.toMatchObject({
+    await expect(publish(t, uniqueTopic('closed'), [t.encode(envelope({}))])).rejects.toMatchObject({
       code: ErrorCode.CLOSED,
     });
   });
