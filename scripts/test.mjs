@@ -14,6 +14,8 @@ const TRANSPORTS = {
   rabbitmq: ['rabbitmq', 'rabbitmq-private'],
   kafka: ['kafka'],
   sqs: ['sqs'],
+  // @omnibus/sqs in SNS fan-out mode, on the fauxqs emulator (AWS_ENDPOINT_URL points elsewhere when set).
+  sns: ['fauxqs'],
 };
 const ENABLED = (process.env.OMNIBUS_TRANSPORTS ?? Object.keys(TRANSPORTS).join(','))
   .split(',')

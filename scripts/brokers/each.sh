@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Run one action (up|down|status) over a set of brokers, in parallel, and
 # print each broker's report in a fixed order. Used by up.sh and down.sh.
-# Usage: each.sh up|down|status [all|rabbitmq|rabbitmq-private|kafka|sqs]...
+# Usage: each.sh up|down|status [all|rabbitmq|rabbitmq-private|kafka|sqs|fauxqs]...
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-ALL=(rabbitmq rabbitmq-private kafka sqs)
+ALL=(rabbitmq rabbitmq-private kafka sqs fauxqs)
 
 usage() {
   local IFS='|'
@@ -27,7 +27,7 @@ add() {
 for arg in "$@"; do
   case "$arg" in
     all) for t in "${ALL[@]}"; do add "$t"; done ;;
-    rabbitmq | rabbitmq-private | kafka) add "$arg" ;;
+    rabbitmq | rabbitmq-private | kafka | fauxqs) add "$arg" ;;
     sqs | elasticmq) add sqs ;;
     *) usage ;;
   esac
@@ -39,6 +39,7 @@ script_for() {
     rabbitmq-private) echo rabbitmq-private.sh ;;
     kafka) echo kafka.sh ;;
     sqs) echo elasticmq.sh ;;
+    fauxqs) echo fauxqs.sh ;;
   esac
 }
 
@@ -48,6 +49,7 @@ external_var_for() {
     rabbitmq) echo AMQP_URL ;;
     kafka) echo KAFKA_BROKERS ;;
     sqs) echo SQS_ENDPOINT ;;
+    fauxqs) echo AWS_ENDPOINT_URL ;;
     *) echo "" ;;
   esac
 }
