@@ -2,6 +2,7 @@
 
 import type { BackoffOptions } from './backoff.js';
 import type { CircuitBreakerOptions } from './circuit-breaker.js';
+import { type ClaimCheckOptions, claimCheck } from './claim-check.js';
 import { type Codec, CodecRegistry } from './codec.js';
 import { type ConsumeOutcome, Consumer, type ConsumerDeps, type ConsumerPolicy } from './consumer.js';
 import { childTraceparent, currentContext } from './context.js';
@@ -40,6 +41,8 @@ export interface ConnectOptions {
   drainTimeoutMs?: number;
   /** Options for the adapter when `transport` is a URL. */
   transportOptions?: Record<string, unknown>;
+  /** Large payloads by reference: the transport is wrapped with `claimCheck(transport, this)`. */
+  claimCheck?: ClaimCheckOptions;
 }
 
 export interface PublishOptions {
@@ -548,8 +551,9 @@ export async function connect(options: ConnectOptions | string, service?: string
       'required: a transport instance or a URL such as memory:// or amqp://host',
     );
   }
-  const transport =
+  const resolved =
     typeof o.transport === 'string' ? await resolveTransport(o.transport, o.transportOptions) : o.transport;
+  const transport = o.claimCheck ? claimCheck(resolved, o.claimCheck) : resolved;
   const bus = new Bus(transport, o);
   await transport.connect({ logger: bus.logger, service: bus.service });
   return bus;
