@@ -6,6 +6,7 @@
 import { createHash } from 'node:crypto';
 import {
   CreateTopicCommand,
+  GetSubscriptionAttributesCommand,
   ListSubscriptionsByTopicCommand,
   ListTopicsCommand,
   type MessageAttributeValue,
@@ -258,20 +259,31 @@ export class SnsFanOut {
     if (mode === 'create') await this.setFilter(existing, filter);
   }
 
+  /** Brings an existing subscription to raw delivery and this filter, writing only what differs. */
   private async setFilter(subscriptionArn: string, filter: string | undefined): Promise<void> {
-    await this.sns.send(
-      new SetSubscriptionAttributesCommand({
-        SubscriptionArn: subscriptionArn,
-        AttributeName: 'RawMessageDelivery',
-        AttributeValue: 'true',
-      }),
+    const res = await this.sns.send(
+      new GetSubscriptionAttributesCommand({ SubscriptionArn: subscriptionArn }),
     );
-    // An empty FilterPolicy removes the filter (AWS's documented way to clear it).
+    const current = res.Attributes ?? {};
+    if (current.RawMessageDelivery !== 'true') {
+      await this.sns.send(
+        new SetSubscriptionAttributesCommand({
+          SubscriptionArn: subscriptionArn,
+          AttributeName: 'RawMessageDelivery',
+          AttributeValue: 'true',
+        }),
+      );
+    }
+    const same =
+      (current.FilterPolicy ?? '') === (filter ?? '') ||
+      (filter === undefined && current.FilterPolicy === '{}');
+    if (same) return;
+    // `{}` removes a filter policy (AWS's documented way); changes take up to 15 minutes to apply on AWS.
     await this.sns.send(
       new SetSubscriptionAttributesCommand({
         SubscriptionArn: subscriptionArn,
         AttributeName: 'FilterPolicy',
-        AttributeValue: filter ?? '',
+        AttributeValue: filter ?? '{}',
       }),
     );
   }
