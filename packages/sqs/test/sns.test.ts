@@ -117,13 +117,15 @@ describe('SNS mode on fauxqs', () => {
         new GetQueueAttributesCommand({ QueueUrl, AttributeNames: ['Policy', 'RedrivePolicy'] }),
       )
     ).Attributes!;
-    const policy = JSON.parse(attrs.Policy!) as { Statement: { Principal: unknown; Condition: unknown }[] };
+    const policy = JSON.parse(attrs.Policy!) as {
+      Statement: { Principal: unknown; Condition: { ArnEquals: Record<string, string> } }[];
+    };
     expect(policy.Statement).toHaveLength(1);
     expect(policy.Statement[0]!.Principal).toEqual({ Service: 'sns.amazonaws.com' });
     expect(JSON.parse(attrs.RedrivePolicy!).deadLetterTargetArn).toMatch(new RegExp(`${names.deadLetter}$`));
     const subs = await rawSns.send(
       new ListSubscriptionsByTopicCommand({
-        TopicArn: (policy.Statement[0]!.Condition as never)['ArnEquals']['aws:SourceArn'],
+        TopicArn: policy.Statement[0]!.Condition.ArnEquals['aws:SourceArn'],
       }),
     );
     expect(subs.Subscriptions).toHaveLength(2);
