@@ -24,7 +24,8 @@ import { loadHarness } from './load-harness.js';
 const run = promisify(execFile);
 const harness = await loadHarness();
 const LOCAL_S3 = 'http://127.0.0.1:4566';
-const S3_ENDPOINT = process.env.OMNIBUS_S3_ENDPOINT ?? LOCAL_S3;
+// The S3 store's endpoint: OMNIBUS_S3_ENDPOINT, else the SDK's AWS_ENDPOINT_URL, else the local fauxqs.
+const S3_ENDPOINT = process.env.OMNIBUS_S3_ENDPOINT ?? process.env.AWS_ENDPOINT_URL ?? LOCAL_S3;
 const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
 
 const Blob = defineMessage({

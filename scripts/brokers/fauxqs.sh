@@ -23,7 +23,8 @@ DATA_DIR="$OMNIBUS_BROKER_DATA/fauxqs"
 LOG_DIR="$DATA_DIR/logs"
 PID_FILE="$DATA_DIR/fauxqs.pid"
 OUT_FILE="$LOG_DIR/fauxqs.out"
-SERVER_LOG="$OUT_FILE"
+# fauxqs writes one output file (no separate server log): fail_start shows it once.
+SERVER_LOG=""
 LAUNCHER="$HERE/fauxqs-server.mjs"
 MARKER="$LAUNCHER"
 
