@@ -6,6 +6,7 @@ import { type Bus, connect } from './bus.js';
 import { CLAIM_CHECK_HEADER, claimCheck, MemoryPayloadStore, type PayloadStore } from './claim-check.js';
 import { ControlHeader } from './envelope.js';
 import { ConfigError, ErrorCode } from './errors.js';
+import { PublishDeadline } from './kit/publish.js';
 import { memoryBroker, memoryTransport } from './memory/transport.js';
 import { defineMessage } from './message.js';
 import { eventually } from './testing/index.js';
@@ -166,5 +167,40 @@ describe('claim check', () => {
       thresholdBytes: number;
     };
     expect(explicit.thresholdBytes).toBe(1000);
+  });
+
+  it('a publish given up while its payload is being stored is withdrawn: the broker never sees it', async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((r) => {
+      release = r;
+    });
+    class SlowStore extends MemoryPayloadStore {
+      override async put(key: string, body: Uint8Array) {
+        await gate;
+        await super.put(key, body);
+      }
+    }
+    const broker = `cc-${randomUUID()}`;
+    const t = claimCheck(memoryTransport({ name: broker, maxMessageBytes: LIMIT }), {
+      store: new SlowStore(),
+    });
+    const topic = `t-${randomUUID().slice(0, 8)}`;
+    const wire = t.encode({
+      id: randomUUID(),
+      type: 'blob.stored',
+      source: 'svc',
+      time: Date.now(),
+      correlationId: 'c',
+      version: 1,
+      contentType: 'application/octet-stream',
+      headers: {},
+      data: new Uint8Array(LIMIT * 2),
+    });
+    const call = new PublishDeadline(Date.now() + 60_000);
+    const sent = t.publish(topic, [wire], call);
+    expect(call.abandon()).toBe('withdrawn');
+    release();
+    await expect(sent).rejects.toMatchObject({ code: ErrorCode.TIMEOUT });
+    expect(memoryBroker(broker).topic(topic).log).toHaveLength(0);
   });
 });

@@ -11,7 +11,7 @@ import {
   SQSClient,
 } from '@aws-sdk/client-sqs';
 import { ConfigError, type Delivery, matchesPattern, silentLogger } from '@omnibus/core';
-import { noDeadline } from '@omnibus/core/kit';
+import { noDeadline, PublishDeadline } from '@omnibus/core/kit';
 import { eventually } from '@omnibus/core/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -168,5 +168,22 @@ describe('SNS mode on fauxqs', () => {
     expect(Number(counts.Attributes!.ApproximateNumberOfMessages)).toBe(0);
     const stats = await t.stats(topic, 'billing');
     expect(stats.depth).toBe(0);
+  });
+
+  it('a publish given up before it is sent is withdrawn (TIMEOUT, never delivered)', async () => {
+    const topic = topicOf('withdraw');
+    const t = await transport();
+    const got: unknown[] = [];
+    await t.subscribe(spec(topic, 'billing'), (d) => {
+      got.push((JSON.parse(Buffer.from(t.decode(d.wire).data).toString('utf8')) as { i: number }).i);
+      void d.ack();
+    });
+    const call = new PublishDeadline(Date.now() + 60_000);
+    const first = t.publish(topic, [t.encode(envelope({ i: 1 }))], call);
+    expect(call.abandon()).toBe('withdrawn');
+    await expect(first).rejects.toMatchObject({ code: 'TIMEOUT', details: { outcome: 'not-sent' } });
+    await t.publish(topic, [t.encode(envelope({ i: 2 }))], noDeadline());
+    await eventually(() => got.includes(2), { timeoutMs: 20_000, what: 'the second message' });
+    expect(got).toEqual([2]);
   });
 });
