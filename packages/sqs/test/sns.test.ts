@@ -10,10 +10,18 @@ import {
   ListQueuesCommand,
   SQSClient,
 } from '@aws-sdk/client-sqs';
-import { ConfigError, type Delivery, matchesPattern, silentLogger } from '@omnibus/core';
+import {
+  ConfigError,
+  connect,
+  type Delivery,
+  defineMessage,
+  matchesPattern,
+  silentLogger,
+} from '@omnibus/core';
 import { noDeadline, PublishDeadline } from '@omnibus/core/kit';
 import { eventually } from '@omnibus/core/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { z } from 'zod';
 import {
   filterPolicy,
   groupQueueKey,
@@ -21,6 +29,7 @@ import {
   queueNames,
   type SqsTransport,
   sqs,
+  transportFromUrl,
 } from '../src/index.js';
 import { envelope, spec } from './helpers.js';
 
@@ -185,5 +194,29 @@ describe('SNS mode on fauxqs', () => {
     await t.publish(topic, [t.encode(envelope({ i: 2 }))], noDeadline());
     await eventually(() => got.includes(2), { timeoutMs: 20_000, what: 'the second message' });
     expect(got).toEqual([2]);
+  });
+
+  it('an sns+http:// URL builds the SNS mode: two groups of two buses each get the message', async () => {
+    const topic = topicOf('url');
+    const Ping = defineMessage({ type: 'ping.sent', schema: z.object({ n: z.number() }) });
+    const url = `sns+http://${new URL(ENDPOINT).host}?waitTimeSeconds=1`;
+    const seen: string[] = [];
+    const buses = await Promise.all(
+      ['a', 'b'].map((service) => connect({ transport: transportFromUrl(url), service })),
+    );
+    try {
+      for (const [i, b] of buses.entries()) {
+        await b.subscribe({
+          topic,
+          group: `g${i}`,
+          handlers: { [Ping.type]: Ping.handle(() => void seen.push(`g${i}`)) },
+        });
+      }
+      await buses[0]!.publish(topic, Ping, { n: 1 });
+      await eventually(() => seen.length === 2, { timeoutMs: 20_000, what: 'both groups' });
+      expect(seen.sort()).toEqual(['g0', 'g1']);
+    } finally {
+      await Promise.all(buses.map((b) => b.close({ drainTimeoutMs: 2000 })));
+    }
   });
 });
