@@ -2,7 +2,11 @@ import { configDefaults, defineConfig } from 'vitest/config';
 
 // Tests run against TypeScript sources (the `omnibus-source` export condition), so no build is needed.
 const resolve = { conditions: ['omnibus-source', 'import', 'node', 'default'] };
-const transports = ['memory', 'rabbitmq', 'kafka', 'sqs'] as const;
+const transports = ['memory', 'rabbitmq', 'kafka', 'sqs', 'sns'] as const;
+// SNS mode: transports find the endpoint in the SDK's standard variable; the local fauxqs unless set.
+const extraEnv: Record<string, Record<string, string>> = {
+  sns: { AWS_ENDPOINT_URL: process.env.AWS_ENDPOINT_URL ?? 'http://127.0.0.1:4566' },
+};
 
 export default defineConfig({
   resolve,
@@ -51,7 +55,7 @@ export default defineConfig({
           // The transport contract suite has its own projects (below).
           exclude: [...configDefaults.exclude, 'integration-tests/src/contract/**'],
           environment: 'node',
-          env: { OMNIBUS_TRANSPORT: t },
+          env: { OMNIBUS_TRANSPORT: t, ...extraEnv[t] },
           globalSetup: ['integration-tests/src/global-setup.ts'],
           testTimeout: 90_000,
           hookTimeout: 120_000,

@@ -29,7 +29,8 @@ const BROKERS = {
 const args = process.argv.slice(2);
 const BOOLEAN_FLAGS = new Set(['--no-stages', '--no-write', '--help', '-h']);
 let entry = 'index';
-if (args[0] === 'soak' || args[0] === 'profile' || args[0] === 'stores' || args[0] === 'postgres') entry = args.shift();
+if (args[0] === 'soak' || args[0] === 'profile' || args[0] === 'stores' || args[0] === 'postgres')
+  entry = args.shift();
 const named = args.filter((a) => TRANSPORTS.includes(a));
 const unknown = args.filter((a, i) => !a.startsWith('-') && !TRANSPORTS.includes(a) && !isOptionValue(i));
 if (unknown.length > 0) {

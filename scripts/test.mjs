@@ -12,11 +12,14 @@ import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 // The transports whose adapters exist; each names the brokers its tests need.
+// fauxqs serves the S3 payload store the claim-check scenarios run on every transport.
 const TRANSPORTS = {
-  memory: [],
-  rabbitmq: ['rabbitmq', 'rabbitmq-private'],
-  kafka: ['kafka'],
-  sqs: ['sqs'],
+  memory: ['fauxqs'],
+  rabbitmq: ['rabbitmq', 'rabbitmq-private', 'fauxqs'],
+  kafka: ['kafka', 'fauxqs'],
+  sqs: ['sqs', 'fauxqs'],
+  // @omnibus/sqs in SNS fan-out mode, on the fauxqs emulator (AWS_ENDPOINT_URL points elsewhere when set).
+  sns: ['fauxqs'],
 };
 const ENABLED = (process.env.OMNIBUS_TRANSPORTS ?? Object.keys(TRANSPORTS).join(','))
   .split(',')

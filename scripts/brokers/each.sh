@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Run one action (up|down|status) over a set of brokers, in parallel, and
 # print each broker's report in a fixed order. Used by up.sh and down.sh.
-# Usage: each.sh up|down|status [all|rabbitmq|rabbitmq-private|kafka|sqs|redis|postgres]...
+# Usage: each.sh up|down|status [all|rabbitmq|rabbitmq-private|kafka|sqs|redis|postgres|fauxqs]...
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-ALL=(rabbitmq rabbitmq-private kafka sqs redis postgres)
+ALL=(rabbitmq rabbitmq-private kafka sqs redis postgres fauxqs)
 
 usage() {
   local IFS='|'
@@ -27,7 +27,7 @@ add() {
 for arg in "$@"; do
   case "$arg" in
     all) for t in "${ALL[@]}"; do add "$t"; done ;;
-    rabbitmq | rabbitmq-private | kafka | redis | postgres) add "$arg" ;;
+    rabbitmq | rabbitmq-private | kafka | redis | postgres | fauxqs) add "$arg" ;;
     sqs | elasticmq) add sqs ;;
     *) usage ;;
   esac
@@ -41,6 +41,7 @@ script_for() {
     sqs) echo elasticmq.sh ;;
     redis) echo redis.sh ;;
     postgres) echo postgres.sh ;;
+    fauxqs) echo fauxqs.sh ;;
   esac
 }
 
@@ -52,6 +53,7 @@ external_var_for() {
     sqs) echo SQS_ENDPOINT ;;
     redis) echo REDIS_URL ;;
     postgres) echo DATABASE_URL ;;
+    fauxqs) echo AWS_ENDPOINT_URL ;;
     *) echo "" ;;
   esac
 }

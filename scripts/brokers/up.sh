@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Start a set of brokers (default: all) and wait until each answers.
-# Usage: up.sh [all|rabbitmq|rabbitmq-private|kafka|sqs|redis|postgres]...
+# Usage: up.sh [all|rabbitmq|rabbitmq-private|kafka|sqs|redis|postgres|fauxqs]...
 # A broker whose endpoint variable points elsewhere is left alone:
 #   AMQP_URL (shared RabbitMQ), KAFKA_BROKERS (Kafka), SQS_ENDPOINT (ElasticMQ),
-#   REDIS_URL (shared Redis), DATABASE_URL (PostgreSQL).
+#   REDIS_URL (shared Redis), DATABASE_URL (PostgreSQL),
+#   AWS_ENDPOINT_URL (fauxqs: SNS + SQS + S3).
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 exec "$HERE/each.sh" up "$@"

@@ -2,6 +2,7 @@
 
 import type { BackoffOptions } from './backoff.js';
 import type { CircuitBreakerOptions } from './circuit-breaker.js';
+import { type ClaimCheckOptions, claimCheck } from './claim-check.js';
 import { type Codec, CodecRegistry } from './codec.js';
 import { type ConsumeOutcome, Consumer, type ConsumerDeps, type ConsumerPolicy } from './consumer.js';
 import { childTraceparent, currentContext } from './context.js';
@@ -57,6 +58,8 @@ export interface ConnectOptions {
   drainTimeoutMs?: number;
   /** Options for the adapter when `transport` is a URL (validated strictly by the adapter). */
   transportOptions?: Record<string, unknown>;
+  /** Large payloads by reference: the transport is wrapped with `claimCheck(transport, this)`. */
+  claimCheck?: ClaimCheckOptions;
 }
 
 /** How long one publish (or one batch) may take, and how the caller can give up on it. */
@@ -656,14 +659,20 @@ export async function connect(options: ConnectOptions | string, service?: string
     );
   }
   // Every option is checked before anything is loaded or connected.
-  const { transport: target, transportOptions, ...busOptions } = parseOptions(connectSchema, given);
+  const {
+    transport: target,
+    transportOptions,
+    claimCheck: claimCheckOptions,
+    ...busOptions
+  } = parseOptions(connectSchema, given);
   if (transportOptions !== undefined && typeof target !== 'string') {
     throw new ConfigError(
       'transportOptions',
       'only used with a URL transport; pass options to the transport factory instead',
     );
   }
-  const transport = typeof target === 'string' ? await resolveTransport(target, transportOptions) : target;
+  const resolved = typeof target === 'string' ? await resolveTransport(target, transportOptions) : target;
+  const transport = claimCheckOptions ? claimCheck(resolved, claimCheckOptions) : resolved;
   const bus = new Bus(transport, busOptions);
   await transport.connect({ logger: bus.logger, service: bus.service });
   return bus;

@@ -66,7 +66,9 @@ export type DeadLetterReason =
   | 'non-retryable'
   | 'max-attempts'
   | 'unknown-type'
-  | 'too-large';
+  | 'too-large'
+  /** A claim-checked payload that was missing or unreadable in its store (see claim-check.ts). */
+  | 'claim-check';
 
 /** The failure metadata a dead-lettered message carries, parsed back from its headers. */
 export interface DeadLetterInfo {

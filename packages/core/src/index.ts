@@ -16,6 +16,16 @@ export {
 } from './bus.js';
 export { CircuitBreaker, type CircuitBreakerOptions, type CircuitState } from './circuit-breaker.js';
 export {
+  CLAIM_CHECK_DEAD_LETTER_REASON,
+  CLAIM_CHECK_HEADER,
+  type ClaimCheckOptions,
+  ClaimCheckTransport,
+  claimCheck,
+  MemoryPayloadStore,
+  memoryPayloadStore,
+  type PayloadStore,
+} from './claim-check.js';
+export {
   type BinaryModeOptions,
   CE_SPEC_VERSION,
   fromBinary,

@@ -5,6 +5,7 @@
  */
 import { z } from 'zod';
 import { backoffSchema } from './backoff.js';
+import type { PayloadStore } from './claim-check.js';
 import type { Codec } from './codec.js';
 import { ConfigError } from './errors.js';
 import type { IdempotencyStore } from './idempotency.js';
@@ -142,6 +143,17 @@ export const connectSchema = z.strictObject({
   ]),
   ...busOptionsSchema.shape,
   transportOptions: z.record(z.string(), z.unknown()).optional(),
+  claimCheck: z
+    .strictObject({
+      store: z.custom<PayloadStore>(
+        (v) => typeof v === 'object' && v !== null && typeof (v as PayloadStore).put === 'function',
+        'a PayloadStore (put, get, delete)',
+      ),
+      thresholdBytes: positiveInt.optional(),
+      keyPrefix: z.string().optional(),
+      deleteAfterAck: z.boolean().optional(),
+    })
+    .optional(),
 });
 
 /** Per-call options of publish and publishBatch (not part of the envelope). */

@@ -9,6 +9,7 @@ describe('schemeOf', () => {
     ['AMQPS://host', 'amqps'],
     ['kafka+ssl://a:9093,b:9093', 'kafka+ssl'],
     ['sqs+http://localhost:9324', 'sqs+http'],
+    ['sns+http://localhost:4566', 'sns+http'],
     ['memory://', 'memory'],
   ])('%s → %s', (url, scheme) => {
     expect(schemeOf(url)).toBe(scheme);

@@ -19,6 +19,10 @@ const ADAPTERS: Record<string, string> = {
   sqs: '@omnibus/sqs',
   'sqs+http': '@omnibus/sqs',
   'sqs+https': '@omnibus/sqs',
+  // SQS with SNS fan-out (@omnibus/sqs's `fanOut: 'sns'` mode).
+  sns: '@omnibus/sqs',
+  'sns+http': '@omnibus/sqs',
+  'sns+https': '@omnibus/sqs',
 };
 
 export function schemeOf(url: string): string {
@@ -38,7 +42,7 @@ export async function resolveTransport(url: string, options?: Record<string, unk
   if (!pkg) {
     throw new ConfigError(
       'transport',
-      `unknown URL scheme "${scheme}:" (expected memory, amqp, amqps, kafka, sqs, sqs+http) in ${redactUrl(url)}`,
+      `unknown URL scheme "${scheme}:" (expected memory, amqp, amqps, kafka, sqs, sqs+http, sns, sns+http) in ${redactUrl(url)}`,
     );
   }
   const mod = await importAdapter(pkg);

@@ -18,7 +18,6 @@ import {
   ConfigError,
   type Logger,
   OmnibusError,
-  PublishError,
   parseOptions,
   type RawEnvelope,
   redactText,
@@ -26,6 +25,7 @@ import {
   type Transport,
   type WireMessage,
 } from '@omnibus/core';
+import { abandonedPublishError, PublishDeadline } from '@omnibus/core/kit';
 import type * as pg from 'pg';
 import { z } from 'zod';
 import { connectionFields, dbError, identifier, openPool, quoteName } from './db.js';
@@ -234,26 +234,28 @@ export class Relay {
     return true;
   }
 
+  /**
+   * One publish with the relay's deadline, carried down to the transport (the kit's PublishDeadline): at
+   * the deadline the transport withdraws what it still holds or says the outcome is unknown. Either way
+   * the rows stay unsent and go out again later; duplicates are suppressed downstream by message id.
+   */
   #publish(topic: string, messages: WireMessage[]): Promise<void> {
     const timeoutMs = this.#o.publishTimeoutMs;
+    const call = new PublishDeadline(Date.now() + timeoutMs);
     return new Promise<void>((resolve, reject) => {
       const timer = setTimeout(
-        () =>
-          reject(
-            new PublishError(
-              'TIMEOUT',
-              `outbox relay: publish to ${topic} not confirmed within ${timeoutMs} ms`,
-            ),
-          ),
+        () => reject(abandonedPublishError(`${topic} (outbox relay)`, call.abandon(), { timeoutMs })),
         timeoutMs,
       );
-      this.#transport.publish(topic, messages).then(
+      this.#transport.publish(topic, messages, call).then(
         () => {
           clearTimeout(timer);
+          call.settled();
           resolve();
         },
         (err: unknown) => {
           clearTimeout(timer);
+          call.settled();
           reject(err);
         },
       );

@@ -6,6 +6,8 @@
 import type { MessageAttributeValue } from '@aws-sdk/client-sqs';
 
 export const PACKED_HEADERS_ATTRIBUTE = 'omnibus-headers';
+/** SNS mode's copy of the envelope type, for subscription filter policies; never a header. */
+export const TYPE_ATTRIBUTE = 'omnibus-type';
 export const MAX_ATTRIBUTES = 10;
 const STRING = 'String';
 
@@ -36,15 +38,19 @@ function xmlSafeJson(value: unknown): string {
 }
 
 /** Headers as SQS attributes: one attribute each when they all qualify, otherwise all packed in one. */
-export function headersToAttributes(headers: Record<string, string>): Record<string, MessageAttributeValue> {
+export function headersToAttributes(
+  headers: Record<string, string>,
+  maxAttributes = MAX_ATTRIBUTES,
+): Record<string, MessageAttributeValue> {
   const names = Object.keys(headers);
   const attrs: Record<string, MessageAttributeValue> = {};
   if (names.length === 0) return attrs;
-  let plain = names.length <= MAX_ATTRIBUTES;
+  let plain = names.length <= maxAttributes;
   if (plain) {
     for (const name of names) {
       if (
         name === PACKED_HEADERS_ATTRIBUTE ||
+        name === TYPE_ATTRIBUTE ||
         !isValidAttributeName(name) ||
         !isValidAttributeValue(headers[name]!)
       ) {
@@ -78,6 +84,7 @@ export function attributesToHeaders(
   const headers: Record<string, string> = {};
   if (!attrs) return headers;
   for (const name in attrs) {
+    if (name === TYPE_ATTRIBUTE) continue;
     const text = attributeText(attrs[name]!);
     if (name === PACKED_HEADERS_ATTRIBUTE) {
       const unpacked = parsePacked(text);

@@ -15,7 +15,15 @@ type FifoPredicate = (topic: string) => boolean;
 
 /** Every option and its one default; the README's options table follows this schema. */
 export const sqsOptionsSchema = z.strictObject({
-  /** A custom endpoint (ElasticMQ, LocalStack); absent: AWS's endpoint for the region. */
+  /**
+   * 'none': point-to-point, one queue per topic serving one group. 'sns': the topic is an SNS topic and each
+   * group gets its own SQS queue subscribed to it (raw delivery), so several groups each receive every message.
+   */
+  fanOut: z.enum(['none', 'sns']).default('none'),
+  /**
+   * A custom endpoint (ElasticMQ, fauxqs, LocalStack); absent: the SDK's `AWS_ENDPOINT_URL_SQS` /
+   * `AWS_ENDPOINT_URL` (SNS: `AWS_ENDPOINT_URL_SNS`), else AWS's endpoint for the region.
+   */
   endpoint: z.string().url().optional(),
   /** Absent: the AWS provider chain (AWS_REGION, profile); `us-east-1` for a custom endpoint. */
   region: z.string().min(1).optional(),
@@ -93,13 +101,14 @@ const NUMERIC_PARAMS = new Set([
   'maxAttempts',
   'connectTimeoutMs',
 ]);
-const TEXT_PARAMS = new Set(['region', 'provision', 'onNoSubscribers']);
+const TEXT_PARAMS = new Set(['region', 'provision', 'onNoSubscribers', 'fanOut']);
 
 /**
  * URL forms:
  * - `sqs://` or `sqs://<region>`: AWS's endpoint; region from the host or the provider chain.
  * - `sqs+http://[key:secret@]host:port` and `sqs+https://…`: a custom endpoint (ElasticMQ, LocalStack);
  *   user and password, when present, become static credentials.
+ * - `sns://[region]`, `sns+http://host:port`, `sns+https://…`: the same, in SNS fan-out mode (`fanOut: 'sns'`).
  * Query parameters set options: `region`, `provision`, `onNoSubscribers`, `fifoTopics` (comma list, or
  * `*` for all), `persistent` and the numeric options by name. Options passed alongside the URL win.
  */
@@ -111,7 +120,11 @@ export function optionsFromUrl(url: string, options: Record<string, unknown> = {
     throw new ConfigError('url', `not a URL: ${redactUrl(url)}`);
   }
   const fromUrl: Record<string, unknown> = {};
-  const scheme = parsed.protocol.replace(/:$/, '');
+  let scheme = parsed.protocol.replace(/:$/, '');
+  if (scheme === 'sns' || scheme.startsWith('sns+')) {
+    fromUrl.fanOut = 'sns';
+    scheme = `sqs${scheme.slice(3)}`;
+  }
   if (scheme === 'sqs') {
     if (parsed.hostname) fromUrl.region = decodeURIComponent(parsed.hostname);
   } else if (scheme === 'sqs+http' || scheme === 'sqs+https') {
@@ -125,7 +138,10 @@ export function optionsFromUrl(url: string, options: Record<string, unknown> = {
       };
     }
   } else {
-    throw new ConfigError('url', `scheme must be sqs:, sqs+http: or sqs+https:, got ${scheme}:`);
+    throw new ConfigError(
+      'url',
+      `scheme must be sqs:, sqs+http:, sqs+https:, sns:, sns+http: or sns+https:, got ${parsed.protocol}`,
+    );
   }
   for (const [name, value] of parsed.searchParams) {
     if (TEXT_PARAMS.has(name)) fromUrl[name] = value;

@@ -155,7 +155,7 @@ export class QueueRegistry {
         `SQS queue "${info.names.main}" (topic "${info.topic}") belongs to consumer group "${owner}"; ` +
           `group "${group}" cannot subscribe to it. An SQS queue serves one group: its consumers compete ` +
           'for messages, so a second group would silently receive only part of them. Fan-out to several ' +
-          'groups needs SNS, which this transport does not support yet.',
+          "groups needs SNS: use the transport's SNS mode (fanOut: 'sns').",
         { details: { topic: info.topic, queue: info.names.main, owner, group } },
       );
     }

@@ -211,6 +211,8 @@ export interface SubscriptionDeps {
   client: SQSClient;
   registry: QueueRegistry;
   info: QueueInfo;
+  /** The registry key of the queue: the topic (point-to-point) or the group's queue key (SNS mode). */
+  queueKey?: string;
   spec: SubscribeSpec & { group: string };
   onDelivery: (delivery: Delivery) => void;
   options: ResolvedSqsOptions;
@@ -249,6 +251,10 @@ export class SqsSubscription implements TransportSubscription, Settler {
   /** FIFO: per message group, the messages received behind the one currently delivered. */
   private readonly groups = new Map<string, SqsDelivery[]>();
   private readonly deleters = new Map<string, MicroBatcher<PendingDelete>>();
+
+  private get queueKey(): string {
+    return this.deps.queueKey ?? this.spec.topic;
+  }
 
   constructor(private readonly deps: SubscriptionDeps) {
     this.client = deps.client;
@@ -371,8 +377,8 @@ export class SqsSubscription implements TransportSubscription, Settler {
     );
     if (isQueueMissing(err) && this.options.provision === 'create') {
       try {
-        this.deps.registry.invalidate(this.spec.topic);
-        const info = await this.deps.registry.resolve(this.spec.topic);
+        this.deps.registry.invalidate(this.queueKey);
+        const info = await this.deps.registry.resolve(this.queueKey);
         await this.deps.registry.claimGroup(info, this.spec.group);
         this.info = info;
       } catch (again) {
@@ -598,8 +604,8 @@ export class SqsSubscription implements TransportSubscription, Settler {
     } catch (err) {
       if (!isQueueMissing(err) || this.options.provision !== 'create') throw err;
       // The dead-letter queue vanished (emulator restart without storage): recreate it and try once more.
-      this.deps.registry.invalidate(this.spec.topic);
-      this.info = await this.deps.registry.resolve(this.spec.topic);
+      this.deps.registry.invalidate(this.queueKey);
+      this.info = await this.deps.registry.resolve(this.queueKey);
       input.QueueUrl = await this.deps.registry.deadLetterUrl(this.info);
       await this.client.send(new SendMessageCommand(input));
     }

@@ -1,5 +1,9 @@
-/** The SQS transport: CloudEvents structured bodies, headers as message attributes, one queue per topic and group. */
+/**
+ * The SQS transport: CloudEvents structured bodies, headers as message attributes; one queue per topic and
+ * group (point-to-point), or an SNS topic per topic with one subscribed queue per group (fan-out mode).
+ */
 import { createHash } from 'node:crypto';
+import { ListTopicsCommand, SNSClient } from '@aws-sdk/client-sns';
 import {
   GetQueueAttributesCommand,
   type GetQueueAttributesCommandOutput,
@@ -34,12 +38,13 @@ import {
   type TransportStats,
   withConnectDeadline,
 } from '@omnibus/core/kit';
-import { headersToAttributes, sqsMessageBytes } from './attributes.js';
+import { headersToAttributes, MAX_ATTRIBUTES, sqsMessageBytes, TYPE_ATTRIBUTE } from './attributes.js';
 import { brokerAnswered, describeError, isQueueMissing } from './aws-errors.js';
 import { fifoPredicate, type ResolvedSqsOptions, resolveOptions, type SqsOptions } from './options.js';
 import { DEFAULT_MAX_MESSAGE_BYTES, type QueueInfo, QueueRegistry } from './queues.js';
 import { RetryStateStore } from './retry-state.js';
 import { QueueSender, type SendEntry, toPublishError, withdraw } from './sender.js';
+import { groupQueueKey, SNS_MAX_MESSAGE_BYTES, type SnsEntry, SnsFanOut } from './sns.js';
 import { SqsSubscription } from './subscription.js';
 
 // Loopback endpoints are emulators (ElasticMQ, LocalStack) that ignore signatures; the SDK still
@@ -83,6 +88,12 @@ export class SqsTransport implements Transport {
   private readonly retryStates = new RetryStateStore();
   // The envelope id of each encoded message, so publish can set the FIFO deduplication id without re-parsing the body.
   private readonly wireIds = new WeakMap<WireMessage, string>();
+  // SNS mode: the envelope type of each encoded message, for the filter-policy attribute.
+  private readonly wireTypes = new WeakMap<WireMessage, string>();
+  private readonly sns: SnsFanOut | undefined;
+  private readonly snsClient: SNSClient | undefined;
+  /** SNS mode: the topic each group-queue key belongs to (FIFO-ness follows the topic). */
+  private readonly queueTopics = new Map<string, string>();
   private readonly knownMaxBytes = new Map<string, number>();
   private logger: Logger = silentLogger;
   private closed = false;
@@ -94,7 +105,7 @@ export class SqsTransport implements Transport {
     const self = this;
     this.capabilities = {
       consumerGroups: true,
-      fanOut: false,
+      fanOut: this.options.fanOut === 'sns',
       // Per transport: FIFO topics keep per-key order across the whole group (MessageGroupId), standard
       // queues only as far as the core keeps it in one process. 'group' is claimed only when every topic is FIFO.
       ordering: allFifo ? 'group' : 'process',
@@ -113,22 +124,50 @@ export class SqsTransport implements Transport {
       this.client,
       {
         provision: this.options.provision,
-        isFifo: this.isFifo,
+        isFifo: (key) => this.isFifo(this.queueTopics.get(key) ?? key),
         visibilityTimeoutSeconds: this.options.visibilityTimeoutSeconds,
         maxReceiveCount: this.options.maxReceiveCount,
         onResolved: (info) => this.knownMaxBytes.set(info.url, info.maxMessageBytes),
       },
       () => this.logger,
     );
+    if (this.options.fanOut === 'sns') {
+      this.snsClient = new SNSClient(this.clientConfig('SNS'));
+      this.sns = new SnsFanOut(
+        this.snsClient,
+        this.client,
+        this.registry,
+        { provision: this.options.provision, isFifo: this.isFifo },
+        () => this.logger,
+      );
+    }
   }
 
-  private createClient(): SQSClient {
-    const { endpoint, region, credentials } = this.options;
-    const loopback = endpoint !== undefined && LOOPBACK_HOSTS.has(new URL(endpoint).hostname);
+  /** The endpoint requests go to: the option, else the SDK's standard environment variables. */
+  private endpointFor(service: 'SQS' | 'SNS'): string | undefined {
+    return (
+      this.options.endpoint ?? process.env[`AWS_ENDPOINT_URL_${service}`] ?? process.env.AWS_ENDPOINT_URL
+    );
+  }
+
+  /**
+   * Region and credentials come from the SDK's default provider chain (environment, shared config and
+   * credentials files, SSO, container and instance metadata) unless given. Only for a loopback endpoint
+   * (an emulator, which ignores signatures) with nothing configured are placeholder credentials used.
+   */
+  private clientConfig(service: 'SQS' | 'SNS') {
+    const endpoint = this.endpointFor(service);
+    const { region, credentials } = this.options;
+    let loopback = false;
+    try {
+      loopback = endpoint !== undefined && LOOPBACK_HOSTS.has(new URL(endpoint).hostname);
+    } catch {
+      throw new ConfigError('endpoint', `not a URL: ${redactUrl(endpoint ?? '')}`);
+    }
     const envRegion = process.env.AWS_REGION ?? process.env.AWS_DEFAULT_REGION;
     const envCredentials =
       process.env.AWS_ACCESS_KEY_ID !== undefined || process.env.AWS_PROFILE !== undefined;
-    return new SQSClient({
+    return {
       ...(endpoint !== undefined ? { endpoint } : {}),
       ...(region !== undefined
         ? { region }
@@ -141,6 +180,12 @@ export class SqsTransport implements Transport {
           ? { credentials: EMULATOR_CREDENTIALS }
           : {}),
       maxAttempts: this.options.maxAttempts,
+    };
+  }
+
+  private createClient(): SQSClient {
+    return new SQSClient({
+      ...this.clientConfig('SQS'),
       requestHandler: {
         connectionTimeout: 5_000,
         // Long polls hold a request open for waitTimeSeconds; anything slower than that plus slack is stuck.
@@ -162,16 +207,22 @@ export class SqsTransport implements Transport {
     return this.client;
   }
 
+  /** SNS mode: the SNS client topics are published with (undefined in point-to-point mode). */
+  get snsSdkClient(): SNSClient | undefined {
+    return this.snsClient;
+  }
+
   /** The smallest MaximumMessageSize among the queues seen so far (SQS's classic 256 KiB before any). */
   private maxMessageBytes(): number {
+    // SNS mode: SNS's own limit, whatever the queues would take.
+    if (this.sns) return Math.min(SNS_MAX_MESSAGE_BYTES, ...this.knownMaxBytes.values());
     if (this.knownMaxBytes.size === 0) return DEFAULT_MAX_MESSAGE_BYTES;
     return Math.min(...this.knownMaxBytes.values());
   }
 
   private get endpointLabel(): string {
-    return this.options.endpoint
-      ? redactUrl(this.options.endpoint)
-      : `AWS SQS (${this.options.region ?? 'default region'})`;
+    const endpoint = this.endpointFor('SQS');
+    return endpoint ? redactUrl(endpoint) : `AWS SQS (${this.options.region ?? 'default region'})`;
   }
 
   /**
@@ -195,6 +246,8 @@ export class SqsTransport implements Transport {
         new ListQueuesCommand({ QueueNamePrefix: 'omnibus-probe-', MaxResults: 1 }),
         abortSignal ? { abortSignal } : {},
       );
+      if (this.snsClient)
+        await this.snsClient.send(new ListTopicsCommand({}), abortSignal ? { abortSignal } : {});
     } catch (err) {
       if (brokerAnswered(err)) return;
       throw new ConnectionError(`cannot connect to SQS at ${this.endpointLabel}: ${describeError(err)}`, {
@@ -206,6 +259,7 @@ export class SqsTransport implements Transport {
   encode(envelope: RawEnvelope): WireMessage {
     const wire = toStructured(envelope);
     this.wireIds.set(wire, envelope.id);
+    if (this.sns) this.wireTypes.set(wire, envelope.type);
     return wire;
   }
 
@@ -220,6 +274,7 @@ export class SqsTransport implements Transport {
    * queued in the batcher then is withdrawn (see sender.ts).
    */
   publish(topic: string, messages: readonly WireMessage[], call: PublishCall): Promise<void> {
+    if (this.sns) return this.publishToSns(this.sns, topic, messages, call);
     const info = this.closed || messages.length === 0 ? undefined : this.registry.resolved(topic);
     if (!info) return this.publishResolving(topic, messages, call);
     let sent: Promise<unknown>;
@@ -346,6 +401,58 @@ export class SqsTransport implements Transport {
     return [entry, bytes];
   }
 
+  private async publishToSns(
+    sns: SnsFanOut,
+    topic: string,
+    messages: readonly WireMessage[],
+    call: PublishCall,
+  ): Promise<void> {
+    if (this.closed) throw new PublishError(ErrorCode.CLOSED, 'the SQS transport is closed');
+    if (messages.length === 0) return;
+    const fifo = this.isFifo(topic);
+    const entries = messages.map((wire) => this.snsEntry(topic, fifo, wire));
+    await sns.publish(topic, entries, call);
+  }
+
+  /** One SNS entry: the same body and attributes a queue would get, plus the type for filter policies. */
+  private snsEntry(topic: string, fifo: boolean, wire: WireMessage): SnsEntry {
+    const body = Buffer.from(wire.body.buffer, wire.body.byteOffset, wire.body.byteLength).toString('utf8');
+    // One attribute slot is kept for the type, so the headers pack into one attribute a little earlier.
+    const attributes = headersToAttributes(wire.headers, MAX_ATTRIBUTES - 1);
+    const type = this.wireTypes.get(wire) ?? this.typeFromBody(body);
+    if (type !== undefined) attributes[TYPE_ATTRIBUTE] = { DataType: 'String', StringValue: type };
+    const bytes = sqsMessageBytes(body, attributes);
+    if (bytes > SNS_MAX_MESSAGE_BYTES) {
+      throw new PublishError(
+        ErrorCode.TOO_LARGE,
+        `message of ${bytes} bytes (body + attributes) exceeds SNS's ${SNS_MAX_MESSAGE_BYTES}-byte limit`,
+        { details: { bytes, maxMessageBytes: SNS_MAX_MESSAGE_BYTES } },
+      );
+    }
+    const entry: SnsEntry = { body, attributes, bytes };
+    if (fifo) {
+      if (wire.key === undefined || wire.key === '') {
+        throw new PublishError(
+          ErrorCode.UNROUTABLE,
+          `topic "${topic}" is FIFO on SNS: every message needs a key (it becomes the MessageGroupId)`,
+          { details: { reason: 'fifo-key-required' } },
+        );
+      }
+      entry.groupId = fifoGroupId(wire.key);
+      entry.deduplicationId = deduplicationId(this.envelopeId(wire, body));
+    }
+    return entry;
+  }
+
+  private typeFromBody(body: string): string | undefined {
+    try {
+      const type = (JSON.parse(body) as { type?: unknown }).type;
+      return typeof type === 'string' && type !== '' ? type : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
   /** The envelope id: remembered from encode(), else read from the body, else a hash of the body. */
   private envelopeId(wire: WireMessage, body: string): string {
     const known = this.wireIds.get(wire);
@@ -378,11 +485,24 @@ export class SqsTransport implements Transport {
     topic: string,
     groups: readonly { group: string; patterns: readonly string[] }[],
   ): Promise<void> {
+    if (this.sns) {
+      const sns = this.sns;
+      try {
+        await sns.topicArn(topic, 'create');
+        for (const g of groups) {
+          this.queueTopics.set(groupQueueKey(topic, g.group, this.isFifo(topic)), topic);
+          await sns.ensureGroup(topic, g.group, g.patterns, 'create');
+        }
+      } catch (err) {
+        throw this.brokerError(err, `provisioning SNS topic "${topic}"`);
+      }
+      return;
+    }
     const distinct = [...new Set(groups.map((g) => g.group))];
     if (distinct.length > 1) {
       throw new UnsupportedError(
         `SQS topic "${topic}" cannot serve groups ${distinct.map((g) => `"${g}"`).join(', ')}: one SQS queue ` +
-          'serves one consumer group; fan-out to several groups needs SNS, which this transport does not support yet',
+          "serves one consumer group; fan-out to several groups needs SNS: use the transport's SNS mode (fanOut: 'sns')",
       );
     }
     // An explicit provision() is the deployment step: it creates what is missing whatever the provision option.
@@ -422,9 +542,16 @@ export class SqsTransport implements Transport {
       );
     }
     let info: QueueInfo;
+    let queueKey = spec.topic;
     try {
-      info = await this.registry.resolve(spec.topic);
-      await this.registry.claimGroup(info, spec.group);
+      if (this.sns) {
+        queueKey = groupQueueKey(spec.topic, spec.group, fifo);
+        this.queueTopics.set(queueKey, spec.topic);
+        info = await this.sns.ensureGroup(spec.topic, spec.group, spec.patterns);
+      } else {
+        info = await this.registry.resolve(spec.topic);
+        await this.registry.claimGroup(info, spec.group);
+      }
     } catch (err) {
       throw this.brokerError(err, `subscribing to topic "${spec.topic}"`);
     }
@@ -432,6 +559,7 @@ export class SqsTransport implements Transport {
       client: this.client,
       registry: this.registry,
       info,
+      queueKey,
       spec: { ...spec, group: spec.group },
       onDelivery,
       options: this.options,
@@ -470,11 +598,27 @@ export class SqsTransport implements Transport {
    * (null when it cannot be read). SQS reports no lag, and the oldest message's age only to CloudWatch.
    * The queue is the group, so `group` selects nothing more.
    */
-  async stats(topic: string, _group?: string): Promise<TransportStats> {
+  async stats(topic: string, group?: string): Promise<TransportStats> {
     let info: QueueInfo;
     let res: GetQueueAttributesCommandOutput;
+    if (this.sns && group === undefined) {
+      // SNS keeps nothing: every figure belongs to a group's queue.
+      return {
+        depth: null,
+        inFlight: null,
+        delayed: null,
+        deadLettered: null,
+        lag: null,
+        oldestAgeMs: null,
+        extras: {},
+      };
+    }
     try {
-      info = await this.registry.resolve(topic);
+      if (this.sns && group !== undefined) {
+        const key = groupQueueKey(topic, group, this.isFifo(topic));
+        this.queueTopics.set(key, topic);
+        info = await this.registry.resolve(key);
+      } else info = await this.registry.resolve(topic);
       res = await this.client.send(
         new GetQueueAttributesCommand({
           QueueUrl: info.url,
@@ -520,5 +664,6 @@ export class SqsTransport implements Transport {
     await Promise.allSettled([...this.subscriptions].map((s) => s.close()));
     await Promise.allSettled([...this.senders.values()].map((s) => s.flush()));
     this.client.destroy();
+    this.snsClient?.destroy();
   }
 }
