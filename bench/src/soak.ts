@@ -9,14 +9,9 @@
  */
 import { parseArgs } from 'node:util';
 import { type Bus, connect, memoryStore, memoryTransport, type Transport } from '@omnibus/core';
-import {
-  DEFAULT_RETRY_TIERS_MS,
-  deadLetterTopic,
-  groupId,
-  kafka,
-  retryGroupId,
-  retryTopic,
-} from '@omnibus/kafka';
+import { DEFAULT_DELAY_TIERS_MS } from '@omnibus/core/kit';
+import { deadLetterTopic, groupId, kafka, retryGroupId, retryTopic } from '@omnibus/kafka';
+
 import kafkajs from 'kafkajs';
 import { machine } from './lib/machine.js';
 import { MESSAGE_TYPE, makeData } from './lib/payload.js';
@@ -189,7 +184,7 @@ async function deleteKafka(topic: string): Promise<void> {
     const topics = [
       topic,
       deadLetterTopic(topic, GROUP),
-      ...DEFAULT_RETRY_TIERS_MS.map((t) => retryTopic(topic, GROUP, t)),
+      ...DEFAULT_DELAY_TIERS_MS.map((t) => retryTopic(topic, GROUP, t)),
     ];
     const existing = new Set(await admin.listTopics());
     await admin.deleteTopics({ topics: topics.filter((t) => existing.has(t)) }).catch(() => {});

@@ -5,14 +5,9 @@
  * concurrent publishes gathered by the adapter). Latency runs send one message per request: raw
  * `send()` per message, Omnibus with `lingerMs: 0`.
  */
-import {
-  DEFAULT_RETRY_TIERS_MS,
-  deadLetterTopic,
-  groupId,
-  kafka,
-  retryGroupId,
-  retryTopic,
-} from '@omnibus/kafka';
+import { DEFAULT_DELAY_TIERS_MS } from '@omnibus/core/kit';
+import { deadLetterTopic, groupId, kafka, retryGroupId, retryTopic } from '@omnibus/kafka';
+
 import kafkajs, { type Admin, type Consumer, type Message, type Producer } from 'kafkajs';
 import { versionFromListener } from '../lib/machine.js';
 import { GROUP, omnibusSide, wireBytes } from '../lib/omnibus-side.js';
@@ -98,7 +93,7 @@ function omnibusTopics(topic: string): string[] {
   return [
     topic,
     deadLetterTopic(topic, GROUP),
-    ...DEFAULT_RETRY_TIERS_MS.map((t) => retryTopic(topic, GROUP, t)),
+    ...DEFAULT_DELAY_TIERS_MS.map((t) => retryTopic(topic, GROUP, t)),
   ];
 }
 

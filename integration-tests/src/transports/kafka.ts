@@ -114,9 +114,8 @@ export const harness: TransportHarness = {
   createUnreachable: () =>
     kafka({
       brokers: ['127.0.0.1:1'],
-      connectionTimeoutMs: 500,
-      retry: { retries: 1, initialRetryTimeMs: 100, maxRetryTimeMs: 200 },
-      sendTimeoutMs: 3_000,
+      // The transport's own connect deadline, not tuned client retries, is what makes this fail fast.
+      connectTimeoutMs: 2_000,
     }),
 
   async readDeadLetters(topic, group, count, timeoutMs) {

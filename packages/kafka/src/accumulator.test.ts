@@ -1,4 +1,5 @@
-import { ErrorCode, PublishError } from '@omnibus/core';
+import { ErrorCode, type PublishError } from '@omnibus/core';
+import { PublishDeadline } from '@omnibus/core/kit';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { Accumulator } from './accumulator.js';
 import type { DriverProducer, TopicRecords } from './driver.js';
@@ -36,13 +37,13 @@ function track(promise: Promise<void>) {
 
 describe('Accumulator', () => {
   beforeEach(() => {
-    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'performance'] });
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
   });
   afterEach(() => {
     vi.useRealTimers();
   });
 
-  const options = { lingerMs: 5, batchMaxBytes: 1024, maxInFlightSends: 1, sendTimeoutMs: 1_000 };
+  const options = { lingerMs: 5, batchMaxBytes: 1024, maxInFlightSends: 1 };
 
   it('gathers concurrent publishes into one send and resolves each once acknowledged', async () => {
     const { producer, sends } = fakeProducer();
@@ -59,51 +60,83 @@ describe('Accumulator', () => {
     expect(vi.getTimerCount()).toBe(0);
   });
 
-  it('times out each unacknowledged publish at its own deadline, with one timer for all', async () => {
+  it('withdraws a publish still waiting in the queue: verdict withdrawn, its records never sent', async () => {
     const { producer, sends } = fakeProducer();
     const acc = new Accumulator(producer, options);
-    const first = track(acc.publish('t', [record('a')]));
-    await vi.advanceTimersByTimeAsync(400);
-    const second = track(acc.publish('t', [record('b')]));
-    const third = track(acc.publish('t', [record('c')]));
-    expect(sends).toHaveLength(1);
-    // The linger timer went off; only the deadline timer is armed however many publishes wait.
-    expect(vi.getTimerCount()).toBe(1);
-
-    await vi.advanceTimersByTimeAsync(600);
-    expect(first.settled).toBe('rejected');
-    expect(first.error).toBeInstanceOf(PublishError);
-    expect((first.error as PublishError).code).toBe(ErrorCode.TIMEOUT);
-    expect([second.settled, third.settled]).toEqual(['pending', 'pending']);
-
-    await vi.advanceTimersByTimeAsync(399);
-    expect([second.settled, third.settled]).toEqual(['pending', 'pending']);
-    await vi.advanceTimersByTimeAsync(1);
-    expect([second.settled, third.settled]).toEqual(['rejected', 'rejected']);
-    expect((second.error as PublishError).message).toContain('"t" within 1000 ms');
-    expect(vi.getTimerCount()).toBe(0);
-
-    // A late acknowledgement changes nothing.
-    sends[0]!.ack();
+    const first = track(acc.publish('t', [record('a')], new PublishDeadline(0)));
+    await vi.advanceTimersByTimeAsync(5);
+    // The first request is in flight (one at a time): the next two wait in the queue behind it.
+    const call = new PublishDeadline(0);
+    const second = track(acc.publish('t', [record('b'), record('c')], call));
+    const third = track(acc.publish('t', [record('d')], new PublishDeadline(0)));
+    expect(call.abandon()).toBe('withdrawn');
+    expect(call.abandoned).toBe(true);
     await vi.advanceTimersByTimeAsync(0);
-    expect(first.settled).toBe('rejected');
+    expect(second.settled).toBe('rejected');
+
+    sends[0]!.ack();
+    await vi.advanceTimersByTimeAsync(5);
+    expect(first.settled).toBe('resolved');
+    // Only the third publish goes out next: b and c are gone for good.
+    expect(sends).toHaveLength(2);
+    expect(sends[1]!.batches[0]!.records.map((r) => Buffer.from(r.body).toString())).toEqual(['d']);
+    sends[1]!.ack();
+    await vi.advanceTimersByTimeAsync(5);
+    expect(third.settled).toBe('resolved');
+    expect(sends).toHaveLength(2);
+    expect(vi.getTimerCount()).toBe(0);
   });
 
-  it('a publish acknowledged in time is not failed by the deadline of one still waiting', async () => {
+  it('withdraws a publish still lingering, before any request was made', async () => {
     const { producer, sends } = fakeProducer();
     const acc = new Accumulator(producer, options);
-    const first = track(acc.publish('t', [record('a')]));
+    const call = new PublishDeadline(0);
+    track(acc.publish('t', [record('a')], call));
+    expect(call.abandon()).toBe('withdrawn');
+    await vi.advanceTimersByTimeAsync(50);
+    expect(sends).toHaveLength(0);
+  });
+
+  it("answers 'unknown' once the publish is in a request, and a late acknowledgement changes nothing", async () => {
+    const { producer, sends } = fakeProducer();
+    const acc = new Accumulator(producer, options);
+    const call = new PublishDeadline(0);
+    const p = track(acc.publish('t', [record('a')], call));
     await vi.advanceTimersByTimeAsync(5);
-    const second = track(acc.publish('t', [record('b')]));
+    expect(sends).toHaveLength(1);
+    expect(call.abandon()).toBe('unknown');
     sends[0]!.ack();
     await vi.advanceTimersByTimeAsync(0);
-    expect(first.settled).toBe('resolved');
-    // The second went out once the first request returned; it is never acknowledged.
-    expect(sends).toHaveLength(2);
-    await vi.advanceTimersByTimeAsync(1_000);
-    expect(first.settled).toBe('resolved');
-    expect(second.settled).toBe('rejected');
-    expect((second.error as PublishError).code).toBe(ErrorCode.TIMEOUT);
+    expect(p.settled).toBe('rejected');
+  });
+
+  it("a publish split over two requests is 'unknown' once the first went out, and its rest is not sent", async () => {
+    const { producer, sends } = fakeProducer();
+    const acc = new Accumulator(producer, { ...options, batchMaxBytes: 100 });
+    const call = new PublishDeadline(0);
+    track(acc.publish('t', [record('a'.repeat(80)), record('b'.repeat(80))], call));
+    await vi.advanceTimersByTimeAsync(0);
+    expect(sends).toHaveLength(1);
+    expect(call.abandon()).toBe('unknown');
+    sends[0]!.ack();
+    await vi.advanceTimersByTimeAsync(10);
+    expect(sends).toHaveLength(1);
+  });
+
+  it('keeps no timer of its own while publishes wait for an acknowledgement', async () => {
+    const { producer, sends } = fakeProducer();
+    const acc = new Accumulator(producer, options);
+    const a = track(acc.publish('t', [record('a')], new PublishDeadline(0)));
+    await vi.advanceTimersByTimeAsync(5);
+    track(acc.publish('t', [record('b')]));
+    expect(sends).toHaveLength(1);
+    expect(vi.getTimerCount()).toBe(0);
+    // However long the broker takes, the accumulator never fails a publish by itself.
+    await vi.advanceTimersByTimeAsync(120_000);
+    expect(a.settled).toBe('pending');
+    sends[0]!.ack();
+    await vi.advanceTimersByTimeAsync(0);
+    expect(a.settled).toBe('resolved');
   });
 
   it('a failed send rejects every publish in it with a typed error', async () => {
@@ -122,7 +155,7 @@ describe('Accumulator', () => {
 
   it('close fails what could not be sent before its deadline', async () => {
     const { producer } = fakeProducer();
-    const acc = new Accumulator(producer, { ...options, sendTimeoutMs: 60_000 });
+    const acc = new Accumulator(producer, options);
     const a = track(acc.publish('t', [record('a')]));
     const b = track(acc.publish('t', [record('b'.repeat(2_000))]));
     const closed = acc.close(100);

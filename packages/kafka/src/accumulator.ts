@@ -1,13 +1,15 @@
 /**
  * Gathers concurrent publishes into few produce requests (kafkajs has no linger of its own): records
  * wait up to `lingerMs`, or until `batchMaxBytes` are gathered, or until a request in flight returns;
- * each publish resolves when all of its records are acknowledged and rejects otherwise, never later
- * than `sendTimeoutMs`.
+ * each publish resolves when all of its records are acknowledged and rejects on the first failure.
  *
- * Every publish has the same timeout, so the core's DeadlineQueue serves all their deadlines with one
- * timer (instead of a timer per publish).
+ * The accumulator keeps no timeout of its own: the caller's deadline comes with the publish
+ * (`PublishCall`). When the caller gives up, records of that publish still waiting here are withdrawn
+ * and never sent ('withdrawn'); once any of its records went into a produce request, the broker may
+ * write it whatever happens next ('unknown').
  */
-import { type Deadline, DeadlineQueue, ErrorCode, PublishError } from '@omnibus/core';
+import { ErrorCode, PublishError } from '@omnibus/core';
+import type { AbandonVerdict, PublishCall } from '@omnibus/core/kit';
 import type { DriverProducer, ProducedRecord, TopicRecords } from './driver.js';
 import { classifyError } from './driver.js';
 
@@ -15,16 +17,23 @@ export interface AccumulatorOptions {
   lingerMs: number;
   batchMaxBytes: number;
   maxInFlightSends: number;
-  sendTimeoutMs: number;
 }
 
-/** One publish call: settles once, when its last record is acknowledged or on the first failure. */
+/**
+ * One publish call: settles once, when its last record is acknowledged, on the first failure, or when
+ * its caller gave up.
+ */
 class Publish {
   settled = false;
+  /** Some record of this publish went into a produce request: it may be written. */
+  sent = false;
+  /** The caller gave up while none of its records had been sent: the rest is skipped, never sent. */
+  withdrawn = false;
+  /** Bytes of this publish still in the queue (subtracted from the total when it is withdrawn). */
+  queuedBytes = 0;
   resolve!: () => void;
   reject!: (err: PublishError) => void;
   readonly promise: Promise<void>;
-  deadline: Deadline | undefined;
 
   constructor(
     readonly topic: string,
@@ -81,35 +90,43 @@ export class Accumulator {
   private flushQueued = false;
   private closed = false;
   private readonly idle = new Set<() => void>();
-  private readonly deadlines: DeadlineQueue;
 
   constructor(
     private readonly producer: DriverProducer,
     private readonly options: AccumulatorOptions,
-  ) {
-    this.deadlines = new DeadlineQueue(options.sendTimeoutMs);
-  }
+  ) {}
 
-  publish(topic: string, records: readonly ProducedRecord[]): Promise<void> {
+  /**
+   * Queues the records of one publish. With a `call`, its caller may give up: see the module comment.
+   * Internal hand-offs (retry tiers, dead letters) pass none and wait for the broker's answer.
+   */
+  publish(topic: string, records: readonly ProducedRecord[], call?: PublishCall): Promise<void> {
     if (this.closed) return Promise.reject(new PublishError(ErrorCode.CLOSED, 'kafka transport is closed'));
     if (records.length === 0) return Promise.resolve();
     const owner = new Publish(topic, records.length);
-    owner.deadline = this.deadlines.start(performance.now(), () =>
-      this.fail(
-        owner,
-        new PublishError(
-          ErrorCode.TIMEOUT,
-          `kafka did not acknowledge a publish to "${topic}" within ${this.options.sendTimeoutMs} ms`,
-        ),
-      ),
-    );
     for (const record of records) {
       const bytes = recordSize(record);
       this.queue.push({ topic, record, bytes, owner });
-      this.queuedBytes += bytes;
+      owner.queuedBytes += bytes;
     }
+    this.queuedBytes += owner.queuedBytes;
+    if (call) call.onAbandon(() => this.abandon(owner));
     this.schedule();
     return owner.promise;
+  }
+
+  /** The caller of `owner` gave up: withdraw what is still queued, and say whether anything was sent. */
+  private abandon(owner: Publish): AbandonVerdict {
+    if (owner.settled) return owner.sent ? 'unknown' : 'withdrawn';
+    // The records still queued are skipped by take() from now on, whatever the verdict: the caller
+    // was told the publish failed, so sending more of it would only make more duplicates.
+    this.markSettled(owner);
+    this.queuedBytes -= owner.queuedBytes;
+    owner.queuedBytes = 0;
+    owner.withdrawn = true;
+    // Nobody waits for this promise any more (the bus rejected its caller); settle it all the same.
+    owner.reject(new PublishError(ErrorCode.TIMEOUT, `publish to "${owner.topic}" abandoned by its caller`));
+    return owner.sent ? 'unknown' : 'withdrawn';
   }
 
   private succeed(owner: Publish): void {
@@ -126,7 +143,6 @@ export class Accumulator {
 
   private markSettled(owner: Publish): void {
     owner.settled = true;
-    owner.deadline?.done();
   }
 
   private schedule(): void {
@@ -159,11 +175,19 @@ export class Accumulator {
     let bytes = 0;
     while (this.head < this.queue.length) {
       const next = this.queue[this.head]!;
+      const { owner } = next;
+      // A withdrawn publish's bytes left the total when it was withdrawn; it takes no room in a request.
+      if (owner.withdrawn) {
+        this.head++;
+        continue;
+      }
       if (taken.length > 0 && bytes + next.bytes > this.options.batchMaxBytes) break;
       this.head++;
       this.queuedBytes -= next.bytes;
-      // A publish that already failed or timed out does not send its remaining records.
-      if (next.owner.settled) continue;
+      owner.queuedBytes -= next.bytes;
+      // A publish that already failed does not send its remaining records.
+      if (owner.settled) continue;
+      owner.sent = true;
       taken.push(next);
       bytes += next.bytes;
     }
@@ -213,7 +237,7 @@ export class Accumulator {
     this.inFlight--;
     // Records queued while a request was in flight have waited long enough: send them now.
     if (this.pendingCount() > 0) this.flush();
-    else if (this.inFlight === 0) for (const wake of this.idle) wake();
+    if (this.inFlight === 0 && this.pendingCount() === 0) for (const wake of [...this.idle]) wake();
   }
 
   /** Sends what is queued and waits (at most `timeoutMs`) for every request in flight. */

@@ -5,6 +5,7 @@
  */
 import type { ConnectionOptions } from 'node:tls';
 import type { Logger } from '@omnibus/core';
+import { withConnectDeadline } from '@omnibus/core/kit';
 import type {
   Admin,
   Consumer,
@@ -13,6 +14,7 @@ import type {
   Kafka as KafkaClient,
   LogEntry,
   Producer,
+  RetryOptions,
   SASLOptions,
 } from 'kafkajs';
 import kafkajs from 'kafkajs';
@@ -36,6 +38,8 @@ export interface DriverConfig {
   clientId: string;
   ssl?: boolean | ConnectionOptions | undefined;
   sasl?: DriverSasl | undefined;
+  /** Whole `connect()`: past it, every retry stops and it fails with a ConnectionError. */
+  connectTimeoutMs: number;
   connectionTimeoutMs: number;
   requestTimeoutMs: number;
   retry: DriverRetry;
@@ -253,6 +257,8 @@ const ROUTINE = [
   /^Connection error/,
   /^Failed to send messages/,
   /^Limiting retries for the idempotent/,
+  // While connect() probes a cluster that does not answer yet; its deadline error says so if it never does.
+  /^Failed to connect to seed broker/,
 ];
 
 function logCreator(logger: Logger) {
@@ -266,22 +272,37 @@ function logCreator(logger: Logger) {
     };
 }
 
+// Pause between two connection probes while the cluster does not answer (doubling up to the cap).
+const PROBE_FIRST_DELAY_MS = 100;
+const PROBE_MAX_DELAY_MS = 1_000;
+
 export class KafkaDriver {
   private readonly kafka: KafkaClient;
   private admin: Admin | undefined;
   private adminConnecting: Promise<Admin> | undefined;
+  /**
+   * Set when connect() gave up or the driver closed. kafkajs reads the broker list through a function
+   * before each (re)connection attempt; once stopped it gets none, which kafkajs treats as a
+   * non-retriable error: whatever retry loop is still running inside the client ends at its next attempt.
+   */
+  private stopped = false;
+  private probeWait: { timer: NodeJS.Timeout; wake: () => void } | undefined;
 
   constructor(private readonly config: DriverConfig) {
-    const retry = {
+    this.kafka = this.client({
       retries: config.retry.retries,
       initialRetryTime: config.retry.initialRetryTimeMs,
       maxRetryTime: config.retry.maxRetryTimeMs,
       factor: 0.2,
       multiplier: 2,
-    };
-    this.kafka = new Kafka({
+    });
+  }
+
+  private client(retry: RetryOptions): KafkaClient {
+    const { config } = this;
+    return new Kafka({
       clientId: config.clientId,
-      brokers: config.brokers,
+      brokers: () => (this.stopped ? [] : config.brokers),
       ssl: config.ssl,
       sasl: config.sasl as SASLOptions | undefined,
       connectionTimeout: config.connectionTimeoutMs,
@@ -310,8 +331,61 @@ export class KafkaDriver {
     return this.adminConnecting;
   }
 
-  async connectAdmin(): Promise<void> {
+  /**
+   * Connects the admin client and `producer` within `connectTimeoutMs`, or rejects with a ConnectionError
+   * and leaves nothing running (no socket, no retry timer): the process can exit.
+   *
+   * kafkajs retries a first connection on its own timers (about a minute with default settings), and
+   * those timers cannot be cancelled. So until the cluster answers, this probes it with a throwaway admin
+   * client that makes exactly one attempt, and waits between probes on a timer of its own; only a
+   * cluster that answered is then connected to for real.
+   */
+  connect(producer: DriverProducer): Promise<void> {
+    const { brokers, connectTimeoutMs } = this.config;
+    return withConnectDeadline(
+      this.connectAll(producer),
+      connectTimeoutMs,
+      `kafka at ${brokers.join(',')}`,
+      () => this.giveUp(producer),
+    );
+  }
+
+  private async connectAll(producer: DriverProducer): Promise<void> {
+    // The first connection of a client follows the client's retry settings (an admin's own `retry` is
+    // not used for it): the probe is a client of its own that never retries.
+    const prober = this.client({ retries: 0 });
+    for (let delay = PROBE_FIRST_DELAY_MS; ; delay = Math.min(delay * 2, PROBE_MAX_DELAY_MS)) {
+      if (this.stopped) throw new Error('connect gave up');
+      const probe = prober.admin();
+      try {
+        await probe.connect();
+        break;
+      } catch (err) {
+        // Anything but "nobody answers" (TLS, SASL, a bad broker list) fails at once: waiting won't fix it.
+        if (classifyError(err) !== 'connection') throw err;
+      } finally {
+        await probe.disconnect().catch(() => {});
+      }
+      await new Promise<void>((resolve) => {
+        const wake = () => {
+          clearTimeout(timer);
+          this.probeWait = undefined;
+          resolve();
+        };
+        const timer = setTimeout(wake, delay);
+        this.probeWait = { timer, wake };
+      });
+    }
+    if (this.stopped) throw new Error('connect gave up');
     await this.getAdmin();
+    await producer.connect();
+  }
+
+  /** Stops connecting: no further probes or client retries, and whatever did connect is disconnected. */
+  private async giveUp(producer: DriverProducer): Promise<void> {
+    this.stopped = true;
+    this.probeWait?.wake();
+    await Promise.allSettled([producer.disconnect(), this.close()]);
   }
 
   async listTopics(): Promise<string[]> {
@@ -431,6 +505,8 @@ export class KafkaDriver {
   }
 
   async close(): Promise<void> {
+    this.stopped = true;
+    this.probeWait?.wake();
     const admin = this.admin ?? (await this.adminConnecting?.catch(() => undefined));
     this.admin = undefined;
     this.adminConnecting = undefined;

@@ -3,8 +3,8 @@ import type { Transport } from '@omnibus/core';
 import { type KafkaTransportOptions, optionsFromUrl } from './options.js';
 import { KafkaTransport } from './transport.js';
 
-export { deadLetterTopic, groupId, retryGroupId, retryTopic, tierFor } from './naming.js';
-export { DEFAULT_RETRY_TIERS_MS, type KafkaTransportOptions } from './options.js';
+export { deadLetterTopic, groupId, retryGroupId, retryTopic } from './naming.js';
+export type { KafkaTransportOptions } from './options.js';
 export { KafkaTransport } from './transport.js';
 
 /** A Kafka transport; options are validated here and a bad one throws ConfigError naming it. */

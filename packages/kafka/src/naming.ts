@@ -1,4 +1,4 @@
-/** Broker names for Omnibus concepts on Kafka, and delay-tier arithmetic; pure functions. */
+/** Broker names for Omnibus concepts on Kafka; pure functions (delay-tier arithmetic is the kit's). */
 import { ConfigError } from '@omnibus/core';
 
 // Kafka's legal topic characters; groups use the same so that derived topic names stay legal.
@@ -22,9 +22,3 @@ export const retryGroupId = (topic: string, group: string): string => `${topic}.
 export const retryTopic = (topic: string, group: string, tierMs: number): string =>
   `${topic}.${group}.retry.${tierMs}`;
 export const deadLetterTopic = (topic: string, group: string): string => `${topic}.${group}.dlq`;
-
-/** The tier a delay goes to: the smallest one at least as long, else the longest (the rest is chained). */
-export function tierFor(tiersMs: readonly number[], delayMs: number): number {
-  for (const tier of tiersMs) if (tier >= delayMs) return tier;
-  return tiersMs[tiersMs.length - 1]!;
-}

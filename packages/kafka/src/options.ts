@@ -1,18 +1,28 @@
-/** Options of the Kafka transport: one zod schema validated at construction, and the `kafka://` URL form. */
+/** Options of the Kafka transport: one strict zod schema validated at construction, and the `kafka://` URL form. */
 import { ConfigError, redactUrl } from '@omnibus/core';
+import {
+  DEFAULT_CONNECT_TIMEOUT_MS,
+  DEFAULT_DELAY_TIERS_MS,
+  delayTiersSchema,
+  parseOptions,
+} from '@omnibus/core/kit';
 import { z } from 'zod';
 
 const hostPort = z.string().regex(/^[^\s:/,]+:\d{1,5}$/, 'expected "host:port"');
 const positiveInt = z.number().int().positive();
 const nonNegativeInt = z.number().int().nonnegative();
 
-export const DEFAULT_RETRY_TIERS_MS = [1_000, 5_000, 30_000, 120_000, 600_000, 3_600_000] as const;
-
 // Kafka's broker default message.max.bytes; read from the broker at connect when it allows it.
 export const DEFAULT_BROKER_MESSAGE_MAX_BYTES = 1_048_588;
 
+const retrySchema = z.strictObject({
+  retries: nonNegativeInt.default(8),
+  initialRetryTimeMs: positiveInt.default(300),
+  maxRetryTimeMs: positiveInt.default(30_000),
+});
+
 export const kafkaOptionsSchema = z
-  .object({
+  .strictObject({
     /** Bootstrap brokers, `host:port`. Defaults to the KAFKA_BROKERS environment variable. */
     brokers: z.array(hostPort).min(1).optional(),
     /** Client id sent to the broker; defaults to `omnibus-<service>`. */
@@ -20,22 +30,19 @@ export const kafkaOptionsSchema = z
     /** `true` or Node TLS options, passed to the client as is. */
     ssl: z.union([z.boolean(), z.record(z.string(), z.unknown())]).optional(),
     sasl: z
-      .object({
+      .strictObject({
         mechanism: z.enum(['plain', 'scram-sha-256', 'scram-sha-512']),
         username: z.string().min(1),
         password: z.string(),
       })
       .optional(),
+    /** `connect()` fails with a ConnectionError when the cluster has not answered within this time. */
+    connectTimeoutMs: positiveInt.default(DEFAULT_CONNECT_TIMEOUT_MS),
+    /** One TCP (and TLS) connection attempt to one broker. */
     connectionTimeoutMs: positiveInt.default(3_000),
     requestTimeoutMs: positiveInt.default(30_000),
-    /** Client-level retry of connections and requests (admin, consumers). */
-    retry: z
-      .object({
-        retries: nonNegativeInt.default(8),
-        initialRetryTimeMs: positiveInt.default(300),
-        maxRetryTimeMs: positiveInt.default(30_000),
-      })
-      .default({ retries: 8, initialRetryTimeMs: 300, maxRetryTimeMs: 30_000 }),
+    /** Client-level retry of requests once connected (admin, consumers). */
+    retry: retrySchema.default(retrySchema.parse({})),
 
     /** Partitions of topics this transport creates. */
     partitions: positiveInt.default(3),
@@ -48,6 +55,11 @@ export const kafkaOptionsSchema = z
     topicConfig: z.record(z.string(), z.string()).default({}),
     /** Create a topic on first publish when it does not exist (the broker's auto-creation stays off). */
     autoCreateTopics: z.boolean().default(true),
+    /**
+     * A publish whose type no group receives. Only 'accept' is possible on Kafka: a topic keeps its records
+     * for groups that join later, so "nobody receives this" is not knowable at publish time.
+     */
+    onNoSubscribers: z.enum(['accept', 'reject']).default('accept'),
 
     /** Idempotent producer (no duplicates from the client's own retries); requires acks 'all'. */
     idempotent: z.boolean().default(true),
@@ -59,17 +71,11 @@ export const kafkaOptionsSchema = z
     batchMaxBytes: positiveInt.default(512 * 1024),
     /** Requests in flight at once per transport; more publishes wait and are gathered meanwhile. */
     maxInFlightSends: positiveInt.default(1),
-    /** A publish not acknowledged within this time rejects with PublishError TIMEOUT. */
-    sendTimeoutMs: positiveInt.default(30_000),
     /** Largest wire message accepted; defaults to the broker's message.max.bytes minus record overhead. */
     maxMessageBytes: positiveInt.optional(),
 
-    /** Fixed delays (ms) of the retry-tier topics; a delay is rounded up to one, longer ones are chained. */
-    retryTiersMs: z
-      .array(positiveInt)
-      .min(1)
-      .default([...DEFAULT_RETRY_TIERS_MS])
-      .refine((tiers) => tiers.every((t, i) => i === 0 || t > tiers[i - 1]!), 'must be strictly increasing'),
+    /** Fixed delays (ms) of the retry-tier topics; a delay goes to the smallest tier covering it, longer ones are chained. */
+    delayTiersMs: delayTiersSchema.default(DEFAULT_DELAY_TIERS_MS),
     /** How often settled offsets are committed. */
     commitIntervalMs: positiveInt.default(1_000),
     sessionTimeoutMs: positiveInt.default(30_000),
@@ -84,7 +90,6 @@ export const kafkaOptionsSchema = z
     /** Delay before re-creating a consumer the client gave up on (e.g. after a long broker outage). */
     consumerRestartDelayMs: positiveInt.default(2_000),
   })
-  .strict()
   .superRefine((o, ctx) => {
     if (o.idempotent && o.acks !== 'all') {
       ctx.addIssue({
@@ -100,20 +105,23 @@ export const kafkaOptionsSchema = z
         message: 'must be lower than sessionTimeoutMs',
       });
     }
+    if (o.onNoSubscribers === 'reject') {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['onNoSubscribers'],
+        message:
+          "'reject' is not possible on Kafka: a topic keeps its records for consumer groups that join later, " +
+          "so the broker cannot tell that nobody will read a message; use 'accept' (and provision groups first)",
+      });
+    }
   });
 
 export type KafkaTransportOptions = z.input<typeof kafkaOptionsSchema>;
 export type ResolvedKafkaOptions = z.output<typeof kafkaOptionsSchema> & { brokers: string[] };
 
-/** Validates options once; a bad value throws ConfigError naming the option's path. */
+/** Validates options once; a bad or unknown one throws ConfigError naming it. */
 export function resolveOptions(input: unknown): ResolvedKafkaOptions {
-  const parsed = kafkaOptionsSchema.safeParse(input ?? {});
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0]!;
-    const field = issue.path.length > 0 ? issue.path.map(String).join('.') : (unrecognizedKey(issue) ?? '');
-    throw new ConfigError(field, issue.message, { cause: parsed.error });
-  }
-  const options = parsed.data;
+  const options = parseOptions(kafkaOptionsSchema, input ?? {});
   let brokers = options.brokers;
   if (!brokers) {
     const env = process.env.KAFKA_BROKERS;
@@ -133,12 +141,11 @@ export function resolveOptions(input: unknown): ResolvedKafkaOptions {
   return { ...options, brokers };
 }
 
-function unrecognizedKey(issue: { code: string }): string | undefined {
-  const keys = (issue as { keys?: unknown }).keys;
-  return issue.code === 'unrecognized_keys' && Array.isArray(keys) ? String(keys[0]) : undefined;
-}
-
+// How each URL query parameter is read; the schema then validates the value like any other option.
 const URL_NUMBERS = new Set([
+  'connectTimeoutMs',
+  'connectionTimeoutMs',
+  'requestTimeoutMs',
   'partitions',
   'replicationFactor',
   'retryPartitions',
@@ -146,10 +153,7 @@ const URL_NUMBERS = new Set([
   'lingerMs',
   'batchMaxBytes',
   'maxInFlightSends',
-  'sendTimeoutMs',
   'maxMessageBytes',
-  'connectionTimeoutMs',
-  'requestTimeoutMs',
   'commitIntervalMs',
   'sessionTimeoutMs',
   'heartbeatIntervalMs',
@@ -158,13 +162,21 @@ const URL_NUMBERS = new Set([
   'retryMaxWaitTimeMs',
   'maxBytesPerPartition',
   'partitionsConsumedConcurrently',
+  'consumerRestartDelayMs',
 ]);
+const URL_RETRY_NUMBERS = new Set(['retries', 'initialRetryTimeMs', 'maxRetryTimeMs']);
 const URL_BOOLEANS = new Set(['ssl', 'idempotent', 'autoCreateTopics']);
-const URL_STRINGS = new Set(['clientId', 'acks', 'compression']);
+const URL_STRINGS = new Set(['clientId', 'acks', 'compression', 'onNoSubscribers']);
+
+/** A number as written in a URL; anything else stays a string so the schema reports it by name. */
+function urlNumber(value: string): number | string {
+  return value.trim() !== '' && Number.isFinite(Number(value)) ? Number(value) : value;
+}
 
 /**
  * `kafka://[user:password@]host:port[,host:port…][?option=value…]`; `kafka+ssl://` turns TLS on.
- * Credentials need `sasl=plain|scram-sha-256|scram-sha-512`. Explicit options win over the URL.
+ * Credentials need `sasl=plain|scram-sha-256|scram-sha-512`. `delayTiersMs=1000,5000`,
+ * `retry.retries=3`, `topicConfig.retention.ms=604800000`. Explicit options win over the URL.
  */
 export function optionsFromUrl(url: string, options: Record<string, unknown> = {}): KafkaTransportOptions {
   const match = /^(kafka|kafka\+ssl):\/\/(?:([^@/?]*)@)?([^/?]*)\/?(?:\?(.*))?$/i.exec(url);
@@ -172,13 +184,18 @@ export function optionsFromUrl(url: string, options: Record<string, unknown> = {
     throw new ConfigError('url', `expected kafka://host:port[,host:port…][?options], got ${redactUrl(url)}`);
   const [, scheme, userinfo, hosts, query] = match;
   const out: Record<string, unknown> = {};
+  const retry: Record<string, unknown> = {};
+  const topicConfig: Record<string, string> = {};
   if (hosts) out.brokers = hosts.split(',').filter(Boolean);
   if (scheme!.toLowerCase() === 'kafka+ssl') out.ssl = true;
   let mechanism: string | undefined;
   for (const [name, value] of new URLSearchParams(query ?? '')) {
     if (name === 'sasl') mechanism = value;
-    else if (name === 'retryTiersMs') out.retryTiersMs = value.split(',').map(Number);
-    else if (URL_NUMBERS.has(name)) out[name] = Number(value);
+    else if (name === 'delayTiersMs') out.delayTiersMs = value.split(',').map(urlNumber);
+    else if (URL_NUMBERS.has(name)) out[name] = urlNumber(value);
+    else if (name.startsWith('retry.') && URL_RETRY_NUMBERS.has(name.slice(6)))
+      retry[name.slice(6)] = urlNumber(value);
+    else if (name.startsWith('topicConfig.') && name.length > 12) topicConfig[name.slice(12)] = value;
     else if (URL_BOOLEANS.has(name)) {
       if (value !== 'true' && value !== 'false')
         throw new ConfigError(name, `expected true or false, got ${JSON.stringify(value)}`);
@@ -186,6 +203,8 @@ export function optionsFromUrl(url: string, options: Record<string, unknown> = {
     } else if (URL_STRINGS.has(name)) out[name] = value;
     else throw new ConfigError(name, 'unknown kafka:// URL option');
   }
+  if (Object.keys(retry).length > 0) out.retry = retry;
+  if (Object.keys(topicConfig).length > 0) out.topicConfig = topicConfig;
   if (userinfo) {
     const [user, ...rest] = userinfo.split(':');
     out.sasl = {

@@ -18,22 +18,32 @@
  *   the client's re-fetch from the committed offset does not hand out work twice. A new member id
  *   (the member was dropped and rejoined) forgets everything.
  * - Delayed retry: `retryLater` writes the message to the tier topic `<topic>.<group>.retry.<tier>`
- *   with `x-omnibus-due-at`, confirmed, then acks the original. The retry consumer pauses each tier
- *   partition until its head is due (record time + tier, or earlier if due-at says so) and then hands
- *   the message straight to this subscription: the retry reaches only this group, and the main
- *   topic's partitions are never held up. A message that comes out of a tier before its due-at
- *   (delays longer than the longest tier) is written to the next tier without reaching the core.
+ *   chosen by the kit's `planDelay`, with its due time (`x-omnibus-due-at`), confirmed, then acks the
+ *   original. The retry consumer pauses each tier partition until its head is due (its due time, or
+ *   record time + tier if that is earlier) and then hands the message straight to this subscription:
+ *   the retry reaches only this group, and the main topic's partitions are never held up. A message
+ *   that comes out of a tier before its due time (delays longer than the longest tier) goes to the
+ *   tier the kit's `nextHop` chooses, without reaching the core.
+ *   Unlike TTL-queue brokers, a tier partition can be resumed at any moment, so the due time is always
+ *   written and a delay is kept exactly rather than rounded up to its tier.
  */
 import {
-  ControlHeader,
   type Delivery,
   type Logger,
   type ReplayFrom,
   type SubscribeSpec,
   type TransportSubscription,
   UnsupportedError,
-  type WireMessage,
 } from '@omnibus/core';
+import {
+  BaseDelivery,
+  deadLetterHeaders,
+  handOver,
+  nextHop,
+  planDelay,
+  readDueAt,
+  retryHeaders,
+} from '@omnibus/core/kit';
 import type {
   BatchControl,
   ConsumedBatch,
@@ -42,7 +52,7 @@ import type {
   KafkaDriver,
   ProducedRecord,
 } from './driver.js';
-import { deadLetterTopic, groupId, retryGroupId, retryTopic, tierFor } from './naming.js';
+import { deadLetterTopic, groupId, retryGroupId, retryTopic } from './naming.js';
 import type { ResolvedKafkaOptions } from './options.js';
 import { PartitionTracker, type TrackedOffset } from './tracker.js';
 
@@ -62,6 +72,8 @@ interface PartitionState {
   tracker: PartitionTracker;
   /** A release asked for a seek back, applied in a microtask (several releases share one seek). */
   seekPending: boolean;
+  /** Log fields of this partition, made once (not per message). */
+  logFields: { topic: string; partition: number };
 }
 
 const MAX_TIMER_MS = 2_147_483_647;
@@ -81,16 +93,22 @@ function within<T>(promise: Promise<T>, ms: number): Promise<T | undefined> {
 
 const tpKey = (topic: string, partition: number) => `${topic}\u0000${partition}`;
 
-function attemptsFrom(value: string | undefined): number {
-  const n = Number(value);
-  return value !== undefined && Number.isSafeInteger(n) && n > 0 ? n : 0;
-}
+type RawHeaders = Record<string, Uint8Array | string>;
 
-function timeFrom(value: string | undefined): number | undefined {
-  if (value === undefined || value === '') return undefined;
-  const n = Number(value);
-  return Number.isFinite(n) ? n : undefined;
-}
+/**
+ * The kit's header rules, applied to a fetched record's headers as bytes (so that headers this
+ * transport does not understand are copied exactly). The kit's functions only spread and set keys, so
+ * they work on byte values too; their signatures say strings.
+ */
+const retryRecordHeaders = retryHeaders as unknown as (
+  original: Readonly<RawHeaders>,
+  control: Readonly<Record<string, string>>,
+  dueAt: number | undefined,
+) => RawHeaders;
+const deadLetterRecordHeaders = deadLetterHeaders as unknown as (
+  original: Readonly<RawHeaders>,
+  control: Readonly<Record<string, string>>,
+) => RawHeaders;
 
 export class KafkaSubscription implements TransportSubscription {
   unsettled = 0;
@@ -135,10 +153,10 @@ export class KafkaSubscription implements TransportSubscription {
       this.loops.push(
         new ConsumerLoop(this, 'retry', {
           groupId: retryGroupId(spec.topic, group),
-          topics: o.retryTiersMs.map((t) => retryTopic(spec.topic, group, t)),
+          topics: o.delayTiersMs.map((t) => retryTopic(spec.topic, group, t)),
           fromBeginning: true,
           maxWaitTimeMs: o.retryMaxWaitTimeMs,
-          tiers: new Map(o.retryTiersMs.map((t) => [retryTopic(spec.topic, group, t), t])),
+          tiers: new Map(o.delayTiersMs.map((t) => [retryTopic(spec.topic, group, t), t])),
         }),
       );
     }
@@ -211,10 +229,9 @@ export class KafkaSubscription implements TransportSubscription {
     await Promise.allSettled(this.loops.map((l) => l.close()));
   }
 
-  /** The tier topic of this group that a delay goes to. */
-  retryTopicFor(delayMs: number): { topic: string; tierMs: number } {
-    const tierMs = tierFor(this.deps.options.retryTiersMs, delayMs);
-    return { topic: retryTopic(this.spec.topic, this.group, tierMs), tierMs };
+  /** The tier topic of this group for a tier. */
+  retryTopicOf(tierMs: number): string {
+    return retryTopic(this.spec.topic, this.group, tierMs);
   }
 }
 
@@ -312,7 +329,13 @@ class ConsumerLoop {
     const key = tpKey(topic, partition);
     let state = this.partitions.get(key);
     if (!state) {
-      state = { topic, partition, tracker: new PartitionTracker(), seekPending: false };
+      state = {
+        topic,
+        partition,
+        tracker: new PartitionTracker(),
+        seekPending: false,
+        logFields: { topic, partition },
+      };
       this.partitions.set(key, state);
     }
     return state;
@@ -337,7 +360,7 @@ class ConsumerLoop {
         let dueAt: number | undefined;
         if (this.kind === 'retry') {
           const tierMs = this.config.tiers?.get(batch.topic) ?? 0;
-          dueAt = timeFrom(record.headers[ControlHeader.dueAt]);
+          dueAt = readDueAt(record.headers);
           const leaveTierAt = Math.min(dueAt ?? Number.POSITIVE_INFINITY, record.timestamp + tierMs);
           if (leaveTierAt > Date.now()) {
             // The head of this tier partition is not due: nothing behind it is due earlier than its own
@@ -365,10 +388,16 @@ class ConsumerLoop {
           entry.state = 'in-flight';
         }
         unresolved = record.offset;
-        if (dueAt !== undefined && dueAt > Date.now()) this.chain(state, entry, record, dueAt);
+        const hop = dueAt === undefined ? undefined : nextHop(dueAt, this.sub.deps.options.delayTiersMs);
+        if (hop !== undefined) this.chain(state, entry, record, hop.tierMs);
         else {
           const redelivered = admission === 'redeliver' || this.kind === 'retry';
-          this.deliver(state, new KafkaDelivery(this, state, entry, record, redelivered));
+          handOver(
+            this.sub.onDelivery,
+            new KafkaDelivery(this, state, entry, record, redelivered),
+            this.logger,
+            state.logFields,
+          );
         }
         // A release in this partition is about to seek it back: the client would report the batch
         // stale right after, and what follows is fetched again from the seek.
@@ -397,8 +426,8 @@ class ConsumerLoop {
   }
 
   /** Sends a message that left its tier before its due time round again, without the core seeing it. */
-  private chain(state: PartitionState, entry: TrackedOffset, record: ConsumedRecord, dueAt: number): void {
-    const { topic } = this.sub.retryTopicFor(dueAt - Date.now());
+  private chain(state: PartitionState, entry: TrackedOffset, record: ConsumedRecord, tierMs: number): void {
+    const topic = this.sub.retryTopicOf(tierMs);
     this.sub.deps.produce(topic, { key: record.key, body: record.value, headers: record.rawHeaders }).then(
       () => this.settle(state, entry, 'done'),
       (err: unknown) => {
@@ -409,17 +438,6 @@ class ConsumerLoop {
         this.settle(state, entry, 'released');
       },
     );
-  }
-
-  private deliver(state: PartitionState, delivery: KafkaDelivery): void {
-    try {
-      this.sub.onDelivery(delivery);
-    } catch (err) {
-      this.logger.error(
-        { err: String(err), topic: state.topic, partition: state.partition },
-        'onDelivery threw',
-      );
-    }
   }
 
   settle(state: PartitionState, entry: TrackedOffset, how: 'done' | 'released'): void {
@@ -517,86 +535,74 @@ class ConsumerLoop {
 const SETTLED = Promise.resolve();
 
 /**
- * One message handed to the core. A class rather than an object of closures: a delivery is made per
- * message, and its settle methods then cost nothing until called. Only one settle action runs at a
- * time; a failed hand-off leaves the message unsettled so the core can release it instead.
+ * One message handed to the core. The kit's BaseDelivery holds the settle state machine (one action,
+ * a second call rejects, only release() after a failed hand-off); this class only says what each action
+ * does on Kafka. A class rather than closures: a delivery is made per message.
  */
-class KafkaDelivery implements Delivery {
-  readonly wire: WireMessage;
-  readonly topic: string;
-  readonly group: string;
-  readonly previousAttempts: number;
-  readonly receivedAt = Date.now();
-  private settled = false;
-  private busy = false;
+class KafkaDelivery extends BaseDelivery {
+  readonly #loop: ConsumerLoop;
+  readonly #state: PartitionState;
+  readonly #entry: TrackedOffset;
+  readonly #record: ConsumedRecord;
 
   constructor(
-    private readonly loop: ConsumerLoop,
-    private readonly state: PartitionState,
-    private readonly entry: TrackedOffset,
-    private readonly record: ConsumedRecord,
-    readonly redelivered: boolean,
+    loop: ConsumerLoop,
+    state: PartitionState,
+    entry: TrackedOffset,
+    record: ConsumedRecord,
+    redelivered: boolean,
   ) {
-    this.wire = { body: record.value, headers: record.headers, key: record.key };
-    this.topic = loop.sub.spec.topic;
-    this.group = loop.sub.group;
-    this.previousAttempts = attemptsFrom(record.headers[ControlHeader.attempts]);
-  }
-
-  // ack and release settle at once: they hand back an already-resolved promise instead of making one.
-  ack(): Promise<void> {
-    return this.settleNow('done');
-  }
-
-  release(): Promise<void> {
-    return this.settleNow('released');
-  }
-
-  retryLater(delayMs: number, controlHeaders: Record<string, string>): Promise<void> {
-    return this.handOff(() => {
-      if (this.loop.kind === 'replay')
-        throw new UnsupportedError('a replay subscription has no delayed retry');
-      const dueAt = Date.now() + Math.max(0, delayMs);
-      const { topic } = this.loop.sub.retryTopicFor(delayMs);
-      return { topic, headers: { ...controlHeaders, [ControlHeader.dueAt]: String(dueAt) } };
+    super({
+      wire: { body: record.value, headers: record.headers, key: record.key },
+      topic: loop.sub.spec.topic,
+      group: loop.sub.group,
+      redelivered,
     });
+    this.#loop = loop;
+    this.#state = state;
+    this.#entry = entry;
+    this.#record = record;
   }
 
-  deadLetter(controlHeaders: Record<string, string>): Promise<void> {
-    return this.handOff(() => {
-      if (this.loop.kind === 'replay')
-        throw new UnsupportedError('a replay subscription has no dead-letter topic');
-      const { sub } = this.loop;
-      return { topic: deadLetterTopic(sub.spec.topic, sub.group), headers: controlHeaders };
-    });
-  }
-
-  private settleNow(how: 'done' | 'released'): Promise<void> {
-    if (this.settled || this.busy) return SETTLED;
-    try {
-      this.finish(how);
-    } catch (err) {
-      return Promise.reject(err);
-    }
+  // ack and release are bookkeeping only: they hand back an already-resolved promise.
+  protected doAck(): Promise<void> {
+    this.#loop.settle(this.#state, this.#entry, 'done');
     return SETTLED;
   }
 
-  /** Writes a copy of the record, with the target's headers replaced/added, then settles the original. */
-  private async handOff(target: () => { topic: string; headers: Record<string, string> }): Promise<void> {
-    if (this.settled || this.busy) return;
-    this.busy = true;
-    try {
-      const { topic, headers } = target();
-      const { key, value, rawHeaders } = this.record;
-      await this.loop.sub.deps.produce(topic, { key, body: value, headers: { ...rawHeaders, ...headers } });
-      this.finish('done');
-    } finally {
-      this.busy = false;
-    }
+  protected doRelease(): Promise<void> {
+    this.#loop.settle(this.#state, this.#entry, 'released');
+    return SETTLED;
   }
 
-  private finish(how: 'done' | 'released'): void {
-    this.settled = true;
-    this.loop.settle(this.state, this.entry, how);
+  protected async doRetryLater(delayMs: number, controlHeaders: Record<string, string>): Promise<void> {
+    if (this.#loop.kind === 'replay')
+      throw new UnsupportedError('a replay subscription has no delayed retry');
+    const { sub } = this.#loop;
+    const now = Date.now();
+    const plan = planDelay(delayMs, sub.deps.options.delayTiersMs, now);
+    // The due time is always carried: the tier consumer resumes a partition exactly when it is due.
+    const dueAt = plan.dueAt ?? now + Math.max(0, delayMs);
+    await this.#handOff(
+      sub.retryTopicOf(plan.tierMs),
+      retryRecordHeaders(this.#record.rawHeaders, controlHeaders, dueAt),
+    );
+  }
+
+  protected async doDeadLetter(controlHeaders: Record<string, string>): Promise<void> {
+    if (this.#loop.kind === 'replay')
+      throw new UnsupportedError('a replay subscription has no dead-letter topic');
+    const { sub } = this.#loop;
+    await this.#handOff(
+      deadLetterTopic(sub.spec.topic, sub.group),
+      deadLetterRecordHeaders(this.#record.rawHeaders, controlHeaders),
+    );
+  }
+
+  /** Writes a copy of the record (confirmed by the broker), then settles the original. */
+  async #handOff(topic: string, headers: RawHeaders): Promise<void> {
+    const { key, value } = this.#record;
+    await this.#loop.sub.deps.produce(topic, { key, body: value, headers });
+    this.#loop.settle(this.#state, this.#entry, 'done');
   }
 }

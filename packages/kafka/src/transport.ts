@@ -18,6 +18,7 @@ import {
   toBinary,
   type WireMessage,
 } from '@omnibus/core';
+import type { PublishCall, TransportStats } from '@omnibus/core/kit';
 import { Accumulator, toPublishError } from './accumulator.js';
 import { classifyError, type DriverProducer, KafkaDriver } from './driver.js';
 import { checkName, deadLetterTopic, groupId, retryGroupId, retryTopic } from './naming.js';
@@ -34,7 +35,13 @@ const BINARY_MODE = { prefix: 'ce_', contentTypeHeader: 'content-type' } as cons
 // maxMessageBytes still fits under the broker's message.max.bytes.
 const RECORD_OVERHEAD_BYTES = 1024;
 const HEALTH_TIMEOUT_MS = 5_000;
+// A failed produce request is retried at most 2 s apart for about half a minute (then the producer is
+// replaced). The caller's deadline is separate: a publish whose caller gave up during these retries
+// has an unknown outcome, and publishes queued behind it are withdrawn at their own deadlines.
 const PRODUCER_MAX_RETRY_MS = 2_000;
+const PRODUCER_RETRIES = 20;
+/** The answer for a publish that was never queued: the topic lookup before it sends nothing. */
+const NOTHING_SENT = (): 'withdrawn' => 'withdrawn';
 
 function describe(err: unknown): string {
   return redactText(err instanceof Error ? err.message : String(err));
@@ -59,18 +66,14 @@ export class KafkaTransport implements Transport {
     this.caps = {
       consumerGroups: true,
       fanOut: true,
-      patternRouting: false,
       ordering: 'group',
-      keyAffinity: true,
       replay: true,
-      nativeDelay: true,
-      // Delays past the longest tier are chained through the tiers, so no delay is ever shortened.
-      maxDelayMs: Number.POSITIVE_INFINITY,
-      delayTiersMs: [...this.options.retryTiersMs],
-      nativeDeadLetter: false,
+      delayTiersMs: this.options.delayTiersMs,
       maxMessageBytes:
         this.options.maxMessageBytes ?? DEFAULT_BROKER_MESSAGE_MAX_BYTES - RECORD_OVERHEAD_BYTES,
       persistent: true,
+      // A topic keeps records for groups that join later: "nobody will read this" is not knowable.
+      rejectsUnroutable: false,
     };
   }
 
@@ -88,6 +91,7 @@ export class KafkaTransport implements Transport {
       clientId: o.clientId ?? `omnibus-${ctx.service}`,
       ssl: o.ssl as KafkaDriverSsl,
       sasl: o.sasl,
+      connectTimeoutMs: o.connectTimeoutMs,
       connectionTimeoutMs: o.connectionTimeoutMs,
       requestTimeoutMs: o.requestTimeoutMs,
       retry: o.retry,
@@ -98,19 +102,14 @@ export class KafkaTransport implements Transport {
       acks: o.acks === 'all' ? -1 : o.acks === 'leader' ? 1 : 0,
       compression: o.compression,
       ackTimeoutMs: o.requestTimeoutMs,
-      // Attempts at most 2 s apart, for about as long as a publish may wait (then the producer is replaced).
-      retry: {
-        retries: 5 + Math.ceil(o.sendTimeoutMs / PRODUCER_MAX_RETRY_MS),
-        initialRetryTimeMs: 100,
-        maxRetryTimeMs: PRODUCER_MAX_RETRY_MS,
-      },
+      retry: { retries: PRODUCER_RETRIES, initialRetryTimeMs: 100, maxRetryTimeMs: PRODUCER_MAX_RETRY_MS },
     });
     try {
-      await driver.connectAdmin();
-      await producer.connect();
+      await driver.connect(producer);
     } catch (err) {
       await producer.disconnect().catch(() => {});
       await driver.close().catch(() => {});
+      if (err instanceof ConnectionError) throw err;
       throw new ConnectionError(`cannot connect to kafka at ${o.brokers.join(',')}: ${describe(err)}`, {
         cause: err,
       });
@@ -121,7 +120,6 @@ export class KafkaTransport implements Transport {
       lingerMs: o.lingerMs,
       batchMaxBytes: o.batchMaxBytes,
       maxInFlightSends: o.maxInFlightSends,
-      sendTimeoutMs: o.sendTimeoutMs,
     });
     if (o.maxMessageBytes === undefined) await this.readMessageLimit(driver);
   }
@@ -160,7 +158,7 @@ export class KafkaTransport implements Transport {
     return fromBinary(wire, BINARY_MODE);
   }
 
-  publish(topic: string, messages: readonly WireMessage[]): Promise<void> {
+  publish(topic: string, messages: readonly WireMessage[], call: PublishCall): Promise<void> {
     let accumulator: Accumulator;
     try {
       accumulator = this.require().accumulator;
@@ -170,39 +168,29 @@ export class KafkaTransport implements Transport {
     if (messages.length === 0) return Promise.resolve();
     // The per-message path: a topic already seen (checked, and known to exist) goes straight to the
     // accumulator, without a name check or an async step. Wire messages are records as they are.
-    if (this.knownTopics.has(topic)) return accumulator.publish(topic, messages);
-    return this.publishToNewTopic(topic, messages, accumulator);
+    if (this.knownTopics.has(topic)) return accumulator.publish(topic, messages, call);
+    return this.publishToNewTopic(topic, messages, accumulator, call);
   }
 
   private async publishToNewTopic(
     topic: string,
     messages: readonly WireMessage[],
     accumulator: Accumulator,
+    call: PublishCall,
   ): Promise<void> {
     checkName('topic', topic);
-    let timer: NodeJS.Timeout | undefined;
+    // Until the messages reach the accumulator nothing of them can be written: a caller who gives up
+    // while the topic is looked up (or created) is told they were withdrawn, and they are not queued.
+    call.onAbandon(NOTHING_SENT);
     try {
-      await Promise.race([
-        this.ensureTopic(topic),
-        new Promise<never>((_, reject) => {
-          timer = setTimeout(
-            () =>
-              reject(
-                new PublishError(
-                  ErrorCode.TIMEOUT,
-                  `kafka did not answer within ${this.options.sendTimeoutMs} ms`,
-                ),
-              ),
-            this.options.sendTimeoutMs,
-          );
-        }),
-      ]);
+      await this.ensureTopic(topic);
     } catch (err) {
       throw toPublishError(err, topic);
-    } finally {
-      clearTimeout(timer);
     }
-    await accumulator.publish(topic, messages);
+    if (call.abandoned) {
+      throw new PublishError(ErrorCode.TIMEOUT, `publish to "${topic}" abandoned before it was queued`);
+    }
+    await accumulator.publish(topic, messages, call);
   }
 
   /** Makes sure a topic exists before the first publish to it (the client would otherwise retry forever). */
@@ -255,7 +243,7 @@ export class KafkaTransport implements Transport {
     try {
       await this.createTopics([topic], o.partitions);
       const retry = groups.flatMap(({ group }) =>
-        o.retryTiersMs.map((tier) => retryTopic(topic, group, tier)),
+        o.delayTiersMs.map((tier) => retryTopic(topic, group, tier)),
       );
       await this.createTopics(retry, o.retryPartitions ?? o.partitions);
       await this.createTopics(
@@ -361,16 +349,27 @@ export class KafkaTransport implements Transport {
   }
 
   /**
-   * `messages`: records held (high - low) over all partitions. With a group: `lag` is what the group
-   * still has to read (a group that committed nothing lags by everything held), `lag.<partition>` the
-   * same per partition, `retrying` what waits in its retry tiers and `deadLetters` what its
-   * dead-letter topic holds.
+   * Without a group: `extras.partitions` and `extras.messages` (records held, high - low, over all
+   * partitions); the group figures are null. With a group: `depth` and `lag` are what the group still
+   * has to read (a group that committed nothing lags by everything held), `delayed` what waits in its
+   * retry tiers, `deadLettered` what its dead-letter topic holds, and `extras['lag.<partition>']` the lag
+   * per partition. The broker knows nothing of deliveries in flight or of record ages: those are null.
    */
-  async stats(topic: string, group?: string): Promise<Record<string, number>> {
+  async stats(topic: string, group?: string): Promise<TransportStats> {
     const { driver } = this.require();
     const offsets = await driver.topicOffsets(topic);
-    const out: Record<string, number> = { partitions: offsets.length, messages: 0 };
-    for (const p of offsets) out.messages! += p.high - p.low;
+    let messages = 0;
+    for (const p of offsets) messages += p.high - p.low;
+    const extras: Record<string, number> = { partitions: offsets.length, messages };
+    const out: TransportStats = {
+      depth: null,
+      inFlight: null,
+      delayed: null,
+      deadLettered: null,
+      lag: null,
+      oldestAgeMs: null,
+      extras,
+    };
     if (group === undefined) return out;
     const lagOf = async (t: string, g: string, parts = offsets, perPartition = false) => {
       const committed = new Map((await driver.groupOffsets(g, t)).map((c) => [c.partition, c.offset]));
@@ -378,23 +377,26 @@ export class KafkaTransport implements Transport {
       for (const p of parts) {
         const c = committed.get(p.partition) ?? -1;
         const lag = Math.max(0, p.high - (c < 0 ? p.low : Math.max(c, p.low)));
-        if (perPartition) out[`lag.${p.partition}`] = lag;
+        if (perPartition) extras[`lag.${p.partition}`] = lag;
         total += lag;
       }
       return total;
     };
     out.lag = await lagOf(topic, groupId(topic, group), offsets, true);
+    out.depth = out.lag;
     // Only topics that exist: asking for a missing one makes the client retry for a long time.
     const existing = new Set(await driver.listTopics());
-    out.retrying = 0;
-    for (const tier of this.options.retryTiersMs) {
+    let delayed = 0;
+    for (const tier of this.options.delayTiersMs) {
       const t = retryTopic(topic, group, tier);
       if (existing.has(t))
-        out.retrying += await lagOf(t, retryGroupId(topic, group), await driver.topicOffsets(t));
+        delayed += await lagOf(t, retryGroupId(topic, group), await driver.topicOffsets(t));
     }
+    out.delayed = delayed;
     const dlq = deadLetterTopic(topic, group);
-    out.deadLetters = 0;
-    if (existing.has(dlq)) for (const p of await driver.topicOffsets(dlq)) out.deadLetters += p.high - p.low;
+    let deadLettered = 0;
+    if (existing.has(dlq)) for (const p of await driver.topicOffsets(dlq)) deadLettered += p.high - p.low;
+    out.deadLettered = deadLettered;
     return out;
   }
 
@@ -403,7 +405,8 @@ export class KafkaTransport implements Transport {
     this.closed = true;
     await Promise.allSettled([...this.subscriptions].map((s) => s.close()));
     this.subscriptions.clear();
-    await this.accumulator?.close(this.options.sendTimeoutMs);
+    // Waits for the requests in flight as long as one request may take; what is still queued then fails.
+    await this.accumulator?.close(this.options.requestTimeoutMs);
     await this.producer?.disconnect().catch((err: unknown) => {
       this.logger.debug({ err: describe(err) }, 'kafka producer disconnect failed');
     });

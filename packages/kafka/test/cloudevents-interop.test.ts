@@ -1,4 +1,6 @@
 /** Interop with the official CloudEvents SDK's Kafka binding, both directions, through the real broker. */
+
+import { noDeadline } from '@omnibus/core/kit';
 import { CloudEvent, Kafka as CloudEventsKafka, type KafkaMessage } from 'cloudevents';
 import type { Consumer } from 'kafkajs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -43,7 +45,7 @@ describe('CloudEvents SDK interop (Kafka binding, binary mode)', () => {
       headers: { tenant: 'acme' },
       data: Buffer.from(JSON.stringify({ orderId: 'o-1', totalCents: 4200 })),
     });
-    await transport.publish(topic, [transport.encode(env)]);
+    await transport.publish(topic, [transport.encode(env)], noDeadline());
 
     const consumer = rawKafka().consumer({ groupId: unique('ce-reader'), maxWaitTimeInMs: 200 });
     consumers.push(consumer);

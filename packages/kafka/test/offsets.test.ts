@@ -1,5 +1,6 @@
 /** Offsets: committed only up to contiguous finished work; release redelivers; replay seeks without committing. */
 import type { Delivery } from '@omnibus/core';
+import { noDeadline } from '@omnibus/core/kit';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { KafkaTransport } from '../src/index.js';
 import {
@@ -46,6 +47,7 @@ describe('kafka offsets', () => {
     await transport.publish(
       topic,
       Array.from({ length: 10 }, () => transport.encode(envelope())),
+      noDeadline(),
     );
     const c = new Collector();
     const sub = await transport.subscribe(
@@ -80,6 +82,7 @@ describe('kafka offsets', () => {
       await slow.publish(
         topic,
         Array.from({ length: 6 }, () => slow.encode(envelope())),
+        noDeadline(),
       );
       const c = new Collector();
       const sub = await slow.subscribe({ topic, group: 'g', patterns: ['#'], maxInFlight: 6 }, c.onDelivery);
@@ -109,6 +112,7 @@ describe('kafka offsets', () => {
     await transport.publish(
       topic,
       Array.from({ length: 5 }, () => transport.encode(envelope())),
+      noDeadline(),
     );
     const c = new Collector();
     const sub = await transport.subscribe(
@@ -137,7 +141,7 @@ describe('kafka offsets', () => {
   it('pause() stops deliveries and resume() continues', async () => {
     const topic = `${PREFIX}-pause`;
     await transport.provision(topic, [{ group: 'g', patterns: ['#'] }]);
-    await transport.publish(topic, [transport.encode(envelope())]);
+    await transport.publish(topic, [transport.encode(envelope())], noDeadline());
     const c = new Collector();
     c.listener = (d) => void d.ack();
     const sub = await transport.subscribe(
@@ -146,7 +150,7 @@ describe('kafka offsets', () => {
     );
     await waitFor('first delivery', () => c.deliveries.length === 1);
     sub.pause();
-    await transport.publish(topic, [transport.encode(envelope())]);
+    await transport.publish(topic, [transport.encode(envelope())], noDeadline());
     const until = Date.now() + 2500;
     await waitFor('a while paused', () => Date.now() > until);
     expect(c.deliveries).toHaveLength(1);
@@ -161,12 +165,14 @@ describe('kafka offsets', () => {
     await transport.publish(
       topic,
       Array.from({ length: 4 }, () => transport.encode(envelope())),
+      noDeadline(),
     );
     const midTime = Date.now() + 1;
     await waitFor('the clock to move', () => Date.now() > midTime + 5);
     await transport.publish(
       topic,
       Array.from({ length: 3 }, () => transport.encode(envelope())),
+      noDeadline(),
     );
 
     const read = async (replay: Parameters<KafkaTransport['subscribe']>[0]['replay'], count: number) => {

@@ -1,5 +1,6 @@
 /** Two members of one group; one leaves mid-stream with work unsettled: nothing is lost. */
 import type { Delivery } from '@omnibus/core';
+import { noDeadline } from '@omnibus/core/kit';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { KafkaTransport } from '../src/index.js';
 import { Collector, connected, deleteTopics, envelope, requireBroker, unique, waitFor } from './helpers.js';
@@ -55,6 +56,7 @@ describe('kafka rebalance', () => {
       await publisher.publish(
         topic,
         envs.map((e) => publisher.encode(e)),
+        noDeadline(),
       );
     };
     for (let i = 0; i < 10; i++) await publishSome(30);
@@ -86,6 +88,7 @@ describe('kafka rebalance', () => {
     await t.publish(
       topic,
       Array.from({ length: 6 }, () => t.encode(envelope())),
+      noDeadline(),
     );
     const c = new Collector();
     const sub = await t.subscribe({ topic, group: 'g', patterns: ['#'], maxInFlight: 2 }, c.onDelivery);

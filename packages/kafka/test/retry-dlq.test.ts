@@ -1,5 +1,6 @@
 /** Delayed retry through the tier topics, and dead-lettering, read back with the raw client. */
 import { ControlHeader, type Delivery } from '@omnibus/core';
+import { noDeadline } from '@omnibus/core/kit';
 import type { Consumer } from 'kafkajs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { KafkaTransport } from '../src/index.js';
@@ -22,7 +23,7 @@ describe('kafka delayed retry and dead letters', () => {
 
   beforeAll(async () => {
     await requireBroker();
-    transport = await connected({ retryTiersMs: [400, 1500], partitions: 2, commitIntervalMs: 200 });
+    transport = await connected({ delayTiersMs: [400, 1500], partitions: 2, commitIntervalMs: 200 });
   });
 
   afterAll(async () => {
@@ -31,7 +32,7 @@ describe('kafka delayed retry and dead letters', () => {
     await deleteTopics(PREFIX);
   });
 
-  it('redelivers after at least the requested delay, rounded up to a tier, only to the same group', async () => {
+  it('redelivers after at least the requested delay and within its tier, only to the same group', async () => {
     const topic = `${PREFIX}-tiers`;
     const seen = new Map<string, { at: number; d: Delivery }[]>();
     const requested = new Map<string, { at: number; delayMs: number }>();
@@ -61,6 +62,7 @@ describe('kafka delayed retry and dead letters', () => {
     await transport.publish(
       topic,
       envs.map((e) => transport.encode(e)),
+      noDeadline(),
     );
     await waitFor('every message twice', () => envs.every((e) => (seen.get(e.id)?.length ?? 0) >= 2), 30_000);
 
@@ -100,7 +102,7 @@ describe('kafka delayed retry and dead letters', () => {
       { topic, group: 'g', patterns: ['#'], maxInFlight: 4 },
       c.onDelivery,
     );
-    await transport.publish(topic, [transport.encode(envelope())]);
+    await transport.publish(topic, [transport.encode(envelope())], noDeadline());
     const second = await waitFor('the delayed redelivery', () => c.deliveries[1], 20_000);
     expect(Date.now() - requestedAt).toBeGreaterThanOrEqual(3500);
     expect(second.previousAttempts).toBe(1);
@@ -126,10 +128,10 @@ describe('kafka delayed retry and dead letters', () => {
       { topic, group: 'g', patterns: ['#'], maxInFlight: 4 },
       c.onDelivery,
     );
-    await transport.publish(topic, [transport.encode(envelope({ headers: { slow: 'yes' } }))]);
+    await transport.publish(topic, [transport.encode(envelope({ headers: { slow: 'yes' } }))], noDeadline());
     await waitFor('the first delivery', () => c.deliveries.length === 1);
     const fastAt = Date.now();
-    await transport.publish(topic, [transport.encode(envelope())]);
+    await transport.publish(topic, [transport.encode(envelope())], noDeadline());
     await waitFor('the fast message', () => c.deliveries.find((d) => d.wire.headers.slow !== 'yes'));
     expect(Date.now() - fastAt).toBeLessThan(1500);
     await waitFor('the retry', () => c.deliveries.length === 3, 10_000);
@@ -152,7 +154,7 @@ describe('kafka delayed retry and dead letters', () => {
       c.onDelivery,
     );
     const env = envelope({ key: 'customer-9', headers: { tenant: 'acme' } });
-    await transport.publish(topic, [transport.encode(env)]);
+    await transport.publish(topic, [transport.encode(env)], noDeadline());
     await waitFor('the delivery', () => c.deliveries.length === 1);
 
     const consumer = rawKafka().consumer({ groupId: unique('dlq-reader'), maxWaitTimeInMs: 200 });
@@ -180,8 +182,9 @@ describe('kafka delayed retry and dead letters', () => {
       const st = await transport.stats(topic, 'g');
       return st.lag === 0 ? st : undefined;
     });
-    expect(stats.deadLetters).toBe(1);
-    expect(stats.retrying).toBe(0);
+    expect(stats.deadLettered).toBe(1);
+    expect(stats.delayed).toBe(0);
+    expect(stats.depth).toBe(0);
     await sub.close();
   });
 });

@@ -47,6 +47,7 @@ describe('kafkajs 2.2.4 against the broker', () => {
     const driver = new KafkaDriver({
       brokers: BROKERS,
       clientId: 'spike',
+      connectTimeoutMs: 10_000,
       connectionTimeoutMs: 3000,
       requestTimeoutMs: 30_000,
       retry: { retries: 5, initialRetryTimeMs: 100, maxRetryTimeMs: 1000 },
