@@ -13,7 +13,13 @@ export async function loadHarness(
       return (await import('./transports/kafka.js')).harness;
     case 'sqs':
       return (await import('./transports/sqs.js')).harness;
+    case 'rabbitmq-cluster':
+      return (await import('./transports/rabbitmq-cluster.js')).harness;
+    case 'kafka-cluster':
+      return (await import('./transports/kafka-cluster.js')).harness;
     default:
-      throw new Error(`unknown OMNIBUS_TRANSPORT ${JSON.stringify(name)} (memory, rabbitmq, kafka, sqs)`);
+      throw new Error(
+        `unknown OMNIBUS_TRANSPORT ${JSON.stringify(name)} (memory, rabbitmq, kafka, sqs, rabbitmq-cluster, kafka-cluster)`,
+      );
   }
 }

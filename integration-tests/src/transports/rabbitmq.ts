@@ -24,6 +24,9 @@ const PRIVATE_NODE_SCRIPT = fileURLToPath(
   new URL('../../../scripts/brokers/rabbitmq-private.sh', import.meta.url),
 );
 const run = promisify(execFile);
+// The node rabbitmqctl talks to (the cluster harness points it at its own nodes); default: the shared one.
+const CTL_NODE = process.env.OMNIBUS_RABBITMQCTL_NODE;
+const ctlArgs = (args: string[]) => (CTL_NODE ? ['-n', CTL_NODE, ...args] : args);
 
 const BASE: Partial<RabbitMqOptions> = {
   // Fast recovery keeps the restart scenario short; streams make the replay scenario run.
@@ -165,7 +168,7 @@ export const harness: TransportHarness = {
     // Server-side close of this run's own connections only (never anyone else's on the shared broker).
     const { stdout } = await run(
       'rabbitmqctl',
-      ['-q', 'list_connections', '--no-table-headers', 'pid', 'client_properties'],
+      ctlArgs(['-q', 'list_connections', '--no-table-headers', 'pid', 'client_properties']),
       { timeout: 30_000 },
     );
     let closed = 0;
@@ -175,7 +178,7 @@ export const harness: TransportHarness = {
       const pid = line.split('\t')[0]!;
       await run(
         'rabbitmqctl',
-        ['-q', 'close_connection', pid, 'conformance: connection killed by the broker'],
+        ctlArgs(['-q', 'close_connection', pid, 'conformance: connection killed by the broker']),
         {
           timeout: 30_000,
         },
