@@ -3,7 +3,8 @@
  * adapter, both into a durable topic exchange and a quorum queue, persistent messages, manual acks.
  * Everything is named `omnibus-bench-…` and deleted after each step: the broker is shared.
  */
-import { DEFAULT_DELAY_TIERS_MS, names, rabbitmq } from '@omnibus/rabbitmq';
+import { DEFAULT_DELAY_TIERS_MS } from '@omnibus/core/kit';
+import { names, rabbitmq } from '@omnibus/rabbitmq';
 import amqp, { type Channel, type ChannelModel, type ConfirmChannel, type Options } from 'amqplib';
 import { GROUP, omnibusSide, wireBytes } from '../lib/omnibus-side.js';
 import { type BenchData, decodeData, encodeData, MESSAGE_TYPE, makeData } from '../lib/payload.js';
@@ -56,9 +57,9 @@ async function rawSide(): Promise<Side> {
   const conn = await amqp.connect(URL, { clientProperties: { connection_name: 'omnibus-bench-raw' } });
   const pub: ConfirmChannel = await conn.createConfirmChannel();
   const queue = (topic: string) => `${topic}.${GROUP}`;
+  // Not `mandatory`: the adapter, with its default onNoSubscribers 'accept', publishes without it too.
   const options = (data: BenchData): Options.Publish => ({
     persistent: true,
-    mandatory: true,
     contentType: 'application/json',
     messageId: String(data.seq),
     type: MESSAGE_TYPE,

@@ -14,6 +14,7 @@ import {
   type TransportSubscription,
   type WireMessage,
 } from '@omnibus/core';
+import type { PublishCall } from '@omnibus/core/kit';
 import { names, type RabbitMqOptions, RabbitMqTransport, wireFromAmqp } from '@omnibus/rabbitmq';
 import { type Channel, type ChannelModel, connect, type GetMessage } from 'amqplib';
 import type { TransportHarness } from '../harness.js';
@@ -53,9 +54,9 @@ class TrackedTransport extends RabbitMqTransport {
     created.set(topic, groups);
     for (const t of this.options.delayTiersMs) tiers.add(t);
   }
-  override async publish(topic: string, messages: readonly WireMessage[]): Promise<void> {
+  override async publish(topic: string, messages: readonly WireMessage[], call: PublishCall): Promise<void> {
     this.#note(topic);
-    return super.publish(topic, messages);
+    return super.publish(topic, messages, call);
   }
   override async provision(
     topic: string,
@@ -192,7 +193,6 @@ export const harness: TransportHarness = {
     return new RabbitMqTransport({
       url: 'amqp://guest:guest@127.0.0.1:1',
       connectTimeoutMs: 2_000,
-      publishTimeoutMs: 3_000,
     });
   },
 

@@ -3,6 +3,7 @@
  * after any loss, and hooks so topology, the confirm channel and consumers are restored on every new one.
  */
 import { ConnectionError, type Logger, redactText } from '@omnibus/core';
+import { withConnectDeadline } from '@omnibus/core/kit';
 import { type ChannelModel, connect } from 'amqplib';
 import { errorText } from './amqp-errors.js';
 
@@ -92,6 +93,7 @@ export class ConnectionManager {
       model = await this.#open();
     } catch (err) {
       this.#state = 'idle';
+      if (err instanceof ConnectionError) throw err;
       throw new ConnectionError(`cannot connect to RabbitMQ at ${this.#safeUrl}: ${errorText(err)}`, {
         cause: err,
       });
@@ -113,7 +115,8 @@ export class ConnectionManager {
     }
     return new Promise<ChannelModel>((resolve, reject) => {
       const waiter: Waiter = { resolve, reject, timer: undefined };
-      if (deadline !== undefined) {
+      // An infinite deadline (an internal send that waits as long as it takes) arms no timer.
+      if (deadline !== undefined && Number.isFinite(deadline)) {
         waiter.timer = setTimeout(
           () => {
             this.#waiters.delete(waiter);
@@ -145,34 +148,25 @@ export class ConnectionManager {
     if (model) await model.close().catch(() => {});
   }
 
+  /**
+   * One connection attempt, bounded by the kit's connect deadline. amqplib's own socket timeout (same
+   * length) destroys a socket that stays silent, so a failed attempt leaves no socket or timer behind; a
+   * connection that still opens after the deadline is closed at once.
+   */
   #open(): Promise<ChannelModel> {
     const { url, socketOptions, connectTimeoutMs } = this.#opts;
-    return new Promise<ChannelModel>((resolve, reject) => {
-      let settled = false;
-      const timer = setTimeout(() => {
-        settled = true;
-        reject(new Error(`no connection within ${connectTimeoutMs} ms`));
-      }, connectTimeoutMs);
-      connect(url, { ...socketOptions, timeout: connectTimeoutMs }).then(
-        (model) => {
-          clearTimeout(timer);
-          if (settled) {
-            // Too late: the caller has moved on, so this connection would leak.
-            model.on('error', () => {});
-            model.close().catch(() => {});
-            return;
-          }
-          settled = true;
-          resolve(model);
-        },
-        (err: unknown) => {
-          clearTimeout(timer);
-          if (!settled) {
-            settled = true;
-            reject(err);
-          }
-        },
-      );
+    let late = false;
+    const connecting = connect(url, { ...socketOptions, timeout: connectTimeoutMs });
+    connecting.then(
+      (model) => {
+        if (!late) return;
+        model.on('error', () => {});
+        model.close().catch(() => {});
+      },
+      () => {},
+    );
+    return withConnectDeadline(connecting, connectTimeoutMs, `RabbitMQ at ${this.#safeUrl}`, () => {
+      late = true;
     });
   }
 

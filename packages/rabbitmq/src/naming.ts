@@ -10,9 +10,3 @@ export const names = {
 
 /** RabbitMQ limits queue and exchange names to 255 bytes of UTF-8. */
 export const MAX_NAME_BYTES = 255;
-
-/** The smallest tier that is at least `delayMs`, or the largest tier when none is (the caller chains). */
-export function tierFor(delayMs: number, tiers: readonly number[]): number {
-  for (const t of tiers) if (t >= delayMs) return t;
-  return tiers[tiers.length - 1]!;
-}

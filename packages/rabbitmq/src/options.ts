@@ -1,119 +1,118 @@
-/** The RabbitMQ transport's options: validated once at construction, with the defaults stated in one place. */
+/**
+ * The RabbitMQ transport's options: one strict schema (each default stated once, here), parsed with the
+ * kit's `parseOptions`, plus the same options read from the URL's query string.
+ */
 import { ConfigError, redactText } from '@omnibus/core';
+import {
+  DEFAULT_CONNECT_TIMEOUT_MS,
+  DEFAULT_DELAY_TIERS_MS,
+  delayTiersSchema,
+  parseOptions,
+} from '@omnibus/core/kit';
 import { z } from 'zod';
-
-export const DEFAULT_DELAY_TIERS_MS = [1_000, 5_000, 30_000, 120_000, 600_000, 3_600_000] as const;
 
 /** RabbitMQ 3.8+ accepts up to 128 MiB by default; 16 MiB keeps a single message from starving a node. */
 export const DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024;
 
-const streamSchema = z
-  .object({
-    /** Retention by age, RabbitMQ syntax (`7D`, `12h`, `30m`). */
-    maxAge: z
-      .string()
-      .regex(/^\d+(Y|M|D|h|m|s)$/, 'expected a number followed by Y, M, D, h, m or s, e.g. "7D"')
-      .optional(),
-    /** Retention by size, in bytes. */
-    maxLengthBytes: z.number().int().positive().optional(),
-  })
-  .strict();
+const streamSchema = z.strictObject({
+  /** Retention by age, RabbitMQ syntax (`7D`, `12h`, `30m`). */
+  maxAge: z
+    .string()
+    .regex(/^\d+(Y|M|D|h|m|s)$/, 'expected a number followed by Y, M, D, h, m or s, e.g. "7D"')
+    .optional(),
+  /** Retention by size, in bytes. */
+  maxLengthBytes: z.number().int().positive().optional(),
+});
 
 const reconnectSchema = z
-  .object({
-    initialMs: z.number().int().positive().optional(),
-    maxMs: z.number().int().positive().optional(),
+  .strictObject({
+    initialMs: z.number().int().positive().default(100),
+    maxMs: z.number().int().positive().default(10_000),
   })
-  .strict();
+  .refine((r) => r.maxMs >= r.initialMs, { message: 'must be ≥ reconnect.initialMs', path: ['maxMs'] });
 
-const optionsSchema = z
-  .object({
-    url: z.string().min(1),
-    /** Upper bound on per-subscription prefetch; the subscription's maxInFlight is used when lower. */
-    prefetch: z.number().int().min(1).max(65_535).optional(),
-    /** Most publishes awaiting a broker confirm at once (per connection). */
-    confirmWindow: z.number().int().min(1).max(100_000).optional(),
-    queueType: z.enum(['quorum', 'classic']).optional(),
-    /** Quorum `x-delivery-limit`: a crash-loop safety net, kept well above any retry policy's attempts. */
-    deliveryLimit: z.number().int().min(1).optional(),
-    delayTiersMs: z.array(z.number().int().positive()).min(1).optional(),
-    provision: z.enum(['create', 'verify', 'none']).optional(),
-    /** How long a publish may wait (outage, full window, missing confirm) before it fails. */
-    publishTimeoutMs: z.number().int().positive().optional(),
-    connectTimeoutMs: z.number().int().positive().optional(),
-    reconnect: reconnectSchema.optional(),
-    /** Declares group queues with `x-single-active-consumer`: per-key order holds across processes. */
-    singleActiveConsumer: z.boolean().optional(),
-    /** Opt-in replay: a stream queue per topic (costs disk). */
-    streams: z.union([z.boolean(), streamSchema]).optional(),
-    maxMessageBytes: z
-      .number()
-      .int()
-      .positive()
-      .max(512 * 1024 * 1024)
-      .optional(),
-    heartbeatSeconds: z.number().int().min(0).optional(),
-    /** Passed to `tls.connect` for `amqps:` URLs (ca, cert, key, passphrase, servername, rejectUnauthorized…). */
-    tls: z.record(z.string(), z.unknown()).optional(),
-    /** Shown in the management UI and `rabbitmqctl list_connections user_provided_name`. */
-    connectionName: z.string().min(1).optional(),
-  })
-  .strict();
+const optionsSchema = z.strictObject({
+  url: z.string().min(1),
+  /** Upper bound on per-subscription prefetch; the subscription's maxInFlight is used when lower. */
+  prefetch: z.number().int().min(1).max(65_535).optional(),
+  /** Most publishes awaiting a broker confirm at once (per connection). */
+  confirmWindow: z.number().int().min(1).max(100_000).default(1_000),
+  queueType: z.enum(['quorum', 'classic']).default('quorum'),
+  /** Quorum `x-delivery-limit`: a crash-loop safety net, kept well above any retry policy's attempts. */
+  deliveryLimit: z.number().int().min(1).default(50),
+  delayTiersMs: delayTiersSchema.default(DEFAULT_DELAY_TIERS_MS),
+  provision: z.enum(['create', 'verify', 'none']).default('create'),
+  /**
+   * A publish whose type no group queue is bound for: 'accept' resolves (RabbitMQ drops it), 'reject'
+   * fails with UNROUTABLE (published `mandatory`, the broker's basic.return decides).
+   */
+  onNoSubscribers: z.enum(['accept', 'reject']).default('accept'),
+  /**
+   * The first connect and each reconnect attempt; also how long provision, stats and close wait for a
+   * connection that is being re-established.
+   */
+  connectTimeoutMs: z.number().int().positive().default(DEFAULT_CONNECT_TIMEOUT_MS),
+  reconnect: reconnectSchema.default({ initialMs: 100, maxMs: 10_000 }),
+  /** Declares group queues with `x-single-active-consumer`: per-key order holds across processes. */
+  singleActiveConsumer: z.boolean().default(false),
+  /** Opt-in replay: a stream queue per topic (costs disk). */
+  streams: z.union([z.boolean(), streamSchema]).default(false),
+  maxMessageBytes: z
+    .number()
+    .int()
+    .positive()
+    .max(512 * 1024 * 1024)
+    .default(DEFAULT_MAX_MESSAGE_BYTES),
+  heartbeatSeconds: z.number().int().min(0).optional(),
+  /** Passed to `tls.connect` for `amqps:` URLs (ca, cert, key, passphrase, servername, rejectUnauthorized…). */
+  tls: z.record(z.string(), z.unknown()).optional(),
+  /** Shown in the management UI and `rabbitmqctl list_connections user_provided_name`. */
+  connectionName: z.string().min(1).optional(),
+});
 
 export type RabbitMqOptions = z.input<typeof optionsSchema>;
 
-export interface ResolvedOptions {
-  url: string;
-  prefetch: number | undefined;
-  confirmWindow: number;
-  queueType: 'quorum' | 'classic';
-  deliveryLimit: number;
-  delayTiersMs: readonly number[];
-  provision: 'create' | 'verify' | 'none';
-  publishTimeoutMs: number;
-  connectTimeoutMs: number;
-  reconnect: { initialMs: number; maxMs: number };
-  singleActiveConsumer: boolean;
+type Parsed = z.output<typeof optionsSchema>;
+
+export interface ResolvedOptions extends Omit<Parsed, 'streams' | 'heartbeatSeconds'> {
   streams: { maxAge?: string | undefined; maxLengthBytes?: number | undefined } | undefined;
-  maxMessageBytes: number;
-  tls: Record<string, unknown> | undefined;
-  connectionName: string | undefined;
 }
 
+/** How each option that makes sense in a URL is read from its query string (the value is then validated). */
+const URL_PARAMETERS: Record<string, 'int' | 'bool' | 'string' | 'ints'> = {
+  prefetch: 'int',
+  confirmWindow: 'int',
+  queueType: 'string',
+  deliveryLimit: 'int',
+  delayTiersMs: 'ints',
+  provision: 'string',
+  onNoSubscribers: 'string',
+  connectTimeoutMs: 'int',
+  singleActiveConsumer: 'bool',
+  streams: 'bool',
+  maxMessageBytes: 'int',
+  connectionName: 'string',
+};
+
+/** Query parameters amqplib itself reads from the URL (left in it). */
+const AMQPLIB_PARAMETERS = new Set(['heartbeat', 'frameMax', 'channelMax', 'locale']);
+
 export function resolveOptions(input: unknown): ResolvedOptions {
-  const parsed = optionsSchema.safeParse(input);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0]!;
-    const field = issue.path.map(String).join('.');
-    throw new ConfigError(field || 'options', redactText(issue.message));
-  }
-  const o = parsed.data;
-  const url = validateUrl(o.url, o.heartbeatSeconds);
-  const tiers = [...new Set(o.delayTiersMs ?? DEFAULT_DELAY_TIERS_MS)].sort((a, b) => a - b);
-  const reconnect = { initialMs: o.reconnect?.initialMs ?? 100, maxMs: o.reconnect?.maxMs ?? 10_000 };
-  if (reconnect.maxMs < reconnect.initialMs) {
-    throw new ConfigError('reconnect.maxMs', `must be ≥ reconnect.initialMs (${reconnect.initialMs})`);
-  }
+  if (typeof input !== 'object' || input === null) throw new ConfigError('options', 'expected an object');
+  const given = input as Record<string, unknown>;
+  const fromUrl = typeof given.url === 'string' ? optionsFromUrl(given.url) : { url: given.url, params: {} };
+  // An explicit option wins over the URL, so a deployment can tune one without rewriting a secret-bearing URL.
+  const o = parseOptions(optionsSchema, { ...fromUrl.params, ...given, url: fromUrl.url });
+  const { heartbeatSeconds, streams, ...rest } = o;
   return {
-    url,
-    prefetch: o.prefetch,
-    confirmWindow: o.confirmWindow ?? 1_000,
-    queueType: o.queueType ?? 'quorum',
-    deliveryLimit: o.deliveryLimit ?? 50,
-    delayTiersMs: tiers,
-    provision: o.provision ?? 'create',
-    publishTimeoutMs: o.publishTimeoutMs ?? 30_000,
-    connectTimeoutMs: o.connectTimeoutMs ?? 10_000,
-    reconnect,
-    singleActiveConsumer: o.singleActiveConsumer ?? false,
-    streams: o.streams === true ? {} : o.streams === false || o.streams === undefined ? undefined : o.streams,
-    maxMessageBytes: o.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES,
-    tls: o.tls,
-    connectionName: o.connectionName,
+    ...rest,
+    url: withHeartbeat(o.url, heartbeatSeconds),
+    streams: streams === true ? {} : streams === false ? undefined : streams,
   };
 }
 
-function validateUrl(raw: string, heartbeatSeconds: number | undefined): string {
+/** Splits our options out of the URL's query string; what stays is the URL amqplib is given. */
+function optionsFromUrl(raw: string): { url: string; params: Record<string, unknown> } {
   let url: URL;
   try {
     url = new URL(raw);
@@ -128,7 +127,48 @@ function validateUrl(raw: string, heartbeatSeconds: number | undefined): string 
   if (hb !== null && !/^\d+$/.test(hb)) {
     throw new ConfigError('url', `heartbeat must be a whole number of seconds, got ${JSON.stringify(hb)}`);
   }
-  // An explicit option wins over the URL so deployments can tune it without rewriting secrets-bearing URLs.
-  if (heartbeatSeconds !== undefined) url.searchParams.set('heartbeat', String(heartbeatSeconds));
-  return heartbeatSeconds === undefined ? raw : url.toString();
+  const params: Record<string, unknown> = {};
+  let ours = false;
+  for (const [name, value] of url.searchParams) {
+    const kind = URL_PARAMETERS[name];
+    if (kind === undefined) {
+      if (AMQPLIB_PARAMETERS.has(name)) continue;
+      const known = [...Object.keys(URL_PARAMETERS), ...AMQPLIB_PARAMETERS].join(', ');
+      throw new ConfigError(`url.${name}`, `unknown query parameter (known: ${known})`);
+    }
+    ours = true;
+    params[name] = fromQuery(name, value, kind);
+  }
+  if (!ours) return { url: raw, params };
+  for (const name of Object.keys(params)) url.searchParams.delete(name);
+  return { url: url.toString(), params };
+}
+
+function fromQuery(name: string, value: string, kind: 'int' | 'bool' | 'string' | 'ints'): unknown {
+  switch (kind) {
+    case 'string':
+      return value;
+    case 'bool':
+      if (value === 'true' || value === '1') return true;
+      if (value === 'false' || value === '0') return false;
+      throw new ConfigError(`url.${name}`, `expected true or false, got ${JSON.stringify(value)}`);
+    case 'int':
+      return toInt(name, value);
+    case 'ints':
+      return value.split(',').map((v) => toInt(name, v.trim()));
+  }
+}
+
+function toInt(name: string, value: string): number {
+  if (!/^-?\d+$/.test(value)) {
+    throw new ConfigError(`url.${name}`, `expected a whole number, got ${JSON.stringify(value)}`);
+  }
+  return Number(value);
+}
+
+function withHeartbeat(raw: string, heartbeatSeconds: number | undefined): string {
+  if (heartbeatSeconds === undefined) return raw;
+  const url = new URL(raw);
+  url.searchParams.set('heartbeat', String(heartbeatSeconds));
+  return url.toString();
 }

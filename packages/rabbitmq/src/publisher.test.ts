@@ -1,10 +1,11 @@
 /**
- * The publisher's bookkeeping against a scripted confirm channel (no broker): deadlines on one shared timer,
+ * The publisher's bookkeeping against a scripted confirm channel (no broker): withdrawing a given-up call,
  * the confirm window, confirms in any order, returns, nacks, resending after a lost channel and socket
- * backpressure. The real-broker behaviour is covered in test/publish.test.ts and test/reconnect.test.ts.
+ * backpressure. The real-broker behaviour is covered in test/publish.test.ts, test/deadline.test.ts and test/reconnect.test.ts.
  */
 import { EventEmitter } from 'node:events';
-import { PublishError, silentLogger } from '@omnibus/core';
+import { silentLogger } from '@omnibus/core';
+import { noDeadline, PublishDeadline } from '@omnibus/core/kit';
 import type { Message, Options } from 'amqplib';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import type { ConnectionManager } from './connection.js';
@@ -143,7 +144,7 @@ describe('Publisher', () => {
 
   it('resolves a send only when every message in it is confirmed, and leaves no timer behind', async () => {
     const { conn, publisher } = setup();
-    const result = track(publisher.send([message('a'), message('b')], Date.now() + 1_000));
+    const result = track(publisher.send([message('a'), message('b')], noDeadline()));
     await settle();
     expect(conn.channel.sent.map((s) => s.options.messageId)).toEqual(['a', 'b']);
     conn.channel.ack(0);
@@ -156,71 +157,76 @@ describe('Publisher', () => {
     expect(publisher.inFlight).toBe(0);
   });
 
-  it('rejects with TIMEOUT at the deadline when the broker never confirms', async () => {
-    const { conn, publisher } = setup();
-    const result = track(publisher.send([message('a')], Date.now() + 1_000));
+  it('a call given up while every message still waits in the queue is withdrawn and never written', async () => {
+    const { conn, publisher } = setup(1);
+    const held = track(publisher.send([message('held')], noDeadline()));
+    const call = new PublishDeadline(Date.now() + 1_000);
+    const queued = track(publisher.send([message('q1'), message('q2')], call));
     await settle();
-    expect(conn.channel.sent).toHaveLength(1);
-    await vi.advanceTimersByTimeAsync(999);
-    expect(result.state).toBe('pending');
-    await vi.advanceTimersByTimeAsync(1);
-    expect(result.state).toBe('rejected');
-    expect(result.error).toBeInstanceOf(PublishError);
-    expect(result.error).toMatchObject({
-      code: 'TIMEOUT',
-      message: 'no broker confirm within the publish timeout',
-    });
-    expect(vi.getTimerCount()).toBe(0);
-    // A confirm arriving after the timeout changes nothing and frees the window slot.
+    expect(publisher.queued).toBe(2);
+    expect(call.abandon()).toBe('withdrawn');
+    await settle();
+    expect(queued.error).toMatchObject({ code: 'TIMEOUT' });
+    expect(publisher.queued).toBe(0);
+    // The window opens again: what was withdrawn stays unwritten.
     conn.channel.ack(0);
     await settle();
-    expect(result.state).toBe('rejected');
+    expect(held.state).toBe('resolved');
+    expect(conn.channel.sent.map((s) => s.options.messageId)).toEqual(['held']);
+  });
+
+  it('a call given up after a message reached the channel is unknown; its unsent rest is never written', async () => {
+    const { conn, publisher } = setup(1);
+    const call = new PublishDeadline(Date.now() + 1_000);
+    const result = track(publisher.send([message('a'), message('b')], call));
+    await settle();
+    expect(conn.channel.sent.map((s) => s.options.messageId)).toEqual(['a']);
+    expect(call.abandon()).toBe('unknown');
+    await settle();
+    expect(result.error).toMatchObject({ code: 'OUTCOME_UNKNOWN' });
+    conn.channel.ack(0);
+    await settle();
+    expect(conn.channel.sent.map((s) => s.options.messageId)).toEqual(['a']);
     expect(publisher.inFlight).toBe(0);
   });
 
-  it('times out every send at its own deadline, whatever order the deadlines were given in', async () => {
-    const { publisher } = setup();
-    const now = Date.now();
-    const late = track(publisher.send([message('late')], now + 5_000));
-    const early = track(publisher.send([message('early')], now + 1_000));
-    const middle = track(publisher.send([message('middle')], now + 3_000));
-    await vi.advanceTimersByTimeAsync(1_000);
-    expect([early.state, middle.state, late.state]).toEqual(['rejected', 'pending', 'pending']);
-    await vi.advanceTimersByTimeAsync(1_999);
-    expect([middle.state, late.state]).toEqual(['pending', 'pending']);
-    await vi.advanceTimersByTimeAsync(1);
-    expect([middle.state, late.state]).toEqual(['rejected', 'pending']);
-    await vi.advanceTimersByTimeAsync(2_000);
-    expect(late.state).toBe('rejected');
-    expect(late.error).toMatchObject({ code: 'TIMEOUT' });
-    expect(vi.getTimerCount()).toBe(0);
-  });
-
-  it('a send confirmed before its deadline is not timed out while later ones still are', async () => {
+  it('a call given up while no channel is open is withdrawn; a call already given up is refused unsent', async () => {
     const { conn, publisher } = setup();
-    const now = Date.now();
-    const first = track(publisher.send([message('first')], now + 1_000));
-    const second = track(publisher.send([message('second')], now + 2_000));
+    let open!: () => void;
+    conn.whenOpen = () => new Promise((resolve) => (open = () => resolve(conn.model)));
+    const call = new PublishDeadline(Date.now() + 1_000);
+    const waiting = track(publisher.send([message('a')], call));
     await settle();
-    conn.channel.ack(0);
-    await vi.advanceTimersByTimeAsync(1_500);
-    expect([first.state, second.state]).toEqual(['resolved', 'pending']);
-    await vi.advanceTimersByTimeAsync(500);
-    expect(second.state).toBe('rejected');
+    expect(call.abandon()).toBe('withdrawn');
+    const late = new PublishDeadline(Date.now());
+    late.abandon();
+    await expect(publisher.send([message('b')], late)).rejects.toMatchObject({ code: 'TIMEOUT' });
+    open();
+    await settle();
+    expect(waiting.error).toMatchObject({ code: 'TIMEOUT' });
+    expect(conn.channels.flatMap((c) => c.sent)).toEqual([]);
   });
 
-  it('a deadline already past rejects with TIMEOUT straight away', async () => {
-    const { publisher } = setup();
-    const result = track(publisher.send([message('a')], Date.now() - 10));
+  it('a call caught unconfirmed by a lost channel and then given up is not sent again', async () => {
+    const { conn, publisher } = setup();
+    let open: (() => void) | undefined;
+    const call = new PublishDeadline(Date.now() + 1_000);
+    const result = track(publisher.send([message('a')], call));
+    await settle();
+    const first = conn.channel;
+    conn.whenOpen = () => new Promise((resolve) => (open = () => resolve(conn.model)));
+    first.die();
     await vi.advanceTimersByTimeAsync(0);
-    expect(result.error).toMatchObject({ code: 'TIMEOUT' });
+    expect(call.abandon()).toBe('unknown');
+    open?.();
+    await vi.advanceTimersByTimeAsync(0);
+    expect(result.error).toMatchObject({ code: 'OUTCOME_UNKNOWN' });
+    expect(conn.channels.slice(1).flatMap((c) => c.sent)).toEqual([]);
   });
 
   it('keeps at most `window` messages unconfirmed, sending more as confirms arrive in any order', async () => {
     const { conn, publisher } = setup(2);
-    const results = ['a', 'b', 'c', 'd', 'e'].map((id) =>
-      track(publisher.send([message(id)], Date.now() + 10_000)),
-    );
+    const results = ['a', 'b', 'c', 'd', 'e'].map((id) => track(publisher.send([message(id)], noDeadline())));
     await settle();
     const ids = () => conn.channel.sent.map((s) => s.options.messageId);
     expect(ids()).toEqual(['a', 'b']);
@@ -244,7 +250,7 @@ describe('Publisher', () => {
 
   it('a returned message is UNROUTABLE on its confirm; the others in the send are still sent', async () => {
     const { conn, publisher } = setup();
-    const result = track(publisher.send([message('a'), message('b')], Date.now() + 1_000));
+    const result = track(publisher.send([message('a'), message('b')], noDeadline()));
     await settle();
     conn.channel.returnMessage(1);
     conn.channel.ack(0);
@@ -256,7 +262,7 @@ describe('Publisher', () => {
 
   it('a nack rejects with PUBLISH_FAILED', async () => {
     const { conn, publisher } = setup();
-    const result = track(publisher.send([message('a')], Date.now() + 1_000));
+    const result = track(publisher.send([message('a')], noDeadline()));
     await settle();
     conn.channel.nack(0);
     await settle();
@@ -265,7 +271,7 @@ describe('Publisher', () => {
 
   it('messages caught unconfirmed by a lost channel are sent again, in order, on the next one', async () => {
     const { conn, publisher } = setup(2);
-    const results = ['a', 'b', 'c'].map((id) => track(publisher.send([message(id)], Date.now() + 10_000)));
+    const results = ['a', 'b', 'c'].map((id) => track(publisher.send([message(id)], noDeadline())));
     await settle();
     const first = conn.channel;
     expect(first.sent.map((s) => s.options.messageId)).toEqual(['a', 'b']);
@@ -285,11 +291,11 @@ describe('Publisher', () => {
 
   it('stops writing while the socket buffer is full and goes on after drain', async () => {
     const { conn, publisher } = setup();
-    const first = track(publisher.send([message('a')], Date.now() + 10_000));
+    const first = track(publisher.send([message('a')], noDeadline()));
     await settle();
     const ch = conn.channel;
     ch.writable = false;
-    const rest = track(publisher.send([message('b'), message('c')], Date.now() + 10_000));
+    const rest = track(publisher.send([message('b'), message('c')], noDeadline()));
     await settle();
     expect(ch.sent.map((s) => s.options.messageId)).toEqual(['a', 'b']);
     expect(publisher.queued).toBe(1);
@@ -302,18 +308,20 @@ describe('Publisher', () => {
     expect([first.state, rest.state]).toEqual(['resolved', 'resolved']);
   });
 
-  it('close waits for confirms, then rejects whatever is still queued with CLOSED', async () => {
+  it('close waits for confirms, then rejects whatever is still queued or unconfirmed with CLOSED', async () => {
     const { conn, publisher } = setup(1);
-    const sent = track(publisher.send([message('a')], Date.now() + 10_000));
-    const queued = track(publisher.send([message('b')], Date.now() + 10_000));
+    const sent = track(publisher.send([message('a')], noDeadline()));
+    const queued = track(publisher.send([message('b')], noDeadline()));
     await settle();
     const closing = publisher.close(Date.now() + 1_000);
     await vi.advanceTimersByTimeAsync(1_000);
     await closing;
     expect(queued.error).toMatchObject({ code: 'CLOSED' });
-    expect(sent.state).toBe('pending');
+    // The unconfirmed one is not sent again on another channel: closing ends it.
+    expect(sent.error).toMatchObject({ code: 'CLOSED' });
+    expect(conn.channels).toHaveLength(1);
     expect(conn.channel.sent.map((s) => s.options.messageId)).toEqual(['a']);
-    await expect(publisher.send([message('c')], Date.now() + 1_000)).rejects.toMatchObject({
+    await expect(publisher.send([message('c')], noDeadline())).rejects.toMatchObject({
       code: 'CLOSED',
     });
   });

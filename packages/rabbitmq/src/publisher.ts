@@ -1,9 +1,11 @@
 /**
  * Publishing on one confirm channel with a bounded window of unconfirmed messages: a publish settles only on
  * the broker's confirm, a mandatory return turns it into UNROUTABLE, and messages caught by a lost channel
- * are sent again on the next one until their deadline.
+ * are sent again on the next one. There is no timer here: the caller's deadline (the PublishCall) decides
+ * when to give up, and a call given up while all its messages still wait in this queue is withdrawn.
  */
-import { type Logger, PublishError, type PublishErrorCode } from '@omnibus/core';
+import { type Logger, PublishError } from '@omnibus/core';
+import type { AbandonVerdict, PublishCall } from '@omnibus/core/kit';
 import type { ConfirmChannel, Message, Options } from 'amqplib';
 import { AmqpCode, amqpCode, errorText } from './amqp-errors.js';
 import { type ConnectionManager, NoConnectionError } from './connection.js';
@@ -16,14 +18,14 @@ export interface Outgoing {
   options: Options.Publish;
 }
 
-/** One `send` call: a single promise and a single deadline, however many messages it holds. */
+/** One `send` call: a single promise, however many messages it holds. */
 interface Batch {
   remaining: number;
   finished: boolean;
-  /** Past its deadline or cancelled by close: messages not yet written are never written. */
-  expired: boolean;
-  /** The deadline on the monotonic clock (`performance.now()`), so wall-clock jumps cannot move it. */
-  due: number;
+  /** Given up by its caller or cancelled by close: messages not yet written are never written. */
+  dropped: boolean;
+  /** Some message of it was handed to the channel: from then on it cannot be withdrawn. */
+  written: boolean;
   resolve(): void;
   reject(err: Error): void;
 }
@@ -66,14 +68,6 @@ export class Publisher {
   #waiting: Wait | undefined;
   #closed = false;
   #idleWaiters: (() => void)[] = [];
-  /**
-   * Unfinished batches. Rather than a timer per publish, one timer is armed for the earliest deadline among
-   * them; when it fires it expires every batch that is due and re-arms for the next earliest.
-   */
-  readonly #pending = new Set<Batch>();
-  #timer: NodeJS.Timeout | undefined;
-  /** When `#timer` fires (monotonic ms), or Infinity when none is armed. */
-  #timerDue = Number.POSITIVE_INFINITY;
 
   /** Told when the broker closed the channel because an exchange is gone, so it is declared again. */
   onMissingExchange: (exchange: string) => void = () => {};
@@ -93,24 +87,27 @@ export class Publisher {
   }
 
   /**
-   * Resolves when the broker confirmed every message; rejects with the first PublishError, or TIMEOUT at
-   * `deadline`. After a failure the other messages are still sent (the caller cannot unsend them anyway).
+   * Resolves when the broker confirmed every message; rejects with the first PublishError. After a failure
+   * the other messages are still sent (the caller cannot unsend them anyway). With a `call`, the caller may
+   * give up: see #abandon. Without one (internal hand-offs) it waits for the confirm or the transport's close.
    */
-  send(messages: readonly Outgoing[], deadline: number): Promise<void> {
+  send(messages: readonly Outgoing[], call?: PublishCall): Promise<void> {
     if (this.#closed) return Promise.reject(new PublishError('CLOSED', 'the transport is closed'));
     if (messages.length === 0) return Promise.resolve();
+    if (call?.abandoned) return Promise.reject(givenUp(false));
     let batch!: Batch;
     const settled = new Promise<void>((resolve, reject) => {
       batch = {
         remaining: messages.length,
         finished: false,
-        expired: false,
-        due: performance.now() + Math.max(0, deadline - Date.now()),
+        dropped: false,
+        written: false,
         resolve,
         reject,
       };
     });
-    this.#track(batch);
+    // One closure per publish call (not per message): the contract's way of asking for a withdrawal.
+    if (call) call.onAbandon(() => this.#abandon(batch));
     for (const m of messages) {
       this.#queue.push({
         exchange: m.exchange,
@@ -139,8 +136,8 @@ export class Publisher {
       });
     }
     for (const e of this.#queue.splice(0)) {
-      e.batch.expired = true;
-      this.#settle(e, new PublishError('CLOSED', 'the transport closed'));
+      e.batch.dropped = true;
+      this.#settle(e, new PublishError('CLOSED', 'the transport closed before this message was sent'));
     }
     const st = this.#state;
     this.#state = undefined;
@@ -158,61 +155,33 @@ export class Publisher {
   #finish(batch: Batch, err: Error | undefined): void {
     if (batch.finished) return;
     batch.finished = true;
-    this.#pending.delete(batch);
-    if (this.#pending.size === 0) this.#disarm();
     if (err) batch.reject(err);
     else batch.resolve();
   }
 
-  #track(batch: Batch): void {
-    this.#pending.add(batch);
-    if (batch.due < this.#timerDue) this.#arm(batch.due);
-  }
-
-  #arm(due: number): void {
-    clearTimeout(this.#timer);
-    this.#timerDue = due;
-    this.#timer = setTimeout(this.#onDeadline, Math.max(0, due - performance.now()));
-  }
-
-  #disarm(): void {
-    if (this.#timer === undefined) return;
-    clearTimeout(this.#timer);
-    this.#timer = undefined;
-    this.#timerDue = Number.POSITIVE_INFINITY;
-  }
-
-  /** The deadline timer fired: expire every batch that is due, then arm for the earliest one left. */
-  readonly #onDeadline = (): void => {
-    this.#timer = undefined;
-    this.#timerDue = Number.POSITIVE_INFINITY;
-    const now = performance.now();
-    let next = Number.POSITIVE_INFINITY;
-    // #expire removes the batch from the set; deleting the current element while iterating a Set is safe.
-    for (const batch of this.#pending) {
-      if (batch.due <= now) this.#expire(batch);
-      else if (batch.due < next) next = batch.due;
+  /**
+   * The caller gave up (its deadline passed or it aborted). Runs synchronously between pump passes, so
+   * marking the batch dropped is enough for the pump never to write what is still queued. Withdrawn only
+   * when nothing of the call reached the channel; otherwise the broker may have it: unknown.
+   */
+  #abandon(batch: Batch): AbandonVerdict {
+    if (batch.finished && !batch.dropped) return batch.written ? 'unknown' : 'withdrawn';
+    batch.dropped = true;
+    // Free the queue at once rather than when the pump next reaches these entries (maybe much later).
+    const queue = this.#queue;
+    let kept = 0;
+    for (let i = 0; i < queue.length; i++) {
+      const e = queue[i]!;
+      if (e.batch !== batch) queue[kept++] = e;
     }
-    if (next < this.#timerDue) this.#arm(next);
+    queue.length = kept;
+    this.#finish(batch, givenUp(batch.written));
     this.#checkIdle();
-  };
-
-  #expire(batch: Batch): void {
-    batch.expired = true;
-    const waitingForBroker = this.#conn.state !== 'open';
-    this.#finish(
-      batch,
-      new PublishError(
-        'TIMEOUT',
-        waitingForBroker
-          ? `no connection to RabbitMQ within the publish timeout (${this.#conn.details().lastError ?? 'reconnecting'}); unsent messages were dropped from the send queue`
-          : 'no broker confirm within the publish timeout',
-      ),
-    );
+    return batch.written ? 'unknown' : 'withdrawn';
   }
 
   #skip(entry: Entry): boolean {
-    return entry.done || entry.batch.expired;
+    return entry.done || entry.batch.dropped;
   }
 
   #checkIdle(): void {
@@ -312,7 +281,8 @@ export class Publisher {
         if (closeCode === AmqpCode.NOT_FOUND && st.closeError?.message.includes(`'${entry.exchange}'`)) {
           this.onMissingExchange(entry.exchange);
           this.#settle(entry, unroutable(entry, `exchange "${entry.exchange}" does not exist`));
-        } else if (this.#closed && this.#conn.state === 'closed') {
+        } else if (this.#closed) {
+          // Closing: no next channel to send it again on. It may or may not have reached the broker.
           this.#settle(entry, new PublishError('CLOSED', 'the transport closed before the broker confirmed'));
         } else {
           entry.returned = undefined;
@@ -380,6 +350,7 @@ export class Publisher {
           continue;
         }
         this.#inFlight++;
+        entry.batch.written = true;
         st.unconfirmed.add(entry);
         if (!ok && st.alive) {
           // The socket buffer is full: wait for it to drain (or for the channel to die) before writing more.
@@ -400,14 +371,14 @@ export class Publisher {
     this.#channel().then(
       () => this.#wake('channel'),
       (err: unknown) => {
-        if (err instanceof NoConnectionError && err.reason !== 'timeout') {
+        if (err instanceof NoConnectionError) {
+          // Closed (or never connected): nothing queued can be sent any more.
           this.#waiting = undefined;
-          const code: PublishErrorCode = 'CLOSED';
-          for (const e of this.#queue.splice(0)) this.#settle(e, new PublishError(code, err.message));
+          for (const e of this.#queue.splice(0)) this.#settle(e, new PublishError('CLOSED', err.message));
           this.#checkIdle();
           return;
         }
-        // The connection is going away under us; wait for the next one (entries keep their deadlines).
+        // The connection is going away under us; wait for the next one (the callers keep their deadlines).
         setTimeout(() => this.#wake('channel'), 50);
       },
     );
@@ -420,4 +391,11 @@ function unroutable(entry: Entry, reason: string): PublishError {
     `no queue is bound for routing key "${entry.routingKey}" on exchange "${entry.exchange || '(default)'}" (${reason}); ` +
       'RabbitMQ keeps nothing for a topic without a bound group queue: subscribe or provision the group first',
   );
+}
+
+/** What a given-up publish rejects with (the bus has already answered its caller; this only ends the promise). */
+function givenUp(written: boolean): PublishError {
+  return written
+    ? new PublishError('OUTCOME_UNKNOWN', 'the caller gave up after the message was sent; it may be written')
+    : new PublishError('TIMEOUT', 'the caller gave up before the message was sent; it was withdrawn');
 }

@@ -12,14 +12,15 @@ import {
   UnsupportedError,
   type WireMessage,
 } from '@omnibus/core';
+import { BaseDelivery, handOver, nextHop, planDelay, readDueAt } from '@omnibus/core/kit';
 import type { Channel, ConsumeMessage, Message } from 'amqplib';
 import { AmqpCode, amqpCode, errorText, missingObject } from './amqp-errors.js';
 import type { ConnectionManager } from './connection.js';
-import { names, tierFor } from './naming.js';
+import { names } from './naming.js';
 import type { ResolvedOptions } from './options.js';
 import type { Publisher } from './publisher.js';
 import type { Topology } from './topology.js';
-import { previousAttempts, republishOptions, wireFromAmqp } from './wire.js';
+import { republishOptions, wireFromAmqp } from './wire.js';
 
 export interface SubscriptionDeps {
   conn: ConnectionManager;
@@ -56,6 +57,8 @@ export class AmqpSubscription implements TransportSubscription {
   #handoffsIdle: (() => void)[] = [];
   /** Replay: the next stream offset to read after a reconnect. */
   #nextOffset: number | undefined;
+  /** Log fields built once (handOver logs with them only when the core's callback throws). */
+  readonly #logFields: Record<string, unknown>;
 
   constructor(spec: SubscribeSpec, onDelivery: (d: Delivery) => void, deps: SubscriptionDeps) {
     this.spec = spec;
@@ -64,6 +67,7 @@ export class AmqpSubscription implements TransportSubscription {
     this.#replay = spec.group === undefined;
     this.#queue = this.#replay ? names.streamQueue(spec.topic) : names.groupQueue(spec.topic, spec.group!);
     this.#prefetch = Math.max(1, Math.min(spec.maxInFlight, deps.opts.prefetch ?? Number.MAX_SAFE_INTEGER));
+    this.#logFields = { transport: 'rabbitmq', queue: this.#queue };
   }
 
   get group(): string {
@@ -96,9 +100,10 @@ export class AmqpSubscription implements TransportSubscription {
     this.#schedule();
     await this.#ops;
     if (this.#handoffs > 0) {
-      const deadline = this.#deps.opts.publishTimeoutMs;
+      // Hand-offs wait for their confirm as long as it takes; closing waits for them as long as a connect may.
+      const waitMs = this.#deps.opts.connectTimeoutMs;
       await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, deadline);
+        const timer = setTimeout(resolve, waitMs);
         this.#handoffsIdle.push(() => {
           clearTimeout(timer);
           resolve();
@@ -152,7 +157,7 @@ export class AmqpSubscription implements TransportSubscription {
     const model = conn.current;
     if (!model) return; // the reconnect hook calls again
     if (!chan?.alive || chan.generation !== conn.generation) {
-      const deadline = Date.now() + this.#deps.opts.publishTimeoutMs;
+      const deadline = Date.now() + this.#deps.opts.connectTimeoutMs;
       if (this.#replay) await this.#deps.topology.ensureStream(this.spec.topic, deadline);
       else await this.#deps.topology.ensureGroup(this.spec.topic, this.group, this.spec.patterns, deadline);
       const ch = await model.createChannel();
@@ -216,26 +221,19 @@ export class AmqpSubscription implements TransportSubscription {
       const offset = msg.properties.headers?.['x-stream-offset'];
       if (typeof offset === 'number') this.#nextOffset = offset + 1;
     } else {
-      const dueAt = wire.headers[ControlHeader.dueAt];
-      // Most messages carry no due time: skip the clock for them.
-      const remaining = dueAt === undefined ? 0 : Number(dueAt) - Date.now();
-      if (remaining > 0) {
+      // Most messages carry no due time: the clock is read only for those that do.
+      const dueAt = readDueAt(wire.headers);
+      const hop = dueAt === undefined ? undefined : nextHop(dueAt, this.#deps.opts.delayTiersMs);
+      if (hop) {
         // Back early from the largest tier of a chained delay: round again without bothering the core.
-        void this.#chain(chan, msg, remaining);
+        void this.#chain(chan, msg, hop.tierMs);
         return;
       }
     }
-    const delivery = new AmqpDelivery(this, chan, msg, wire);
-    try {
-      this.#onDelivery(delivery);
-    } catch (err) {
-      this.#deps.logger.error({ transport: 'rabbitmq', err: errorText(err) }, 'delivery callback threw');
-      void delivery.release();
-    }
+    handOver(this.#onDelivery, new AmqpDelivery(this, chan, msg, wire), this.#deps.logger, this.#logFields);
   }
 
-  async #chain(chan: ConsumerChannel, msg: ConsumeMessage, remainingMs: number): Promise<void> {
-    const tier = tierFor(remainingMs, this.#deps.opts.delayTiersMs);
+  async #chain(chan: ConsumerChannel, msg: ConsumeMessage, tier: number): Promise<void> {
     try {
       await this.handOff(names.retryQueue(this.spec.topic, this.group, tier), msg, {});
       settle(chan, this.#deps.conn, msg, 'ack');
@@ -258,12 +256,9 @@ export class AmqpSubscription implements TransportSubscription {
   ): Promise<void> {
     this.#handoffs++;
     try {
-      const deadline = Date.now() + this.#deps.opts.publishTimeoutMs;
       const options = republishOptions(msg, controlHeaders, drop);
-      await this.#deps.publisher.send(
-        [{ exchange: '', routingKey: queue, content: msg.content, options }],
-        deadline,
-      );
+      // No deadline: a hand-off waits for its confirm (resent after a reconnect) or the transport's close.
+      await this.#deps.publisher.send([{ exchange: '', routingKey: queue, content: msg.content, options }]);
     } finally {
       this.#handoffs--;
       if (this.#handoffs === 0) for (const w of this.#handoffsIdle.splice(0)) w();
@@ -303,82 +298,68 @@ export function streamOffset(from: ReplayFrom): unknown {
   return { '!': 'timestamp', value: Math.floor(from.timestamp / 1000) };
 }
 
-class AmqpDelivery implements Delivery {
-  readonly wire: WireMessage;
-  readonly topic: string;
-  readonly group: string;
-  readonly previousAttempts: number;
-  readonly redelivered: boolean;
-  readonly receivedAt = Date.now();
+/**
+ * A message from a group queue (or the replay stream). The kit's BaseDelivery holds the settle state
+ * machine; these are only the broker actions. Ack and release settle synchronously on the channel that
+ * received the message (if it died meanwhile the broker redelivers: at-least-once, never lost).
+ */
+class AmqpDelivery extends BaseDelivery {
   readonly #sub: AmqpSubscription;
   readonly #chan: ConsumerChannel;
   readonly #msg: ConsumeMessage;
-  #state: 'open' | 'settling' | 'settled' = 'open';
 
   constructor(sub: AmqpSubscription, chan: ConsumerChannel, msg: ConsumeMessage, wire: WireMessage) {
+    super({ wire, topic: sub.spec.topic, group: sub.group, redelivered: msg.fields.redelivered });
     this.#sub = sub;
     this.#chan = chan;
     this.#msg = msg;
-    this.wire = wire;
-    this.topic = sub.spec.topic;
-    this.group = sub.group;
-    this.previousAttempts = previousAttempts(wire);
-    this.redelivered = msg.fields.redelivered;
   }
 
-  ack(): Promise<void> {
-    if (this.#state === 'open') {
-      this.#state = 'settled';
-      // If the channel died meanwhile the broker redelivers the message: at-least-once, never lost.
-      settle(this.#chan, this.#sub.deps.conn, this.#msg, 'ack');
-    }
+  protected doAck(): Promise<void> {
+    settle(this.#chan, this.#sub.deps.conn, this.#msg, 'ack');
     return SETTLED;
   }
 
-  release(): Promise<void> {
-    if (this.#state === 'open') {
-      this.#state = 'settled';
-      // A stream cannot take a message back; reading it again is a matter of the next replay's offset.
-      settle(this.#chan, this.#sub.deps.conn, this.#msg, this.#sub.replay ? 'ack' : 'requeue');
-    }
+  protected doRelease(): Promise<void> {
+    // A stream cannot take a message back; reading it again is a matter of the next replay's offset.
+    settle(this.#chan, this.#sub.deps.conn, this.#msg, this.#sub.replay ? 'ack' : 'requeue');
     return SETTLED;
   }
 
-  async retryLater(delayMs: number, controlHeaders: Record<string, string>): Promise<void> {
-    if (this.#sub.replay) throw new UnsupportedError('a replay subscription cannot schedule retries');
-    const tiers = this.#sub.deps.opts.delayTiersMs;
-    const delay = Math.max(0, delayMs);
-    const largest = tiers[tiers.length - 1]!;
+  protected doRetryLater(delayMs: number, controlHeaders: Record<string, string>): Promise<void> {
+    if (this.#sub.replay) {
+      return Promise.reject(new UnsupportedError('a replay subscription cannot schedule retries'));
+    }
+    const plan = planDelay(delayMs, this.#sub.deps.opts.delayTiersMs);
     const headers = { ...controlHeaders };
     const drop: string[] = [];
-    if (delay > largest) headers[ControlHeader.dueAt] = String(Date.now() + delay);
-    else if (!(ControlHeader.dueAt in headers)) drop.push(ControlHeader.dueAt);
-    const queue = names.retryQueue(this.topic, this.group, tierFor(delay, tiers));
-    await this.#handOffThenAck(queue, headers, drop);
+    // A due time travels only with a delay one tier cannot cover (the next hops read it).
+    if (plan.dueAt !== undefined) headers[ControlHeader.dueAt] = String(plan.dueAt);
+    else {
+      delete headers[ControlHeader.dueAt];
+      drop.push(ControlHeader.dueAt);
+    }
+    return this.#handOffThenAck(names.retryQueue(this.topic, this.group, plan.tierMs), headers, drop);
   }
 
-  async deadLetter(controlHeaders: Record<string, string>): Promise<void> {
-    if (this.#sub.replay) throw new UnsupportedError('a replay subscription has no dead-letter queue');
-    await this.#handOffThenAck(names.deadLetterQueue(this.topic, this.group), controlHeaders, [
+  protected doDeadLetter(controlHeaders: Record<string, string>): Promise<void> {
+    if (this.#sub.replay) {
+      return Promise.reject(new UnsupportedError('a replay subscription has no dead-letter queue'));
+    }
+    const headers = { ...controlHeaders };
+    delete headers[ControlHeader.dueAt];
+    return this.#handOffThenAck(names.deadLetterQueue(this.topic, this.group), headers, [
       ControlHeader.dueAt,
     ]);
   }
 
+  /** Confirmed hand-off first, then the ack: a failed hand-off leaves the original unsettled (failed). */
   async #handOffThenAck(
     queue: string,
     headers: Record<string, string>,
     drop: readonly string[],
   ): Promise<void> {
-    if (this.#state !== 'open') return;
-    this.#state = 'settling';
-    try {
-      await this.#sub.handOff(queue, this.#msg, headers, drop);
-    } catch (err) {
-      // Not settled: the core releases it (or the channel's end returns it to the queue).
-      this.#state = 'open';
-      throw err;
-    }
-    this.#state = 'settled';
+    await this.#sub.handOff(queue, this.#msg, headers, drop);
     settle(this.#chan, this.#sub.deps.conn, this.#msg, 'ack');
   }
 }

@@ -19,6 +19,7 @@ import {
   type WireMessage,
   wireSize,
 } from '@omnibus/core';
+import type { AbandonVerdict, PublishCall, TransportStats } from '@omnibus/core/kit';
 import { AmqpCode, amqpCode, errorText } from './amqp-errors.js';
 import { ConnectionManager, NoConnectionError } from './connection.js';
 import { names } from './naming.js';
@@ -27,6 +28,9 @@ import { type Outgoing, Publisher } from './publisher.js';
 import { AmqpSubscription } from './subscription.js';
 import { AdminChannel, Topology } from './topology.js';
 import { amqpFromWire, binaryMode } from './wire.js';
+
+/** Giving up while the exchange is still being declared: nothing was written yet (one shared function). */
+const WITHDRAWN = (): AbandonVerdict => 'withdrawn';
 
 interface Parts {
   conn: ConnectionManager;
@@ -45,26 +49,25 @@ export class RabbitMqTransport implements Transport {
   #parts: Parts | undefined;
   #closed = false;
   readonly #subs = new Set<AmqpSubscription>();
+  /** Publish `mandatory` only when a return changes the outcome (onNoSubscribers 'reject'). */
+  readonly #mandatory: boolean;
 
   constructor(options: RabbitMqOptions) {
     this.options = resolveOptions(options);
     const o = this.options;
     this.connectionName =
       o.connectionName ?? `omnibus-${process.pid}-${Math.random().toString(36).slice(2, 10)}`;
+    this.#mandatory = o.onNoSubscribers === 'reject';
     this.capabilities = {
       consumerGroups: true,
       fanOut: true,
-      patternRouting: true,
       ordering: o.singleActiveConsumer ? 'group' : 'process',
       replay: o.streams !== undefined,
-      nativeDelay: true,
       // Longer delays are chained through the largest tier, so no delay is ever shortened.
-      maxDelayMs: Number.MAX_SAFE_INTEGER,
       delayTiersMs: o.delayTiersMs,
-      nativeDeadLetter: true,
       maxMessageBytes: o.maxMessageBytes,
       persistent: true,
-      keyAffinity: false,
+      rejectsUnroutable: true,
     };
   }
 
@@ -115,15 +118,14 @@ export class RabbitMqTransport implements Transport {
   /**
    * Not `async`, so that once the topic's exchange is known to exist a publish is a direct hand-off to the
    * publisher's promise, with no extra promise or await of its own; every failure is still a rejection.
+   * No timeout here: the caller's `call` carries the one deadline (see Publisher for what is withdrawn).
    */
-  publish(topic: string, messages: readonly WireMessage[]): Promise<void> {
+  publish(topic: string, messages: readonly WireMessage[], call: PublishCall): Promise<void> {
     let parts: Parts;
     let outgoing: Outgoing[];
-    let deadline: number;
     try {
       parts = this.#require(true);
       if (messages.length === 0) return Promise.resolve();
-      deadline = Date.now() + this.options.publishTimeoutMs;
       const max = this.options.maxMessageBytes;
       for (const m of messages) {
         const size = wireSize(m);
@@ -132,13 +134,16 @@ export class RabbitMqTransport implements Transport {
         }
       }
       const exchange = names.exchange(topic);
-      outgoing = messages.map((m) => amqpFromWire(exchange, m));
+      const mandatory = this.#mandatory;
+      outgoing = messages.map((m) => amqpFromWire(exchange, m, mandatory));
     } catch (err) {
       return Promise.reject(err);
     }
-    if (parts.topology.exchangeReady(topic)) return parts.publisher.send(outgoing, deadline);
-    return parts.topology.ensureExchange(topic, deadline).then(
-      () => parts.publisher.send(outgoing, deadline),
+    if (parts.topology.exchangeReady(topic)) return parts.publisher.send(outgoing, call);
+    // Until the exchange is declared nothing is written; send() then takes over the withdrawal.
+    call.onAbandon(WITHDRAWN);
+    return parts.topology.ensureExchange(topic, call.deadlineAt).then(
+      () => parts.publisher.send(outgoing, call),
       (err: unknown) => {
         throw publishErrorFrom(err, topic);
       },
@@ -151,7 +156,7 @@ export class RabbitMqTransport implements Transport {
   ): Promise<void> {
     const parts = this.#require();
     if (this.options.provision === 'none') return;
-    const deadline = Date.now() + this.options.publishTimeoutMs;
+    const deadline = Date.now() + this.options.connectTimeoutMs;
     await parts.topology.ensureExchange(topic, deadline);
     for (const g of groups) await parts.topology.ensureGroup(topic, g.group, g.patterns, deadline);
   }
@@ -211,9 +216,13 @@ export class RabbitMqTransport implements Transport {
     };
   }
 
-  async stats(topic: string, group?: string): Promise<Record<string, number>> {
+  /**
+   * From queue.declare (passive) replies: ready messages and consumers per queue. RabbitMQ reports neither
+   * unacknowledged messages nor message ages over AMQP (the management API does), so those are null.
+   */
+  async stats(topic: string, group?: string): Promise<TransportStats> {
     const parts = this.#require();
-    const deadline = Date.now() + this.options.publishTimeoutMs;
+    const deadline = Date.now() + this.options.connectTimeoutMs;
     const check = (queue: string) =>
       parts.admin.run(async (ch) => {
         try {
@@ -223,16 +232,32 @@ export class RabbitMqTransport implements Transport {
           throw err;
         }
       }, deadline);
+    const stats: TransportStats = {
+      depth: null,
+      inFlight: null,
+      delayed: null,
+      deadLettered: null,
+      lag: null,
+      oldestAgeMs: null,
+      extras: {},
+    };
     if (group === undefined) {
+      // Without a group there is no queue of its own; the replay stream's length is all there is.
       const stream = this.options.streams ? await check(names.streamQueue(topic)) : undefined;
-      return stream ? { messages: stream.messageCount, consumers: stream.consumerCount } : {};
+      if (stream) stats.extras.streamMessages = stream.messageCount;
+      return stats;
     }
     const q = await check(names.groupQueue(topic, group));
     if (!q) throw new ConfigError('group', `queue "${names.groupQueue(topic, group)}" does not exist`);
+    stats.depth = q.messageCount;
+    stats.extras.consumers = q.consumerCount;
     const dlq = await check(names.deadLetterQueue(topic, group));
-    const out: Record<string, number> = { messages: q.messageCount, consumers: q.consumerCount };
-    if (dlq) out.deadLetters = dlq.messageCount;
-    return out;
+    if (dlq) stats.deadLettered = dlq.messageCount;
+    for (const tier of this.options.delayTiersMs) {
+      const retry = await check(names.retryQueue(topic, group, tier));
+      if (retry) stats.delayed = (stats.delayed ?? 0) + retry.messageCount;
+    }
+    return stats;
   }
 
   async close(): Promise<void> {
@@ -241,7 +266,8 @@ export class RabbitMqTransport implements Transport {
     const parts = this.#parts;
     if (!parts) return;
     await Promise.all([...this.#subs].map((s) => s.close()));
-    await parts.publisher.close(Date.now() + this.options.publishTimeoutMs);
+    // Confirms still outstanding get as long as a connect may take (a broker that is down sends none).
+    await parts.publisher.close(Date.now() + this.options.connectTimeoutMs);
     await parts.admin.close();
     await parts.conn.close();
   }
@@ -262,6 +288,7 @@ export class RabbitMqTransport implements Transport {
 function publishErrorFrom(err: unknown, topic: string): Error {
   if (err instanceof PublishError) return err;
   if (err instanceof NoConnectionError) {
+    // 'timeout': the caller's deadline passed while waiting for a connection, before anything was sent.
     return new PublishError(err.reason === 'timeout' ? 'TIMEOUT' : 'CLOSED', err.message, { cause: err });
   }
   if (err instanceof ConfigError && amqpCode(err.cause) === AmqpCode.NOT_FOUND) {

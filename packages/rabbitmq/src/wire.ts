@@ -2,7 +2,7 @@
  * Maps between the core's WireMessage (bytes + string headers) and AMQP 0-9-1 messages: CloudEvents binary
  * mode with `cloudEvents_` headers, the native AMQP properties, and defensive reading of whatever arrives.
  */
-import { type BinaryModeOptions, CONTROL_HEADER_PREFIX, type WireMessage } from '@omnibus/core';
+import type { BinaryModeOptions, WireMessage } from '@omnibus/core';
 import type { Message, Options } from 'amqplib';
 
 export const CE_PREFIX = 'cloudEvents_';
@@ -19,7 +19,6 @@ const CORRELATION_HEADER = `${CE_PREFIX}correlationid`;
 const SOURCE_HEADER = `${CE_PREFIX}source`;
 const TIME_HEADER = `${CE_PREFIX}time`;
 const PARTITION_KEY_HEADER = `${CE_PREFIX}partitionkey`;
-const ATTEMPTS_HEADER = `${CONTROL_HEADER_PREFIX}attempts`;
 
 const BROKER_HEADER_PREFIXES = ['x-first-death-', 'x-last-death-', 'x-opt-'];
 const BROKER_HEADERS = new Set(['x-death', 'x-delivery-count', 'x-received-from', 'x-stream-offset']);
@@ -86,10 +85,10 @@ export interface AmqpPublish {
 }
 
 /**
- * WireMessage → exchange, routing key, body and AMQP properties (persistent, mandatory, native CloudEvents
- * properties).
+ * WireMessage → exchange, routing key, body and AMQP properties (persistent, native CloudEvents properties).
+ * `mandatory` asks the broker to return the message when no queue is bound for it (onNoSubscribers 'reject').
  */
-export function amqpFromWire(exchange: string, wire: WireMessage): AmqpPublish {
+export function amqpFromWire(exchange: string, wire: WireMessage, mandatory: boolean): AmqpPublish {
   const h = wire.headers;
   // A copy without the content-type pseudo-header: amqplib writes every key of `headers` into the table.
   const headers: Record<string, string> = {};
@@ -97,7 +96,7 @@ export function amqpFromWire(exchange: string, wire: WireMessage): AmqpPublish {
   const type = h[TYPE_HEADER];
   const options: Options.Publish = {
     persistent: true,
-    mandatory: true,
+    mandatory,
     headers,
     contentType: h[CONTENT_TYPE_HEADER],
     messageId: h[ID_HEADER],
@@ -143,14 +142,6 @@ export function republishOptions(
   if (p.replyTo !== undefined) options.replyTo = p.replyTo;
   if (p.priority !== undefined) options.priority = p.priority;
   return options;
-}
-
-/** Attempts already made, from the control header; anything unreadable counts as none. */
-export function previousAttempts(wire: WireMessage): number {
-  const v = wire.headers[ATTEMPTS_HEADER];
-  if (v === undefined) return 0;
-  const n = Number(v);
-  return Number.isInteger(n) && n > 0 ? n : 0;
 }
 
 function toBuffer(body: Uint8Array): Buffer {

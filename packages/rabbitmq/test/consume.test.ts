@@ -42,7 +42,9 @@ describe('consume', () => {
     });
     expect(Buffer.from(back.data).toString()).toBe('{"n":1}');
     await d!.ack();
-    await waitFor(async () => (await t.stats(topic, 'g')).messages === 0, 'queue empty');
+    // A second settle call is refused and touches nothing on the broker (the kit's one state machine).
+    await expect(d!.release()).rejects.toMatchObject({ code: 'ALREADY_SETTLED' });
+    await waitFor(async () => (await t.stats(topic, 'g')).depth === 0, 'queue empty');
     await sub.close();
   });
 
@@ -59,7 +61,7 @@ describe('consume', () => {
     await orders.waitForCount(1);
     for (const d of [...orders.deliveries, ...all.deliveries]) await d.ack();
     expect(orders.deliveries.map((d) => t.decode(d.wire).type)).toEqual(['order.placed']);
-    await waitFor(async () => (await t.stats(topic, 'orders')).messages === 0, 'orders empty');
+    await waitFor(async () => (await t.stats(topic, 'orders')).depth === 0, 'orders empty');
     expect(orders.deliveries).toHaveLength(1);
   });
 
@@ -250,11 +252,11 @@ describe('consume', () => {
     );
     await inbox.waitForCount(3);
     // Ready messages stay at 7 while three are held: the broker is not sending more.
-    await waitFor(async () => (await t.stats(topic, 'g')).messages === 7, 'seven ready');
+    await waitFor(async () => (await t.stats(topic, 'g')).depth === 7, 'seven ready');
     expect(inbox.deliveries).toHaveLength(3);
     await inbox.deliveries[0]!.ack();
     await inbox.waitForCount(4);
-    await waitFor(async () => (await t.stats(topic, 'g')).messages === 6, 'six ready');
+    await waitFor(async () => (await t.stats(topic, 'g')).depth === 6, 'six ready');
     expect(inbox.deliveries).toHaveLength(4);
   });
 
@@ -267,18 +269,18 @@ describe('consume', () => {
       inbox.onDelivery(d);
       void d.ack();
     });
-    await waitFor(async () => (await t.stats(topic, 'g')).consumers === 1, 'consumer registered');
+    await waitFor(async () => (await t.stats(topic, 'g')).extras.consumers === 1, 'consumer registered');
     sub.pause();
-    await waitFor(async () => (await t.stats(topic, 'g')).consumers === 0, 'consumer cancelled');
+    await waitFor(async () => (await t.stats(topic, 'g')).extras.consumers === 0, 'consumer cancelled');
     await t.publish(
       topic,
       Array.from({ length: 5 }, () => t.encode(envelope('order.placed'))),
     );
-    expect((await t.stats(topic, 'g')).messages).toBe(5);
+    expect((await t.stats(topic, 'g')).depth).toBe(5);
     expect(inbox.deliveries).toHaveLength(0);
     sub.resume();
     await inbox.waitForCount(5);
-    await waitFor(async () => (await t.stats(topic, 'g')).messages === 0, 'all consumed');
+    await waitFor(async () => (await t.stats(topic, 'g')).depth === 0, 'all consumed');
   });
 
   it('close returns unsettled deliveries to the queue and removes the consumer', async () => {
@@ -293,7 +295,7 @@ describe('consume', () => {
     await sub.close();
     await waitFor(async () => {
       const s = await t.stats(topic, 'g');
-      return s.messages === 1 && s.consumers === 0;
+      return s.depth === 1 && s.extras.consumers === 0;
     }, 'one returned, no consumer');
   });
 
@@ -346,18 +348,18 @@ describe('consume', () => {
     await inbox.waitForCount(5);
     expect(inbox.deliveries.map((d) => t.decode(d.wire).id)).toEqual(envs.map((e) => e.id));
     expect(inbox.deliveries[0]!.group).toBe('');
-    await expect(inbox.deliveries[0]!.retryLater(1, {})).rejects.toBeInstanceOf(UnsupportedError);
     await sub.close();
 
     const late = new Inbox();
-    await t.subscribe({ topic, patterns: ['#'], maxInFlight: 2, replay: 'latest' }, (d) => {
-      late.onDelivery(d);
-      void d.ack();
-    });
+    await t.subscribe({ topic, patterns: ['#'], maxInFlight: 2, replay: 'latest' }, late.onDelivery);
     const fresh = envelope('order.placed');
     await t.publish(topic, [t.encode(fresh)]);
-    await late.waitForCount(1);
+    const [freshOne] = await late.waitForCount(1);
     expect(late.deliveries.map((d) => t.decode(d.wire).id)).toEqual([fresh.id]);
+    // A stream has no retry tiers or dead-letter queue; after the refusal only release() is allowed.
+    await expect(freshOne!.retryLater(1, {})).rejects.toBeInstanceOf(UnsupportedError);
+    await expect(freshOne!.deadLetter({})).rejects.toMatchObject({ code: 'ALREADY_SETTLED' });
+    await freshOne!.release();
 
     const none = await fx.transport();
     await expect(
@@ -365,13 +367,32 @@ describe('consume', () => {
     ).rejects.toBeInstanceOf(UnsupportedError);
   });
 
-  it('stats and health report the broker view', async () => {
+  it('stats report the broker view in the one shape (null where RabbitMQ does not say); health too', async () => {
     const topic = unique('stats');
     fx.track(topic, 'g');
     const t = await fx.transport();
     await t.provision(topic, [{ group: 'g', patterns: ['#'] }]);
     await t.publish(topic, [t.encode(envelope('a.b')), t.encode(envelope('a.b'))]);
-    expect(await t.stats(topic, 'g')).toEqual({ messages: 2, consumers: 0, deadLetters: 0 });
+    expect(await t.stats(topic, 'g')).toEqual({
+      depth: 2,
+      inFlight: null,
+      delayed: 0,
+      deadLettered: 0,
+      lag: null,
+      oldestAgeMs: null,
+      extras: { consumers: 0 },
+    });
+    await t.publish(topic, [t.encode(envelope('a.b'))]);
+    const inbox = new Inbox();
+    await t.subscribe(spec(topic, 'g', ['#'], 3), inbox.onDelivery);
+    const [first, second] = await inbox.waitForCount(3);
+    await first!.retryLater(20_000, {});
+    await second!.deadLetter({});
+    await waitFor(async () => {
+      const s = await t.stats(topic, 'g');
+      return s.depth === 0 && s.delayed === 1 && s.deadLettered === 1 && s.extras.consumers === 1;
+    }, 'one delayed, one dead-lettered, one held, none waiting');
+    expect(await t.stats(topic)).toMatchObject({ depth: null, extras: {} });
     await expect(t.stats(topic, 'nope')).rejects.toBeInstanceOf(ConfigError);
     const h = await t.health();
     expect(h).toMatchObject({

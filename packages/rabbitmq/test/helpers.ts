@@ -1,8 +1,17 @@
 /** Shared test plumbing: the real broker's URL, unique names, a raw amqplib client, waiting with a deadline. */
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { createServer, type Server, type Socket, connect as tcpConnect } from 'node:net';
 import { promisify } from 'node:util';
-import { type Delivery, type RawEnvelope, silentLogger, type TransportSubscription } from '@omnibus/core';
+import {
+  type Delivery,
+  type RawEnvelope,
+  silentLogger,
+  type TransportSubscription,
+  type WireMessage,
+} from '@omnibus/core';
+import { noDeadline, type PublishCall } from '@omnibus/core/kit';
+import { eventually } from '@omnibus/core/testing';
 import { type Channel, type ChannelModel, type ConfirmChannel, connect, type GetMessage } from 'amqplib';
 import { names, type RabbitMqOptions, RabbitMqTransport } from '../src/index.js';
 
@@ -12,42 +21,32 @@ export function unique(label: string): string {
   return `rmq-test-${label}-${randomBytes(4).toString('hex')}`;
 }
 
-export async function waitFor<T>(
+/** Waits for a broker-side condition with a deadline (the core's `eventually`, in this suite's argument order). */
+export function waitFor<T>(
   probe: () => T | Promise<T>,
   what: string,
   timeoutMs = 15_000,
 ): Promise<NonNullable<T>> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await probe();
-      if (v) return v as NonNullable<T>;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > deadline) {
-      throw new Error(
-        `timed out after ${timeoutMs} ms waiting for ${what}${last ? ` (last error: ${String(last)})` : ''}`,
-      );
-    }
-    await new Promise((r) => setTimeout(r, 25));
+  return eventually(probe, { what, timeoutMs });
+}
+
+/** The adapter as these tests drive it: a publish without a call waits as long as it takes. */
+export class TestTransport extends RabbitMqTransport {
+  override publish(topic: string, messages: readonly WireMessage[], call: PublishCall = noDeadline()) {
+    return super.publish(topic, messages, call);
   }
 }
 
 /** Transports, raw connections and broker objects a test file made, torn down in afterAll. */
 export class Fixture {
-  readonly transports: RabbitMqTransport[] = [];
+  readonly transports: TestTransport[] = [];
   readonly topics = new Set<string>();
   readonly groups: [string, string][] = [];
   readonly extraQueues = new Set<string>();
   #raw: ChannelModel | undefined;
 
-  async transport(
-    options: Partial<RabbitMqOptions> = {},
-    service = 'adapter-test',
-  ): Promise<RabbitMqTransport> {
-    const t = new RabbitMqTransport({
+  async transport(options: Partial<RabbitMqOptions> = {}, service = 'adapter-test'): Promise<TestTransport> {
+    const t = new TestTransport({
       url: AMQP_URL,
       reconnect: { initialMs: 50, maxMs: 1_000 },
       ...options,
@@ -200,4 +199,69 @@ export async function closeOwnConnection(connectionName: string): Promise<void> 
   await run('rabbitmqctl', ['-q', 'close_connection', pid, 'adapter test: simulated connection loss'], {
     timeout: 30_000,
   });
+}
+
+/**
+ * A TCP relay to the broker that can be cut (every socket destroyed, port closed) and restored, or hold
+ * the broker's replies (confirms, heartbeats) while the client's frames still reach the broker.
+ */
+export class Relay {
+  readonly #target = new URL(AMQP_URL);
+  #server: Server | undefined;
+  #sockets = new Set<Socket>();
+  /** The broker → client direction of each relayed connection. */
+  #replies = new Map<Socket, Socket>();
+  #holding = false;
+  port = 0;
+
+  async up(): Promise<void> {
+    const server = createServer((client) => {
+      const upstream = tcpConnect(Number(this.#target.port || 5672), this.#target.hostname);
+      for (const s of [client, upstream]) {
+        this.#sockets.add(s);
+        s.on('error', () => {});
+        s.on('close', () => {
+          this.#sockets.delete(s);
+          client.destroy();
+          upstream.destroy();
+        });
+      }
+      client.pipe(upstream);
+      this.#replies.set(upstream, client);
+      upstream.on('close', () => this.#replies.delete(upstream));
+      if (!this.#holding) upstream.pipe(client);
+    });
+    await new Promise<void>((resolve) => server.listen(this.port, '127.0.0.1', resolve));
+    this.port = (server.address() as { port: number }).port;
+    this.#server = server;
+  }
+
+  async down(): Promise<void> {
+    const server = this.#server;
+    this.#server = undefined;
+    for (const s of this.#sockets) s.destroy();
+    if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
+
+  /** Stops passing the broker's replies on (they wait in the relay); the broker still gets every frame. */
+  holdReplies(): void {
+    this.#holding = true;
+    for (const upstream of this.#replies.keys()) {
+      upstream.unpipe();
+      upstream.pause();
+    }
+  }
+
+  /** Passes on the held replies and everything after them. */
+  releaseReplies(): void {
+    this.#holding = false;
+    for (const [upstream, client] of this.#replies) upstream.pipe(client);
+  }
+
+  url(): string {
+    const u = new URL(AMQP_URL);
+    u.hostname = '127.0.0.1';
+    u.port = String(this.port);
+    return u.toString();
+  }
 }

@@ -1,4 +1,7 @@
-/** Publishing: confirms, the wire format as a raw AMQP client sees it, unroutable and oversized messages. */
+/**
+ * Publishing: confirms, the wire format as a raw AMQP client sees it, the onNoSubscribers policy, oversized
+ * messages. The publish deadline (withdrawn / unknown) is in deadline.test.ts.
+ */
 import { PublishError } from '@omnibus/core';
 import { afterAll, describe, expect, it } from 'vitest';
 import { names } from '../src/index.js';
@@ -50,10 +53,27 @@ describe('publish', () => {
     expect(p.headers).not.toHaveProperty('cloudEvents_datacontenttype');
   });
 
-  it('rejects with UNROUTABLE when no group queue is bound for the type, and still delivers the rest', async () => {
-    const topic = unique('unroutable');
+  it("by default (onNoSubscribers 'accept') a publish nobody receives resolves, as on every transport", async () => {
+    const topic = unique('accept');
     fx.track(topic, 'g');
     const t = await fx.transport();
+    // A topic with no group at all: the exchange is declared, nothing is bound, the broker drops it.
+    const empty = unique('nobody');
+    fx.track(empty);
+    await t.publish(empty, [t.encode(envelope('shipment.booked'))]);
+    // A type no group's binding matches, published beside one that is routed.
+    await t.provision(topic, [{ group: 'g', patterns: ['order.placed'] }]);
+    const routed = envelope('order.placed');
+    await t.publish(topic, [t.encode(envelope('invoice.sent')), t.encode(routed)]);
+    const [m] = await fx.drain(names.groupQueue(topic, 'g'), 1);
+    expect(m!.properties.messageId).toBe(routed.id);
+    expect(await fx.depth(names.groupQueue(topic, 'g'))).toBe(0);
+  });
+
+  it("with onNoSubscribers 'reject' an unrouted type is UNROUTABLE (basic.return), and the rest is still delivered", async () => {
+    const topic = unique('unroutable');
+    fx.track(topic, 'g');
+    const t = await fx.transport({ onNoSubscribers: 'reject' });
     await t.provision(topic, [{ group: 'g', patterns: ['order.placed'] }]);
     const err = await t.publish(topic, [t.encode(envelope('invoice.sent'))]).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(PublishError);

@@ -1,7 +1,8 @@
 /** Topology as named in ARCHITECTURE.md, provisioning modes, refused declares and option validation. */
 import { ConfigError, ConnectionError, silentLogger } from '@omnibus/core';
+import { DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_DELAY_TIERS_MS, noDeadline } from '@omnibus/core/kit';
 import { afterAll, describe, expect, it } from 'vitest';
-import { names, rabbitmq, transportFromUrl } from '../src/index.js';
+import { names, type RabbitMqTransport, rabbitmq, transportFromUrl } from '../src/index.js';
 import { Fixture, unique } from './helpers.js';
 
 const fx = new Fixture();
@@ -173,6 +174,13 @@ describe('options', () => {
       [{ url: 'amqp://h', delayTiersMs: [1000, -5] }, 'delayTiersMs.1'],
       [{ url: 'amqp://h', streams: { maxAge: 'forever' } }, 'streams.maxAge'],
       [{ url: 'amqp://h?heartbeat=soon' }, 'url'],
+      [{ url: 'amqp://h', delayTiersMs: [] }, 'delayTiersMs'],
+      [{ url: 'amqp://h', onNoSubscribers: 'drop' }, 'onNoSubscribers'],
+      [{ url: 'amqp://h', connectTimeoutMs: 0 }, 'connectTimeoutMs'],
+      [{ url: 'amqp://h?confirmWindow=lots' }, 'url.confirmWindow'],
+      [{ url: 'amqp://h?queueType=stream' }, 'queueType'],
+      [{ url: 'amqp://h?streams=maybe' }, 'url.streams'],
+      [{ url: 'amqp://h?confirmWindw=5' }, 'url.confirmWindw'],
     ];
     for (const [options, field] of cases) {
       let err: unknown;
@@ -195,25 +203,37 @@ describe('options', () => {
     }
   });
 
-  it('states capabilities from the options', () => {
-    const t = transportFromUrl('amqp://127.0.0.1', {
-      delayTiersMs: [5_000, 1_000],
-      singleActiveConsumer: true,
-    });
-    expect(t.capabilities).toMatchObject({
-      consumerGroups: true,
-      fanOut: true,
-      patternRouting: true,
-      ordering: 'group',
-      replay: false,
-      nativeDelay: true,
-      maxDelayMs: Number.MAX_SAFE_INTEGER,
+  it('a misspelt option is a ConfigError naming it (the options are strict)', () => {
+    expect(() => rabbitmq({ url: 'amqp://h', confirmWindw: 5 } as never)).toThrow(ConfigError);
+    expect(() => rabbitmq({ url: 'amqp://h', confirmWindw: 5 } as never)).toThrow(/confirmWindw/);
+    expect(() => rabbitmq({ url: 'amqp://h', publishTimeoutMs: 5 } as never)).toThrow(/publishTimeoutMs/);
+    expect(() => rabbitmq({ url: 'amqp://h', reconnect: { initalMs: 5 } } as never)).toThrow(/initalMs/);
+  });
+
+  it('reads options from the URL query, leaves amqplib its own, and lets an explicit option win', () => {
+    const t = transportFromUrl(
+      'amqp://u:p@h:5672/vh?heartbeat=5&confirmWindow=20&queueType=classic&delayTiersMs=5000,1000' +
+        '&singleActiveConsumer=true&streams=1&onNoSubscribers=reject&connectTimeoutMs=1500&connectionName=x',
+      { confirmWindow: 30 },
+    ) as RabbitMqTransport;
+    expect(t.options).toMatchObject({
+      confirmWindow: 30,
+      queueType: 'classic',
       delayTiersMs: [1_000, 5_000],
-      nativeDeadLetter: true,
-      maxMessageBytes: 16 * 1024 * 1024,
-      persistent: true,
+      singleActiveConsumer: true,
+      streams: {},
+      onNoSubscribers: 'reject',
+      connectTimeoutMs: 1_500,
+      connectionName: 'x',
     });
-    expect(rabbitmq({ url: 'amqp://h' }).capabilities.ordering).toBe('process');
+    // Only amqplib's own parameters stay in the URL it is given.
+    expect(new URL(t.options.url).search).toBe('?heartbeat=5');
+    expect(t.capabilities).toMatchObject({ ordering: 'group', replay: true, delayTiersMs: [1_000, 5_000] });
+    expect(rabbitmq({ url: 'amqp://h' }).options).toMatchObject({
+      onNoSubscribers: 'accept',
+      connectTimeoutMs: DEFAULT_CONNECT_TIMEOUT_MS,
+      delayTiersMs: DEFAULT_DELAY_TIERS_MS,
+    });
   });
 
   it('a closed port fails to connect with a ConnectionError that hides the password', async () => {
@@ -222,6 +242,6 @@ describe('options', () => {
     expect(err).toBeInstanceOf(ConnectionError);
     expect(String((err as Error).message)).not.toContain('s3cret');
     expect(String((err as Error).message)).toContain('127.0.0.1:1');
-    await expect(t.publish('x', [])).rejects.toThrow(/connect/);
+    await expect(t.publish('x', [], noDeadline())).rejects.toThrow(/connect/);
   });
 });
