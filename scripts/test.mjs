@@ -2,6 +2,8 @@
 // Runs the test suites with the brokers they need started first, and ends with one summary line:
 //   node scripts/test.mjs all                 every project (unit, adapters, conformance on each transport)
 //   node scripts/test.mjs conformance <name>  the conformance suite against one transport
+//   node scripts/test.mjs clusters            conformance + node-kill on the 3-node RabbitMQ and Kafka clusters
+//                                             (never part of `all`; OMNIBUS_CLUSTERS=rabbitmq-cluster picks one)
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -31,11 +33,24 @@ if (mode === 'conformance') {
   }
   projects = [`conformance:${name}`];
   brokers = TRANSPORTS[name];
+} else if (mode === 'clusters') {
+  // Each cluster is its own broker set, started by scripts/brokers/<name>.sh and stopped by nobody.
+  const clusters = (process.env.OMNIBUS_CLUSTERS ?? 'rabbitmq-cluster,kafka-cluster')
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
+  const unknown = clusters.filter((c) => c !== 'rabbitmq-cluster' && c !== 'kafka-cluster');
+  if (unknown.length > 0) {
+    console.error(`unknown cluster(s) ${unknown.join(', ')} (rabbitmq-cluster, kafka-cluster)`);
+    process.exit(2);
+  }
+  projects = clusters.map((c) => `conformance:${c}`);
+  brokers = clusters;
 } else if (mode === 'all') {
   projects = ['unit', 'adapters', ...ENABLED.map((t) => `conformance:${t}`)];
   brokers = [...new Set(ENABLED.flatMap((t) => TRANSPORTS[t] ?? []))];
 } else {
-  console.error('usage: node scripts/test.mjs all | conformance <transport>');
+  console.error('usage: node scripts/test.mjs all | conformance <transport> | clusters');
   process.exit(2);
 }
 

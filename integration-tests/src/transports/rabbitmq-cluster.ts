@@ -7,10 +7,16 @@
 import { clusterUp, RABBITMQ_NODE_NAMES, startNode, stopNode } from '../cluster/nodes.js';
 import type { TransportHarness } from '../harness.js';
 
-const NODE1_URL = process.env.OMNIBUS_RABBITMQ_CLUSTER_URL ?? 'amqp://guest:guest@127.0.0.1:5681';
+/** Every node, in the adapter's host-list form: connect tries them in order, a lost host hands over to the next. */
+const CLUSTER_URL =
+  process.env.OMNIBUS_RABBITMQ_CLUSTER_URL ??
+  'amqp://guest:guest@127.0.0.1:5681,127.0.0.1:5682,127.0.0.1:5683';
+const NODE1_URL = process.env.OMNIBUS_RABBITMQ_CLUSTER_NODE1_URL ?? 'amqp://guest:guest@127.0.0.1:5681';
 
 // The single-node harness reads these when first imported: point it at the cluster, never at the shared broker.
+// Its raw client (dead letters, poison, cleanup) speaks to node 1; the transports under test get every node.
 process.env.AMQP_URL = NODE1_URL;
+process.env.OMNIBUS_RABBITMQ_TRANSPORT_URL = CLUSTER_URL;
 process.env.OMNIBUS_RABBITMQCTL_NODE = RABBITMQ_NODE_NAMES[0];
 const single = (await import('./rabbitmq.js')).harness;
 

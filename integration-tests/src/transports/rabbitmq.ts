@@ -20,6 +20,8 @@ import { type Channel, type ChannelModel, connect, type GetMessage } from 'amqpl
 import type { TransportHarness } from '../harness.js';
 
 const AMQP_URL = process.env.AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
+// What the transports under test are given (the cluster harness: every node); the raw client uses AMQP_URL.
+const TRANSPORT_URL = process.env.OMNIBUS_RABBITMQ_TRANSPORT_URL ?? AMQP_URL;
 const RESTART_URL = process.env.OMNIBUS_RABBITMQ_RESTART_URL ?? 'amqp://guest:guest@127.0.0.1:5673';
 const PRIVATE_NODE_SCRIPT = fileURLToPath(
   new URL('../../../scripts/brokers/rabbitmq-private.sh', import.meta.url),
@@ -160,7 +162,7 @@ export const harness: TransportHarness = {
   },
 
   create() {
-    return new TrackedTransport({ ...BASE, url: AMQP_URL });
+    return new TrackedTransport({ ...BASE, url: TRANSPORT_URL });
   },
 
   createForRestart,
