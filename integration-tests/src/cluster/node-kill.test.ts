@@ -190,7 +190,9 @@ describe(`node kill: ${kind}`, () => {
     await eventually(() => handledAt.has(first.id), { timeoutMs: 60_000, what: 'the first message' });
     const before = await placement(topic);
 
+    const resolvedAt = new Map<string, number>();
     const rejected = new Map<string, number>();
+    let lastError = '';
     let killStartedAt = 0;
     let killedAt = 0;
     /** Publishes one message until a publish resolves; returns when it did (a rejected one is retried). */
@@ -200,45 +202,79 @@ describe(`node kill: ${kind}`, () => {
         try {
           const r = await producer.publish(topic, Tick, { seq });
           publishedAt.set(r.id, startedAt);
+          resolvedAt.set(r.id, Date.now());
           return;
         } catch (err) {
           const code = err instanceof OmnibusError ? err.code : 'OTHER';
+          lastError = String((err as Error).message).slice(0, 300);
           rejected.set(code, (rejected.get(code) ?? 0) + 1);
           await new Promise((r) => setTimeout(r, 200));
         }
       }
     };
-    for (let i = 0; i < TOTAL; i += WINDOW) {
-      if (killStartedAt === 0 && i >= TOTAL / 2) {
-        killStartedAt = Date.now();
-        await killNode(kind, before.leader);
-        killedAt = Date.now();
+    // A line every 10 s: where a stuck run stands (published, handled, rejections by code).
+    const progress = setInterval(() => {
+      console.log(
+        `[node-kill ${kind}] +${Math.round((Date.now() - started) / 1000)}s published ${publishedAt.size}, ` +
+          `handled ${handledAt.size}, rejections ${JSON.stringify(Object.fromEntries(rejected))}` +
+          `${lastError ? `, last error: ${lastError}` : ''}`,
+      );
+    }, 10_000);
+    let killing: Promise<void> | undefined;
+    try {
+      for (let i = 0; i < TOTAL; i += WINDOW) {
+        const window = Promise.all(
+          Array.from({ length: Math.min(WINDOW, TOTAL - i) }, (_, j) => publishOne(i + j)),
+        );
+        // The kill lands while a window of publishes is in flight and the consumer is busy.
+        if (killing === undefined && i >= TOTAL / 2) {
+          killStartedAt = Date.now();
+          killing = killNode(kind, before.leader).then(() => {
+            killedAt = Date.now();
+          });
+        }
+        await window;
       }
-      await Promise.all(Array.from({ length: Math.min(WINDOW, TOTAL - i) }, (_, j) => publishOne(i + j)));
+      await killing;
+    } catch (err) {
+      clearInterval(progress);
+      throw err;
     }
     const publishedAllAt = Date.now();
     const ids = [...publishedAt.keys()];
     expect(ids.length).toBe(TOTAL + 1);
 
-    await eventually(() => ids.every((id) => handledAt.has(id)), {
-      timeoutMs: 300_000,
-      intervalMs: 250,
-      what: `all ${ids.length} published messages handled`,
-    });
+    try {
+      await eventually(() => ids.every((id) => handledAt.has(id)), {
+        timeoutMs: 300_000,
+        intervalMs: 250,
+        what: `all ${ids.length} published messages handled`,
+      });
+    } finally {
+      clearInterval(progress);
+    }
     const lost = ids.filter((id) => !handledAt.has(id));
     expect(lost).toEqual([]);
     const drainedAt = Date.now();
 
-    // Messages flow again once a message whose publish began after the kill has been handled.
-    const afterKill = ids.filter((id) => publishedAt.get(id)! >= killedAt).map((id) => handledAt.get(id)!);
-    expect(afterKill.length).toBeGreaterThan(0);
-    const recoveredAt = Math.min(...afterKill);
-    const recoveryMs = recoveredAt - killStartedAt;
-    // The longest pause in consumption after the kill, another view of the same outage.
+    // Publishing flows again when the first publish begun after the kill (the pid is gone) resolves.
+    const resolvedAfterKill = ids
+      .filter((id) => publishedAt.get(id)! >= killedAt)
+      .map((id) => resolvedAt.get(id)!);
+    expect(resolvedAfterKill.length).toBeGreaterThan(0);
+    const publishRecoveryMs = Math.min(...resolvedAfterKill) - killStartedAt;
+    // Consuming flows again at the end of the longest pause in handling after the kill.
     const times = [...handledAt.values()].filter((t) => t >= killStartedAt).sort((a, b) => a - b);
     let longestPauseMs = times.length > 0 ? times[0]! - killStartedAt : 0;
-    for (let k = 1; k < times.length; k++)
-      longestPauseMs = Math.max(longestPauseMs, times[k]! - times[k - 1]!);
+    let consumeRecoveredAt = times[0] ?? killStartedAt;
+    for (let k = 1; k < times.length; k++) {
+      if (times[k]! - times[k - 1]! > longestPauseMs) {
+        longestPauseMs = times[k]! - times[k - 1]!;
+        consumeRecoveredAt = times[k]!;
+      }
+    }
+    const consumeRecoveryMs = consumeRecoveredAt - killStartedAt;
+    const recoveryMs = Math.max(publishRecoveryMs, consumeRecoveryMs);
 
     const during = kind === 'kafka-cluster' ? await placement(topic).catch(() => undefined) : undefined;
 
@@ -269,6 +305,8 @@ describe(`node kill: ${kind}`, () => {
       placementAfterKill: during?.members,
       placementAfterRejoin: after.members,
       recoveryMs,
+      publishRecoveryMs,
+      consumeRecoveryMs,
       longestConsumptionPauseAfterKillMs: longestPauseMs,
       publishPhaseMs: publishedAllAt - started,
       totalUntilDrainedMs: drainedAt - started,
@@ -281,7 +319,7 @@ describe(`node kill: ${kind}`, () => {
     console.log(
       `[node-kill ${kind}] killed node ${before.leader} (${result.killedRole}); ${ids.length} messages, ` +
         `${result.lost} lost, ${result.redeliveries} redelivered; time to recover ${recoveryMs} ms ` +
-        `(longest pause ${longestPauseMs} ms); rejoined in ${rejoinMs} ms; publish rejections ` +
+        `(publishing ${publishRecoveryMs} ms, consuming ${consumeRecoveryMs} ms); rejoined in ${rejoinMs} ms; publish rejections ` +
         `${JSON.stringify(result.publishRejections)} → ${RESULTS}`,
     );
   });
