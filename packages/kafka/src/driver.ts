@@ -3,6 +3,7 @@
  * in plain types, so the rest of the transport never sees a kafkajs type and another client can
  * replace this file later.
  */
+import { AsyncLocalStorage } from 'node:async_hooks';
 import type { ConnectionOptions } from 'node:tls';
 import type { Logger } from '@omnibus/core';
 import { withConnectDeadline } from '@omnibus/core/kit';
@@ -14,6 +15,7 @@ import type {
   Kafka as KafkaClient,
   LogEntry,
   Producer,
+  RecordMetadata,
   RetryOptions,
   SASLOptions,
 } from 'kafkajs';
@@ -52,6 +54,8 @@ export interface ProducedRecord {
   body: Uint8Array;
   /** Bytes values are sent unchanged (used to copy a received record's headers exactly). */
   headers: Record<string, string | Uint8Array>;
+  /** Set only when the producer resends a record kafkajs skipped: the partition it was meant for. */
+  partition?: number;
 }
 
 export interface TopicRecords {
@@ -514,6 +518,52 @@ export class KafkaDriver {
   }
 }
 
+/** Where kafkajs's partitioner put each record of one sendBatch call, attempt after attempt (in call order). */
+const partitionChoices = new AsyncLocalStorage<{ topic: string; partition: number }[]>();
+
+/**
+ * kafkajs's default partitioner, recording its choices for the sendBatch that runs it. kafkajs 2.2.4 can
+ * resolve a sendBatch without sending some records (see `RotatingProducer.send`); knowing where each record
+ * was meant to go lets the producer find and resend them.
+ */
+function recordingPartitioner() {
+  const inner = Partitioners.DefaultPartitioner();
+  return (args: Parameters<typeof inner>[0]): number => {
+    const partition = inner(args);
+    partitionChoices.getStore()?.push({ topic: args.topic, partition });
+    return partition;
+  };
+}
+
+/**
+ * The records of `batches` whose partition, as the last attempt of a sendBatch chose it, has no answer in
+ * `answered`, each pinned to that partition. The last attempt's choices are the last N recorded (N = the
+ * number of records), in the order kafkajs walks the records: topic by topic, record by record.
+ */
+export function unanswered(
+  batches: readonly TopicRecords[],
+  choices: readonly { topic: string; partition: number }[],
+  answered: readonly RecordMetadata[],
+): TopicRecords[] {
+  const total = batches.reduce((n, b) => n + b.records.length, 0);
+  if (choices.length < total) return [];
+  const last = choices.slice(choices.length - total);
+  const ok = new Set(
+    answered.filter((a) => a.errorCode === 0).map((a) => `${a.topicName}\u0000${a.partition}`),
+  );
+  const out: TopicRecords[] = [];
+  let i = 0;
+  for (const b of batches) {
+    const missing: ProducedRecord[] = [];
+    for (const r of b.records) {
+      const c = last[i++]!;
+      if (!ok.has(`${c.topic}\u0000${c.partition}`)) missing.push({ ...r, partition: c.partition });
+    }
+    if (missing.length > 0) out.push({ topic: b.topic, records: missing });
+  }
+  return out;
+}
+
 /**
  * kafkajs rolls back an idempotent producer's sequence numbers when a send finally fails; if the
  * broker did write that request, the next batch would reuse its sequence numbers and could be taken
@@ -536,7 +586,7 @@ class RotatingProducer implements DriverProducer {
       const producer = this.kafka.producer({
         idempotent: this.config.idempotent,
         maxInFlightRequests: this.config.idempotent ? 1 : undefined,
-        createPartitioner: Partitioners.DefaultPartitioner,
+        createPartitioner: recordingPartitioner,
         allowAutoTopicCreation: false,
         retry: {
           retries: this.config.retry.retries,
@@ -570,22 +620,50 @@ class RotatingProducer implements DriverProducer {
     await this.create();
   }
 
+  /**
+   * Sends and resends until every record was acknowledged by its partition's leader. kafkajs 2.2.4 keeps,
+   * across the retries of one sendBatch, the answers per broker: when a leader dies mid-send and its
+   * partitions move to a broker that already answered for others, the retry skips that broker and the
+   * call resolves without the moved partitions' records ever being written (tulios/kafkajs#1303; seen
+   * here with a SIGKILLed leader: 83 of 250 records lost, publish resolved). So the partitions the last
+   * attempt chose are checked against the answer, and records whose partition has no answer are sent
+   * again, pinned to that partition (their sequence numbers were never used).
+   */
   async send(batches: TopicRecords[]): Promise<void> {
+    let pending = batches;
+    for (let round = 0; pending.length > 0; round++) {
+      if (round === 3) {
+        throw new Error(
+          `kafkajs acknowledged a produce request without writing ${pending.reduce((n, b) => n + b.records.length, 0)} of its records`,
+        );
+      }
+      pending = await this.sendOnce(pending);
+    }
+  }
+
+  /** One sendBatch; returns the records it resolved without sending (pinned to their partitions). */
+  private async sendOnce(batches: TopicRecords[]): Promise<TopicRecords[]> {
     const producer = await this.create();
+    const choices: { topic: string; partition: number }[] = [];
     try {
-      await producer.sendBatch({
-        acks: this.config.acks,
-        timeout: this.config.ackTimeoutMs,
-        compression: this.config.compression === 'gzip' ? CompressionTypes.GZIP : CompressionTypes.None,
-        topicMessages: batches.map((b) => ({
-          topic: b.topic,
-          messages: b.records.map((r) => ({
-            key: r.key === undefined ? null : r.key,
-            value: toBuffer(r.body),
-            headers: toHeaders(r.headers),
+      const answered = await partitionChoices.run(choices, () =>
+        producer.sendBatch({
+          acks: this.config.acks,
+          timeout: this.config.ackTimeoutMs,
+          compression: this.config.compression === 'gzip' ? CompressionTypes.GZIP : CompressionTypes.None,
+          topicMessages: batches.map((b) => ({
+            topic: b.topic,
+            messages: b.records.map((r) => ({
+              key: r.key === undefined ? null : r.key,
+              value: toBuffer(r.body),
+              headers: toHeaders(r.headers),
+              ...(r.partition === undefined ? {} : { partition: r.partition }),
+            })),
           })),
-        })),
-      });
+        }),
+      );
+      if (this.config.acks === 0) return [];
+      return unanswered(batches, choices, answered);
     } catch (err) {
       if (this.config.idempotent && this.current === producer) {
         this.current = undefined;
