@@ -221,6 +221,13 @@ start_node() {
   local started pid
   started="$(now_ms)"
   use_node "$1"
+  pid="$(running_pid)"
+  if [[ -n $pid ]]; then
+    # Already running: the cluster probe that follows tells whether it answers (its start line may
+    # have rolled out of server.log long ago).
+    say "node $N already running (pid $pid, $HOST:$PORT)"
+    return 0
+  fi
   launch_node
   await_node
   pid="$(running_pid)"

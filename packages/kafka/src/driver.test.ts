@@ -10,29 +10,14 @@ describe('unanswered: records kafkajs resolved without sending', () => {
     { topic: 'b', records: [rec(3)] },
   ];
 
-  it('none when every partition the last attempt chose was answered', () => {
-    const choices = [
-      { topic: 'a', partition: 0 },
-      { topic: 'a', partition: 1 },
-      { topic: 'a', partition: 2 },
-      { topic: 'b', partition: 0 },
-    ];
-    expect(unanswered(batches, choices, [ok('a', 0), ok('a', 1), ok('a', 2), ok('b', 0)])).toEqual([]);
+  it('none when every partition a record went to was answered', () => {
+    expect(unanswered(batches, [[0, 1, 2], [0]], [ok('a', 0), ok('a', 1), ok('a', 2), ok('b', 0)])).toEqual(
+      [],
+    );
   });
 
-  it('the records of a partition with no answer, pinned to it, judged by the last attempt only', () => {
-    const choices = [
-      // a first attempt that failed (the leader died), then the retry's choices
-      { topic: 'a', partition: 2 },
-      { topic: 'a', partition: 2 },
-      { topic: 'a', partition: 2 },
-      { topic: 'b', partition: 2 },
-      { topic: 'a', partition: 0 },
-      { topic: 'a', partition: 1 },
-      { topic: 'a', partition: 0 },
-      { topic: 'b', partition: 1 },
-    ];
-    expect(unanswered(batches, choices, [ok('a', 1), ok('b', 1)])).toEqual([
+  it('the records of a partition with no answer, pinned to it (the same partition of another topic does not count)', () => {
+    expect(unanswered(batches, [[0, 1, 0], [1]], [ok('a', 1), ok('b', 0), ok('b', 1)])).toEqual([
       {
         topic: 'a',
         records: [
@@ -43,15 +28,10 @@ describe('unanswered: records kafkajs resolved without sending', () => {
     ]);
   });
 
-  it('an answer with an error code does not count as written', () => {
-    const choices = [
-      { topic: 'a', partition: 0 },
-      { topic: 'a', partition: 0 },
-      { topic: 'a', partition: 0 },
-      { topic: 'b', partition: 0 },
-    ];
+  it('an answer with an error code does not count as written; a record never partitioned is resent unpinned', () => {
     const answered = [ok('a', 0), { topicName: 'b', partition: 0, errorCode: 6 }];
-    expect(unanswered(batches, choices, answered)).toEqual([
+    expect(unanswered(batches, [[0, undefined, 0], [0]], answered)).toEqual([
+      { topic: 'a', records: [rec(1)] },
       { topic: 'b', records: [{ ...rec(3), partition: 0 }] },
     ]);
   });

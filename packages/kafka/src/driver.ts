@@ -3,7 +3,6 @@
  * in plain types, so the rest of the transport never sees a kafkajs type and another client can
  * replace this file later.
  */
-import { AsyncLocalStorage } from 'node:async_hooks';
 import type { ConnectionOptions } from 'node:tls';
 import type { Logger } from '@omnibus/core';
 import { withConnectDeadline } from '@omnibus/core/kit';
@@ -518,49 +517,47 @@ export class KafkaDriver {
   }
 }
 
-/** Where kafkajs's partitioner put each record of one sendBatch call, attempt after attempt (in call order). */
-const partitionChoices = new AsyncLocalStorage<{ topic: string; partition: number }[]>();
+/** The partition kafkajs's partitioner chose for each message object of a send (see `stickyPartitioner`). */
+const chosenPartition = new WeakMap<object, number>();
 
 /**
- * kafkajs's default partitioner, recording its choices for the sendBatch that runs it. kafkajs 2.2.4 can
- * resolve a sendBatch without sending some records (see `RotatingProducer.send`); knowing where each record
- * was meant to go lets the producer find and resend them.
+ * kafkajs's default partitioner, made to give a message the same partition on every retry of its send (the
+ * default moves keyless messages round-robin on each attempt) and to remember it, so the producer can tell
+ * which messages a partition's answer covers (see `RotatingProducer.send`).
  */
-function recordingPartitioner() {
+function stickyPartitioner() {
   const inner = Partitioners.DefaultPartitioner();
   return (args: Parameters<typeof inner>[0]): number => {
+    const known = chosenPartition.get(args.message);
+    if (known !== undefined && args.partitionMetadata.some((p) => p.partitionId === known)) return known;
     const partition = inner(args);
-    partitionChoices.getStore()?.push({ topic: args.topic, partition });
+    chosenPartition.set(args.message, partition);
     return partition;
   };
 }
 
 /**
- * The records of `batches` whose partition, as the last attempt of a sendBatch chose it, has no answer in
- * `answered`, each pinned to that partition. The last attempt's choices are the last N recorded (N = the
- * number of records), in the order kafkajs walks the records: topic by topic, record by record.
+ * The records of `batches` whose partition (`partitions[i][j]` for record j of batch i) has no successful
+ * answer in `answered`, each pinned to that partition; a record never given a partition is returned unpinned.
  */
 export function unanswered(
   batches: readonly TopicRecords[],
-  choices: readonly { topic: string; partition: number }[],
+  partitions: readonly (readonly (number | undefined)[])[],
   answered: readonly RecordMetadata[],
 ): TopicRecords[] {
-  const total = batches.reduce((n, b) => n + b.records.length, 0);
-  if (choices.length < total) return [];
-  const last = choices.slice(choices.length - total);
   const ok = new Set(
     answered.filter((a) => a.errorCode === 0).map((a) => `${a.topicName}\u0000${a.partition}`),
   );
   const out: TopicRecords[] = [];
-  let i = 0;
-  for (const b of batches) {
+  batches.forEach((b, i) => {
     const missing: ProducedRecord[] = [];
-    for (const r of b.records) {
-      const c = last[i++]!;
-      if (!ok.has(`${c.topic}\u0000${c.partition}`)) missing.push({ ...r, partition: c.partition });
-    }
+    b.records.forEach((r, j) => {
+      const partition = partitions[i]?.[j];
+      if (partition === undefined) missing.push(r);
+      else if (!ok.has(`${b.topic}\u0000${partition}`)) missing.push({ ...r, partition });
+    });
     if (missing.length > 0) out.push({ topic: b.topic, records: missing });
-  }
+  });
   return out;
 }
 
@@ -586,7 +583,7 @@ class RotatingProducer implements DriverProducer {
       const producer = this.kafka.producer({
         idempotent: this.config.idempotent,
         maxInFlightRequests: this.config.idempotent ? 1 : undefined,
-        createPartitioner: recordingPartitioner,
+        createPartitioner: stickyPartitioner,
         allowAutoTopicCreation: false,
         retry: {
           retries: this.config.retry.retries,
@@ -625,9 +622,10 @@ class RotatingProducer implements DriverProducer {
    * across the retries of one sendBatch, the answers per broker: when a leader dies mid-send and its
    * partitions move to a broker that already answered for others, the retry skips that broker and the
    * call resolves without the moved partitions' records ever being written (tulios/kafkajs#1303; seen
-   * here with a SIGKILLed leader: 83 of 250 records lost, publish resolved). So the partitions the last
-   * attempt chose are checked against the answer, and records whose partition has no answer are sent
-   * again, pinned to that partition (their sequence numbers were never used).
+   * here with a SIGKILLed leader: 83 of 250 records lost, publish resolved). So each record keeps one
+   * partition across retries (`stickyPartitioner`), the answer is checked partition by partition, and
+   * records whose partition has no answer are sent again, pinned to it (their sequence numbers were
+   * rolled back, never used).
    */
   async send(batches: TopicRecords[]): Promise<void> {
     let pending = batches;
@@ -644,26 +642,28 @@ class RotatingProducer implements DriverProducer {
   /** One sendBatch; returns the records it resolved without sending (pinned to their partitions). */
   private async sendOnce(batches: TopicRecords[]): Promise<TopicRecords[]> {
     const producer = await this.create();
-    const choices: { topic: string; partition: number }[] = [];
+    const topicMessages = batches.map((b) => ({
+      topic: b.topic,
+      messages: b.records.map((r) => ({
+        key: r.key === undefined ? null : r.key,
+        value: toBuffer(r.body),
+        headers: toHeaders(r.headers),
+        ...(r.partition === undefined ? {} : { partition: r.partition }),
+      })),
+    }));
     try {
-      const answered = await partitionChoices.run(choices, () =>
-        producer.sendBatch({
-          acks: this.config.acks,
-          timeout: this.config.ackTimeoutMs,
-          compression: this.config.compression === 'gzip' ? CompressionTypes.GZIP : CompressionTypes.None,
-          topicMessages: batches.map((b) => ({
-            topic: b.topic,
-            messages: b.records.map((r) => ({
-              key: r.key === undefined ? null : r.key,
-              value: toBuffer(r.body),
-              headers: toHeaders(r.headers),
-              ...(r.partition === undefined ? {} : { partition: r.partition }),
-            })),
-          })),
-        }),
-      );
+      const answered = await producer.sendBatch({
+        acks: this.config.acks,
+        timeout: this.config.ackTimeoutMs,
+        compression: this.config.compression === 'gzip' ? CompressionTypes.GZIP : CompressionTypes.None,
+        topicMessages,
+      });
       if (this.config.acks === 0) return [];
-      return unanswered(batches, choices, answered);
+      return unanswered(
+        batches,
+        topicMessages.map((t) => t.messages.map((m) => chosenPartition.get(m))),
+        answered,
+      );
     } catch (err) {
       if (this.config.idempotent && this.current === producer) {
         this.current = undefined;
