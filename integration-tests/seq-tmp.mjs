@@ -1,0 +1,20 @@
+import { Kafka, logLevel } from 'kafkajs';
+const topic = process.argv[2];
+const kafka = new Kafka({ brokers: ['127.0.0.1:9193','127.0.0.1:9194','127.0.0.1:9192'], logLevel: logLevel.NOTHING });
+const consumer = kafka.consumer({ groupId: 'seq-check-' + Date.now(), maxWaitTimeInMs: 200 });
+await consumer.connect();
+await consumer.subscribe({ topics: [topic], fromBeginning: true });
+const seqs = new Map(); let n = 0;
+await consumer.run({ eachMessage: async ({ partition, message }) => {
+  n++;
+  const body = JSON.parse(message.value.toString());
+  const seq = body.seq ?? body.data?.seq;
+  seqs.set(seq, partition);
+}});
+const deadline = Date.now() + 40000;
+while (n < 19918 && Date.now() < deadline) await new Promise(r => setTimeout(r, 200));
+await consumer.disconnect();
+const missing = [];
+for (let i = 0; i < 20000; i++) if (!seqs.has(i)) missing.push(i);
+console.log('records', n, 'distinct', seqs.size, 'missing', missing.length, missing.slice(0, 100).join(','));
+process.exit(0);
