@@ -11,7 +11,7 @@ import { loadavg } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { type Bus, connect, defineMessage, OmnibusError } from '@omnibus/core';
 import { eventually } from '@omnibus/core/testing';
-import { names } from '@omnibus/rabbitmq';
+import { names, rabbitmq } from '@omnibus/rabbitmq';
 import { Kafka, logLevel } from 'kafkajs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
@@ -22,6 +22,7 @@ import {
   type NodeIndex,
   nodePid,
   PORTS,
+  RABBITMQ_CLUSTER_URL,
   RABBITMQ_NODE_NAMES,
   rabbitmqctl,
   startNode,
@@ -40,6 +41,15 @@ const GROUP = 'survivors';
 const RESULTS = fileURLToPath(
   new URL(`../../../reliability/results/cluster-${broker}.json`, import.meta.url),
 );
+
+/**
+ * The transport as a service would run it: for RabbitMQ the adapter's defaults with every node in the URL
+ * (the conformance harness also turns on replay streams, which a service need not).
+ */
+const transport = () =>
+  kind === 'rabbitmq-cluster'
+    ? rabbitmq({ url: RABBITMQ_CLUSTER_URL, reconnect: { initialMs: 100, maxMs: 2_000 } })
+    : harness.create();
 
 const Tick = defineMessage({ type: 'cluster.tick', version: 1, schema: z.object({ seq: z.number().int() }) });
 
@@ -167,7 +177,7 @@ describe(`node kill: ${kind}`, () => {
     let handlerCalls = 0;
 
     const consumer = await connect({
-      transport: harness.create(),
+      transport: transport(),
       service: 'node-kill-consumer',
       publishTimeoutMs: 30_000,
     });
@@ -184,7 +194,7 @@ describe(`node kill: ${kind}`, () => {
       },
     });
     const producer = await connect({
-      transport: harness.create(),
+      transport: transport(),
       service: 'node-kill-producer',
       publishTimeoutMs: 30_000,
     });

@@ -19,6 +19,11 @@ export const PORTS: Record<ClusterKind, readonly number[]> = {
   'kafka-cluster': [9192, 9193, 9194],
 };
 
+/** Every RabbitMQ node in the adapter's host-list form. */
+export const RABBITMQ_CLUSTER_URL =
+  process.env.OMNIBUS_RABBITMQ_CLUSTER_URL ??
+  'amqp://guest:guest@127.0.0.1:5681,127.0.0.1:5682,127.0.0.1:5683';
+
 export const RABBITMQ_NODE_NAMES = ['omnibus-c1@localhost', 'omnibus-c2@localhost', 'omnibus-c3@localhost'];
 
 function script(kind: ClusterKind): string {

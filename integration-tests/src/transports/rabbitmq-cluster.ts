@@ -4,13 +4,17 @@
  * connection-drop hook asks a cluster node to close this run's connections.
  */
 
-import { clusterUp, RABBITMQ_NODE_NAMES, startNode, stopNode } from '../cluster/nodes.js';
+import {
+  clusterUp,
+  RABBITMQ_CLUSTER_URL,
+  RABBITMQ_NODE_NAMES,
+  startNode,
+  stopNode,
+} from '../cluster/nodes.js';
 import type { TransportHarness } from '../harness.js';
 
 /** Every node, in the adapter's host-list form: connect tries them in order, a lost host hands over to the next. */
-const CLUSTER_URL =
-  process.env.OMNIBUS_RABBITMQ_CLUSTER_URL ??
-  'amqp://guest:guest@127.0.0.1:5681,127.0.0.1:5682,127.0.0.1:5683';
+const CLUSTER_URL = RABBITMQ_CLUSTER_URL;
 const NODE1_URL = process.env.OMNIBUS_RABBITMQ_CLUSTER_NODE1_URL ?? 'amqp://guest:guest@127.0.0.1:5681';
 
 // The single-node harness reads these when first imported: point it at the cluster, never at the shared broker.
