@@ -7,6 +7,9 @@ const transports = ['memory', 'rabbitmq', 'kafka', 'sqs', 'sns'] as const;
 const extraEnv: Record<string, Record<string, string>> = {
   sns: { AWS_ENDPOINT_URL: process.env.AWS_ENDPOINT_URL ?? 'http://127.0.0.1:4566' },
 };
+// The 3-node clusters of scripts/brokers/: run only when asked (`pnpm test:clusters`), never by `pnpm test`.
+const clusters = ['rabbitmq-cluster', 'kafka-cluster'] as const;
+const clusterOnly = 'integration-tests/src/cluster/**/*.test.ts';
 
 export default defineConfig({
   resolve,
@@ -53,7 +56,7 @@ export default defineConfig({
           name: `conformance:${t}`,
           include: ['integration-tests/src/**/*.test.ts'],
           // The transport contract suite has its own projects (below).
-          exclude: [...configDefaults.exclude, 'integration-tests/src/contract/**'],
+          exclude: [...configDefaults.exclude, 'integration-tests/src/contract/**', clusterOnly],
           environment: 'node',
           env: { OMNIBUS_TRANSPORT: t, ...extraEnv[t] },
           globalSetup: ['integration-tests/src/global-setup.ts'],
@@ -73,6 +76,19 @@ export default defineConfig({
           globalSetup: ['integration-tests/src/global-setup.ts'],
           testTimeout: 60_000,
           hookTimeout: 120_000,
+          fileParallelism: false,
+        },
+      })),
+      ...clusters.map((t) => ({
+        extends: true,
+        test: {
+          name: `conformance:${t}`,
+          include: ['integration-tests/src/conformance.test.ts', clusterOnly],
+          environment: 'node',
+          env: { OMNIBUS_TRANSPORT: t },
+          // Nodes are stopped, killed and started inside tests: minutes under load on 2 cores.
+          testTimeout: 600_000,
+          hookTimeout: 600_000,
           fileParallelism: false,
         },
       })),

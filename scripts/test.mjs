@@ -4,6 +4,8 @@
 //   node scripts/test.mjs conformance <name>  the conformance suite against one transport
 //   node scripts/test.mjs contract <name>     the transport contract suite against one transport
 //   node scripts/test.mjs containers          the conformance suites against brokers in containers
+//   node scripts/test.mjs clusters            conformance + node-kill on the 3-node RabbitMQ and Kafka clusters
+//                                             (never part of `all`; OMNIBUS_CLUSTERS=rabbitmq-cluster picks one)
 import { spawnSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdirSync, readFileSync, rmSync } from 'node:fs';
@@ -37,19 +39,34 @@ if (mode === 'conformance' || mode === 'contract') {
   }
   projects = [`${mode}:${name}`];
   brokers = TRANSPORTS[name];
+} else if (mode === 'clusters') {
+  // Each cluster is its own broker set, started by scripts/brokers/<name>.sh and stopped by nobody.
+  const clusters = (process.env.OMNIBUS_CLUSTERS ?? 'rabbitmq-cluster,kafka-cluster')
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
+  const unknown = clusters.filter((c) => c !== 'rabbitmq-cluster' && c !== 'kafka-cluster');
+  if (unknown.length > 0) {
+    console.error(`unknown cluster(s) ${unknown.join(', ')} (rabbitmq-cluster, kafka-cluster)`);
+    process.exit(2);
+  }
+  projects = clusters.map((c) => `conformance:${c}`);
+  brokers = clusters;
 } else if (mode === 'all') {
   projects = ['unit', 'adapters', ...ENABLED.flatMap((t) => [`conformance:${t}`, `contract:${t}`])];
-  brokers = [...new Set(ENABLED.flatMap((t) => TRANSPORTS[t] ?? []))];
+  // The adapters project also holds the stores' suites (Redis, PostgreSQL), whose replica tests use RabbitMQ.
+  brokers = [...new Set([...ENABLED.flatMap((t) => TRANSPORTS[t] ?? []), 'rabbitmq', 'redis', 'postgres'])];
 } else if (mode === 'containers') {
   // Explicit only: a Docker socket on the machine never changes what `pnpm test` does.
   const kinds = (process.env.OMNIBUS_CONTAINER_TRANSPORTS ?? 'rabbitmq,kafka,sqs').split(',').filter(Boolean);
   projects = kinds.map((t) => `conformance:${t}`);
   // The broker-restart scenario drives the private RabbitMQ node, which is a process, not a container.
-  brokers = kinds.includes('rabbitmq') ? ['rabbitmq-private'] : [];
+  // fauxqs serves the S3 payload store of the claim-check scenario.
+  brokers = kinds.includes('rabbitmq') ? ['rabbitmq-private', 'fauxqs'] : ['fauxqs'];
   prepareContainers();
 } else {
   console.error(
-    'usage: node scripts/test.mjs all | conformance <transport> | contract <transport> | containers',
+    'usage: node scripts/test.mjs all | conformance <transport> | contract <transport> | containers | clusters',
   );
   process.exit(2);
 }

@@ -15,9 +15,13 @@ export async function loadHarness(
       return (await import('./transports/sqs.js')).harness;
     case 'sns':
       return (await import('./transports/sns.js')).harness;
+    case 'rabbitmq-cluster':
+      return (await import('./transports/rabbitmq-cluster.js')).harness;
+    case 'kafka-cluster':
+      return (await import('./transports/kafka-cluster.js')).harness;
     default:
       throw new Error(
-        `unknown OMNIBUS_TRANSPORT ${JSON.stringify(name)} (memory, rabbitmq, kafka, sqs, sns)`,
+        `unknown OMNIBUS_TRANSPORT ${JSON.stringify(name)} (memory, rabbitmq, kafka, sqs, sns, rabbitmq-cluster, kafka-cluster)`,
       );
   }
 }

@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # Run one action (up|down|status) over a set of brokers, in parallel, and
 # print each broker's report in a fixed order. Used by up.sh and down.sh.
-# Usage: each.sh up|down|status [all|rabbitmq|rabbitmq-private|kafka|sqs|redis|postgres|fauxqs]...
+# Usage: each.sh up|down|status [all|rabbitmq|rabbitmq-private|kafka|sqs|redis|postgres|fauxqs|rabbitmq-cluster|kafka-cluster]...
+# The 3-node clusters are never part of `all`: they run only when named.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ALL=(rabbitmq rabbitmq-private kafka sqs redis postgres fauxqs)
+NAMED_ONLY=(rabbitmq-cluster kafka-cluster)
 
 usage() {
   local IFS='|'
-  echo "usage: $0 up|down|status [all|${ALL[*]}]..." >&2
+  echo "usage: $0 up|down|status [all|${ALL[*]}|${NAMED_ONLY[*]}]..." >&2
   exit 2
 }
 
@@ -27,7 +29,7 @@ add() {
 for arg in "$@"; do
   case "$arg" in
     all) for t in "${ALL[@]}"; do add "$t"; done ;;
-    rabbitmq | rabbitmq-private | kafka | redis | postgres | fauxqs) add "$arg" ;;
+    rabbitmq | rabbitmq-private | kafka | redis | postgres | fauxqs | rabbitmq-cluster | kafka-cluster) add "$arg" ;;
     sqs | elasticmq) add sqs ;;
     *) usage ;;
   esac
@@ -38,6 +40,8 @@ script_for() {
     rabbitmq) echo rabbitmq.sh ;;
     rabbitmq-private) echo rabbitmq-private.sh ;;
     kafka) echo kafka.sh ;;
+    rabbitmq-cluster) echo rabbitmq-cluster.sh ;;
+    kafka-cluster) echo kafka-cluster.sh ;;
     sqs) echo elasticmq.sh ;;
     redis) echo redis.sh ;;
     postgres) echo postgres.sh ;;

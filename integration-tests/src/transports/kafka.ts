@@ -154,7 +154,8 @@ export const harness: TransportHarness = {
     try {
       // The broker does not create topics on its own; a poison test may publish before anyone subscribed.
       await admin
-        .createTopics({ topics: [{ topic, numPartitions: 3, replicationFactor: 1 }] })
+        // The broker's default replication factor: 1 on one node, 3 on the cluster (min ISR 2 there).
+        .createTopics({ topics: [{ topic, numPartitions: 3 }] })
         .catch(() => false);
     } finally {
       await admin.disconnect();

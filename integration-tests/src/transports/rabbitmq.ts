@@ -21,11 +21,16 @@ import type { ContractHooks } from '../contract/hooks.js';
 import type { TransportHarness } from '../harness.js';
 
 const AMQP_URL = process.env.AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
+// What the transports under test are given (the cluster harness: every node); the raw client uses AMQP_URL.
+const TRANSPORT_URL = process.env.OMNIBUS_RABBITMQ_TRANSPORT_URL ?? AMQP_URL;
 const RESTART_URL = process.env.OMNIBUS_RABBITMQ_RESTART_URL ?? 'amqp://guest:guest@127.0.0.1:5673';
 const PRIVATE_NODE_SCRIPT = fileURLToPath(
   new URL('../../../scripts/brokers/rabbitmq-private.sh', import.meta.url),
 );
 const run = promisify(execFile);
+// The node rabbitmqctl talks to (the cluster harness points it at its own nodes); default: the shared one.
+const CTL_NODE = process.env.OMNIBUS_RABBITMQCTL_NODE;
+const ctlArgs = (args: string[]) => (CTL_NODE ? ['-n', CTL_NODE, ...args] : args);
 
 const BASE: Partial<RabbitMqOptions> = {
   // Fast recovery keeps the restart scenario short; streams make the replay scenario run.
@@ -166,7 +171,7 @@ export const harness: TransportHarness = {
   },
 
   create() {
-    return new TrackedTransport({ ...BASE, url: AMQP_URL });
+    return new TrackedTransport({ ...BASE, url: TRANSPORT_URL });
   },
 
   createForRestart,
@@ -174,7 +179,7 @@ export const harness: TransportHarness = {
   async dropConnections() {
     // Server-side close of this run's own connections only (never anyone else's on the shared broker).
     const { stdout } = await rabbitmqctl(
-      ['-q', 'list_connections', '--no-table-headers', 'pid', 'client_properties'],
+      ctlArgs(['-q', 'list_connections', '--no-table-headers', 'pid', 'client_properties']),
       { timeout: 30_000 },
     );
     let closed = 0;
@@ -182,9 +187,12 @@ export const harness: TransportHarness = {
       const name = /\{"connection_name","([^"]+)"\}/.exec(line)?.[1];
       if (!name || !ownConnections.has(name)) continue;
       const pid = line.split('\t')[0]!;
-      await rabbitmqctl(['-q', 'close_connection', pid, 'conformance: connection killed by the broker'], {
-        timeout: 30_000,
-      });
+      await rabbitmqctl(
+        ctlArgs(['-q', 'close_connection', pid, 'conformance: connection killed by the broker']),
+        {
+          timeout: 30_000,
+        },
+      );
       closed++;
     }
     if (closed === 0) throw new Error('no connection of this run was open on the broker');

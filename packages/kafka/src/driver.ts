@@ -14,6 +14,7 @@ import type {
   Kafka as KafkaClient,
   LogEntry,
   Producer,
+  RecordMetadata,
   RetryOptions,
   SASLOptions,
 } from 'kafkajs';
@@ -52,6 +53,8 @@ export interface ProducedRecord {
   body: Uint8Array;
   /** Bytes values are sent unchanged (used to copy a received record's headers exactly). */
   headers: Record<string, string | Uint8Array>;
+  /** Set only when the producer resends a record kafkajs skipped: the partition it was meant for. */
+  partition?: number;
 }
 
 export interface TopicRecords {
@@ -514,6 +517,50 @@ export class KafkaDriver {
   }
 }
 
+/** The partition kafkajs's partitioner chose for each message object of a send (see `stickyPartitioner`). */
+const chosenPartition = new WeakMap<object, number>();
+
+/**
+ * kafkajs's default partitioner, made to give a message the same partition on every retry of its send (the
+ * default moves keyless messages round-robin on each attempt) and to remember it, so the producer can tell
+ * which messages a partition's answer covers (see `RotatingProducer.send`).
+ */
+function stickyPartitioner() {
+  const inner = Partitioners.DefaultPartitioner();
+  return (args: Parameters<typeof inner>[0]): number => {
+    const known = chosenPartition.get(args.message);
+    if (known !== undefined && args.partitionMetadata.some((p) => p.partitionId === known)) return known;
+    const partition = inner(args);
+    chosenPartition.set(args.message, partition);
+    return partition;
+  };
+}
+
+/**
+ * The records of `batches` whose partition (`partitions[i][j]` for record j of batch i) has no successful
+ * answer in `answered`, each pinned to that partition; a record never given a partition is returned unpinned.
+ */
+export function unanswered(
+  batches: readonly TopicRecords[],
+  partitions: readonly (readonly (number | undefined)[])[],
+  answered: readonly RecordMetadata[],
+): TopicRecords[] {
+  const ok = new Set(
+    answered.filter((a) => a.errorCode === 0).map((a) => `${a.topicName}\u0000${a.partition}`),
+  );
+  const out: TopicRecords[] = [];
+  batches.forEach((b, i) => {
+    const missing: ProducedRecord[] = [];
+    b.records.forEach((r, j) => {
+      const partition = partitions[i]?.[j];
+      if (partition === undefined) missing.push(r);
+      else if (!ok.has(`${b.topic}\u0000${partition}`)) missing.push({ ...r, partition });
+    });
+    if (missing.length > 0) out.push({ topic: b.topic, records: missing });
+  });
+  return out;
+}
+
 /**
  * kafkajs rolls back an idempotent producer's sequence numbers when a send finally fails; if the
  * broker did write that request, the next batch would reuse its sequence numbers and could be taken
@@ -536,7 +583,7 @@ class RotatingProducer implements DriverProducer {
       const producer = this.kafka.producer({
         idempotent: this.config.idempotent,
         maxInFlightRequests: this.config.idempotent ? 1 : undefined,
-        createPartitioner: Partitioners.DefaultPartitioner,
+        createPartitioner: stickyPartitioner,
         allowAutoTopicCreation: false,
         retry: {
           retries: this.config.retry.retries,
@@ -570,22 +617,53 @@ class RotatingProducer implements DriverProducer {
     await this.create();
   }
 
+  /**
+   * Sends and resends until every record was acknowledged by its partition's leader. kafkajs 2.2.4 keeps,
+   * across the retries of one sendBatch, the answers per broker: when a leader dies mid-send and its
+   * partitions move to a broker that already answered for others, the retry skips that broker and the
+   * call resolves without the moved partitions' records ever being written (tulios/kafkajs#1303; seen
+   * here with a SIGKILLed leader: 83 of 250 records lost, publish resolved). So each record keeps one
+   * partition across retries (`stickyPartitioner`), the answer is checked partition by partition, and
+   * records whose partition has no answer are sent again, pinned to it (their sequence numbers were
+   * rolled back, never used).
+   */
   async send(batches: TopicRecords[]): Promise<void> {
+    let pending = batches;
+    for (let round = 0; pending.length > 0; round++) {
+      if (round === 3) {
+        throw new Error(
+          `kafkajs acknowledged a produce request without writing ${pending.reduce((n, b) => n + b.records.length, 0)} of its records`,
+        );
+      }
+      pending = await this.sendOnce(pending);
+    }
+  }
+
+  /** One sendBatch; returns the records it resolved without sending (pinned to their partitions). */
+  private async sendOnce(batches: TopicRecords[]): Promise<TopicRecords[]> {
     const producer = await this.create();
+    const topicMessages = batches.map((b) => ({
+      topic: b.topic,
+      messages: b.records.map((r) => ({
+        key: r.key === undefined ? null : r.key,
+        value: toBuffer(r.body),
+        headers: toHeaders(r.headers),
+        ...(r.partition === undefined ? {} : { partition: r.partition }),
+      })),
+    }));
     try {
-      await producer.sendBatch({
+      const answered = await producer.sendBatch({
         acks: this.config.acks,
         timeout: this.config.ackTimeoutMs,
         compression: this.config.compression === 'gzip' ? CompressionTypes.GZIP : CompressionTypes.None,
-        topicMessages: batches.map((b) => ({
-          topic: b.topic,
-          messages: b.records.map((r) => ({
-            key: r.key === undefined ? null : r.key,
-            value: toBuffer(r.body),
-            headers: toHeaders(r.headers),
-          })),
-        })),
+        topicMessages,
       });
+      if (this.config.acks === 0) return [];
+      return unanswered(
+        batches,
+        topicMessages.map((t) => t.messages.map((m) => chosenPartition.get(m))),
+        answered,
+      );
     } catch (err) {
       if (this.config.idempotent && this.current === producer) {
         this.current = undefined;

@@ -1,6 +1,8 @@
 /**
  * Owns the one AMQP connection: the first connect (fails fast), reconnection with capped, jittered backoff
  * after any loss, and hooks so topology, the confirm channel and consumers are restored on every new one.
+ * With several hosts (the nodes of a cluster) the first connect tries them in order within one deadline,
+ * and a reconnect starts with the host after the one that was lost, moving on at each failed attempt.
  */
 import { ConnectionError, type Logger, redactText } from '@omnibus/core';
 import { withConnectDeadline } from '@omnibus/core/kit';
@@ -10,7 +12,8 @@ import { errorText } from './amqp-errors.js';
 export type ConnectionState = 'idle' | 'connecting' | 'open' | 'reconnecting' | 'closed';
 
 export interface ConnectionManagerOptions {
-  url: string;
+  /** One URL per host, tried in this order. */
+  urls: readonly string[];
   socketOptions: Record<string, unknown>;
   connectTimeoutMs: number;
   reconnect: { initialMs: number; maxMs: number };
@@ -35,7 +38,9 @@ export class NoConnectionError extends ConnectionError {
 
 export class ConnectionManager {
   readonly #opts: ConnectionManagerOptions;
-  readonly #safeUrl: string;
+  readonly #safeUrls: readonly string[];
+  /** The host of the open connection, or the one to try next. */
+  #host = 0;
   #state: ConnectionState = 'idle';
   #model: ChannelModel | undefined;
   #generation = 0;
@@ -50,7 +55,14 @@ export class ConnectionManager {
 
   constructor(opts: ConnectionManagerOptions) {
     this.#opts = opts;
-    this.#safeUrl = redactText(opts.url);
+    if (opts.urls.length === 0) throw new Error('ConnectionManager needs at least one URL');
+    this.#safeUrls = opts.urls.map((u) => redactText(u));
+  }
+
+  /** Where to report: the current host, and the others of the cluster when there are several. */
+  get #safeUrl(): string {
+    const current = this.#safeUrls[this.#host]!;
+    return this.#safeUrls.length === 1 ? current : `${current} (hosts: ${this.#safeUrls.join(', ')})`;
   }
 
   get state(): ConnectionState {
@@ -76,7 +88,8 @@ export class ConnectionManager {
   details(): Record<string, unknown> {
     return {
       state: this.#state,
-      url: this.#safeUrl,
+      url: this.#safeUrls[this.#host],
+      ...(this.#safeUrls.length > 1 ? { urls: this.#safeUrls } : {}),
       serverVersion: this.#serverVersion,
       reconnects: this.#reconnects,
       blocked: this.#blocked,
@@ -90,7 +103,7 @@ export class ConnectionManager {
     this.#state = 'connecting';
     let model: ChannelModel;
     try {
-      model = await this.#open();
+      model = await this.#openFirst();
     } catch (err) {
       this.#state = 'idle';
       if (err instanceof ConnectionError) throw err;
@@ -153,10 +166,11 @@ export class ConnectionManager {
    * length) destroys a socket that stays silent, so a failed attempt leaves no socket or timer behind; a
    * connection that still opens after the deadline is closed at once.
    */
-  #open(): Promise<ChannelModel> {
-    const { url, socketOptions, connectTimeoutMs } = this.#opts;
+  #open(host = this.#host, timeoutMs = this.#opts.connectTimeoutMs): Promise<ChannelModel> {
+    const { socketOptions } = this.#opts;
+    const url = this.#opts.urls[host]!;
     let late = false;
-    const connecting = connect(url, { ...socketOptions, timeout: connectTimeoutMs });
+    const connecting = connect(url, { ...socketOptions, timeout: timeoutMs });
     connecting.then(
       (model) => {
         if (!late) return;
@@ -165,9 +179,36 @@ export class ConnectionManager {
       },
       () => {},
     );
-    return withConnectDeadline(connecting, connectTimeoutMs, `RabbitMQ at ${this.#safeUrl}`, () => {
+    return withConnectDeadline(connecting, timeoutMs, `RabbitMQ at ${this.#safeUrls[host]}`, () => {
       late = true;
     });
+  }
+
+  /**
+   * The first connect: each host in order, all within one connectTimeoutMs. A refused port fails at once
+   * and the next host is tried; a silent one gets its share of the time left, so one dead host cannot use
+   * up the whole deadline.
+   */
+  async #openFirst(): Promise<ChannelModel> {
+    const n = this.#opts.urls.length;
+    if (n === 1) return this.#open(0);
+    const deadline = Date.now() + this.#opts.connectTimeoutMs;
+    const errors: string[] = [];
+    for (let i = 0; i < n; i++) {
+      const left = deadline - Date.now();
+      if (left <= 0) break;
+      try {
+        const model = await this.#open(i, Math.max(1, Math.floor(left / (n - i))));
+        this.#host = i;
+        return model;
+      } catch (err) {
+        errors.push(`${this.#safeUrls[i]}: ${errorText(err)}`);
+      }
+    }
+    throw new ConnectionError(
+      `cannot connect to RabbitMQ at any of ${n} hosts within ${this.#opts.connectTimeoutMs} ms (${errors.join('; ')})`,
+      { retryable: true },
+    );
   }
 
   async #install(model: ChannelModel): Promise<void> {
@@ -218,6 +259,8 @@ export class ConnectionManager {
     if (this.#state === 'closed') return;
     this.#state = 'reconnecting';
     if (err) this.#lastError = errorText(err);
+    // The host just lost is likely down: start with the next one.
+    this.#host = (this.#host + 1) % this.#opts.urls.length;
     this.#opts.logger.warn(
       { transport: 'rabbitmq', err: this.#lastError },
       'RabbitMQ connection lost; reconnecting',
@@ -248,14 +291,16 @@ export class ConnectionManager {
   async #reconnect(attempt: number): Promise<void> {
     if (this.#state === 'closed') return;
     let model: ChannelModel;
+    const host = this.#host;
     try {
-      model = await this.#open();
+      model = await this.#open(host);
     } catch (err) {
-      this.#lastError = errorText(err);
+      this.#lastError = `${this.#safeUrls[host]}: ${errorText(err)}`;
       this.#opts.logger.debug(
         { transport: 'rabbitmq', attempt: attempt + 1, err: this.#lastError },
         'reconnect attempt failed',
       );
+      this.#host = (host + 1) % this.#opts.urls.length;
       if ((this.#state as ConnectionState) !== 'closed') this.#scheduleReconnect(attempt + 1);
       return;
     }
@@ -265,7 +310,10 @@ export class ConnectionManager {
       return;
     }
     this.#reconnects++;
-    this.#opts.logger.info({ transport: 'rabbitmq', reconnects: this.#reconnects }, 'RabbitMQ reconnected');
+    this.#opts.logger.info(
+      { transport: 'rabbitmq', reconnects: this.#reconnects, url: this.#safeUrls[host] },
+      'RabbitMQ reconnected',
+    );
     await this.#install(model);
   }
 }

@@ -32,7 +32,14 @@ const reconnectSchema = z
   .refine((r) => r.maxMs >= r.initialMs, { message: 'must be ≥ reconnect.initialMs', path: ['maxMs'] });
 
 const optionsSchema = z.strictObject({
-  url: z.string().min(1),
+  /**
+   * `amqp://user:pass@host:port/vhost?…`; several hosts of one cluster share the credentials, vhost and
+   * query: `amqp://user:pass@h1:5672,h2:5672,h3:5672/vhost`. Hosts are tried in order; after a lost
+   * connection the next host is tried first.
+   */
+  url: z.string().min(1).optional(),
+  /** The same as several hosts in `url`, one full URL per cluster node (each may carry its own credentials). */
+  urls: z.array(z.string().min(1)).min(1).optional(),
   /** Upper bound on per-subscription prefetch; the subscription's maxInFlight is used when lower. */
   prefetch: z.number().int().min(1).max(65_535).optional(),
   /** Most publishes awaiting a broker confirm at once (per connection). */
@@ -74,7 +81,11 @@ export type RabbitMqOptions = z.input<typeof optionsSchema>;
 
 type Parsed = z.output<typeof optionsSchema>;
 
-export interface ResolvedOptions extends Omit<Parsed, 'streams' | 'heartbeatSeconds'> {
+export interface ResolvedOptions extends Omit<Parsed, 'streams' | 'heartbeatSeconds' | 'url' | 'urls'> {
+  /** The first of `urls`. */
+  url: string;
+  /** One URL per host, in the order connect tries them (a single host: one entry). */
+  urls: string[];
   streams: { maxAge?: string | undefined; maxLengthBytes?: number | undefined } | undefined;
 }
 
@@ -100,32 +111,74 @@ const AMQPLIB_PARAMETERS = new Set(['heartbeat', 'frameMax', 'channelMax', 'loca
 export function resolveOptions(input: unknown): ResolvedOptions {
   if (typeof input !== 'object' || input === null) throw new ConfigError('options', 'expected an object');
   const given = input as Record<string, unknown>;
-  const fromUrl = typeof given.url === 'string' ? optionsFromUrl(given.url) : { url: given.url, params: {} };
+  if (given.url !== undefined && given.urls !== undefined) {
+    throw new ConfigError('urls', 'give either url or urls, not both');
+  }
+  if (given.url === undefined && given.urls === undefined) {
+    throw new ConfigError('url', 'required: the broker URL (or urls, one per cluster node)');
+  }
+  // Several hosts in one URL become one URL per host; the query (our options) is read once, from the first.
+  const raw =
+    typeof given.url === 'string'
+      ? splitHosts(given.url)
+      : Array.isArray(given.urls)
+        ? (given.urls as unknown[])
+        : undefined;
+  const field = given.url !== undefined ? 'url' : 'urls';
+  const parsed = raw?.map((u, i) =>
+    typeof u === 'string'
+      ? optionsFromUrl(u, field === 'urls' ? `urls.${i}` : 'url')
+      : { url: u, params: {} },
+  );
+  const params = parsed?.[0]?.params ?? {};
   // An explicit option wins over the URL, so a deployment can tune one without rewriting a secret-bearing URL.
-  const o = parseOptions(optionsSchema, { ...fromUrl.params, ...given, url: fromUrl.url });
-  const { heartbeatSeconds, streams, ...rest } = o;
+  const o = parseOptions(optionsSchema, {
+    ...params,
+    ...given,
+    ...(field === 'url'
+      ? { url: parsed?.[0]?.url ?? given.url, urls: undefined }
+      : { urls: parsed?.map((p) => p.url) ?? given.urls }),
+  });
+  const { heartbeatSeconds, streams, url: _url, urls: _urls, ...rest } = o;
+  const urls = (parsed ?? []).map((p) => withHeartbeat(p.url as string, heartbeatSeconds));
   return {
     ...rest,
-    url: withHeartbeat(o.url, heartbeatSeconds),
+    url: urls[0]!,
+    urls,
     streams: streams === true ? {} : streams === false ? undefined : streams,
   };
 }
 
+/**
+ * `amqp://u:p@h1:1,h2:2/vh?q` → one URL per host with the same credentials, vhost and query. A URL with one
+ * host is returned as is.
+ */
+export function splitHosts(raw: string): string[] {
+  const m = /^(amqps?:\/\/)([^@/?#]*@)?([^/?#]*)(.*)$/i.exec(raw);
+  if (!m || !m[3]!.includes(',')) return [raw];
+  const [, scheme, auth = '', hosts, tail] = m;
+  return hosts!.split(',').map((host) => {
+    if (host.trim() === '')
+      throw new ConfigError('url', `an empty host in the host list of ${redactText(raw)}`);
+    return `${scheme}${auth}${host.trim()}${tail}`;
+  });
+}
+
 /** Splits our options out of the URL's query string; what stays is the URL amqplib is given. */
-function optionsFromUrl(raw: string): { url: string; params: Record<string, unknown> } {
+function optionsFromUrl(raw: string, field = 'url'): { url: string; params: Record<string, unknown> } {
   let url: URL;
   try {
     url = new URL(raw);
   } catch {
-    throw new ConfigError('url', `not a valid URL: ${redactText(raw)}`);
+    throw new ConfigError(field, `not a valid URL: ${redactText(raw)}`);
   }
   if (url.protocol !== 'amqp:' && url.protocol !== 'amqps:') {
-    throw new ConfigError('url', `expected an amqp:// or amqps:// URL, got ${url.protocol}//`);
+    throw new ConfigError(field, `expected an amqp:// or amqps:// URL, got ${url.protocol}//`);
   }
-  if (!url.hostname) throw new ConfigError('url', 'the URL names no host');
+  if (!url.hostname) throw new ConfigError(field, 'the URL names no host');
   const hb = url.searchParams.get('heartbeat');
   if (hb !== null && !/^\d+$/.test(hb)) {
-    throw new ConfigError('url', `heartbeat must be a whole number of seconds, got ${JSON.stringify(hb)}`);
+    throw new ConfigError(field, `heartbeat must be a whole number of seconds, got ${JSON.stringify(hb)}`);
   }
   const params: Record<string, unknown> = {};
   let ours = false;
@@ -134,7 +187,7 @@ function optionsFromUrl(raw: string): { url: string; params: Record<string, unkn
     if (kind === undefined) {
       if (AMQPLIB_PARAMETERS.has(name)) continue;
       const known = [...Object.keys(URL_PARAMETERS), ...AMQPLIB_PARAMETERS].join(', ');
-      throw new ConfigError(`url.${name}`, `unknown query parameter (known: ${known})`);
+      throw new ConfigError(`${field}.${name}`, `unknown query parameter (known: ${known})`);
     }
     ours = true;
     params[name] = fromQuery(name, value, kind);

@@ -77,7 +77,7 @@ export class RabbitMqTransport implements Transport {
     const logger = ctx.logger ?? silentLogger;
     const o = this.options;
     const conn = new ConnectionManager({
-      url: o.url,
+      urls: o.urls,
       socketOptions: {
         ...o.tls,
         clientProperties: { connection_name: this.connectionName, omnibus_service: ctx.service },
