@@ -266,7 +266,14 @@ export const harness: TransportHarness = {
  * queued in the client.
  */
 export const contractHooks: ContractHooks = {
-  createWith: (options) => new TrackedTransport({ ...BASE, url: AMQP_URL, ...options } as RabbitMqOptions),
+  // 'reject' needs streams off (the replay stream would receive every type): that combination is refused.
+  createWith: (options) =>
+    new TrackedTransport({
+      ...BASE,
+      url: AMQP_URL,
+      ...(options.onNoSubscribers === 'reject' ? { streams: false } : {}),
+      ...options,
+    } as RabbitMqOptions),
   createWithDelayTiers: (tiersMs) =>
     new TrackedTransport({ ...BASE, url: AMQP_URL, delayTiersMs: [...tiersMs] }),
   createUnreachable: (options) =>

@@ -47,3 +47,20 @@ describe('several hosts', () => {
     expect(field({ urls: ['amqp://h1', 'http://h2'] })).toMatch(/urls\.1.*amqp/);
   });
 });
+
+describe("onNoSubscribers: 'reject'", () => {
+  it('is refused with streams on, since the replay stream receives every type', () => {
+    const err = (() => {
+      try {
+        resolveOptions({ url: 'amqp://127.0.0.1', onNoSubscribers: 'reject', streams: true });
+      } catch (e) {
+        return e;
+      }
+    })();
+    expect(err).toBeInstanceOf(ConfigError);
+    expect((err as ConfigError).field).toBe('onNoSubscribers');
+    expect(resolveOptions({ url: 'amqp://127.0.0.1', onNoSubscribers: 'reject' }).onNoSubscribers).toBe(
+      'reject',
+    );
+  });
+});

@@ -140,6 +140,13 @@ export function resolveOptions(input: unknown): ResolvedOptions {
       : { urls: parsed?.map((p) => p.url) ?? given.urls }),
   });
   const { heartbeatSeconds, streams, url: _url, urls: _urls, ...rest } = o;
+  if (o.onNoSubscribers === 'reject' && streams !== false) {
+    // The replay stream is bound to every type of its topic, so with streams on nothing is ever unroutable.
+    throw new ConfigError(
+      'onNoSubscribers',
+      "'reject' cannot tell with streams on: the topic's replay stream receives every type; turn streams off or use 'accept'",
+    );
+  }
   const urls = (parsed ?? []).map((p) => withHeartbeat(p.url as string, heartbeatSeconds));
   return {
     ...rest,
