@@ -4,7 +4,6 @@ import {
   ConnectionError,
   connect,
   defineMessage,
-  memoryBroker,
   memoryTransport,
 } from '@omnibus/core';
 import pg from 'pg';
@@ -31,8 +30,8 @@ afterAll(async () => {
 /** A memory bus (the point here is the database), a subscriber recording what arrives, and a fresh outbox table. */
 async function setup(label: string) {
   const { outboxTable } = await tables.schema(label);
-  const broker = memoryBroker(unique(label));
-  const bus = await connect({ transport: memoryTransport({ broker }), service: 'orders' });
+  // A broker of its own per test (memory transports with the same name share one).
+  const bus = await connect({ transport: memoryTransport({ name: unique(label) }), service: 'orders' });
   closers.push(() => bus.close({ drainTimeoutMs: 1000 }));
   const topic = unique('topic');
   const seen: { id: string; type: string; data: unknown; key: string | undefined }[] = [];

@@ -213,7 +213,7 @@ describe('options', () => {
   it('reads options from the URL query, leaves amqplib its own, and lets an explicit option win', () => {
     const t = transportFromUrl(
       'amqp://u:p@h:5672/vh?heartbeat=5&confirmWindow=20&queueType=classic&delayTiersMs=5000,1000' +
-        '&singleActiveConsumer=true&streams=1&onNoSubscribers=reject&connectTimeoutMs=1500&connectionName=x',
+        '&singleActiveConsumer=true&streams=0&onNoSubscribers=reject&connectTimeoutMs=1500&connectionName=x',
       { confirmWindow: 30 },
     ) as RabbitMqTransport;
     expect(t.options).toMatchObject({
@@ -221,14 +221,16 @@ describe('options', () => {
       queueType: 'classic',
       delayTiersMs: [1_000, 5_000],
       singleActiveConsumer: true,
-      streams: {},
+      streams: undefined,
       onNoSubscribers: 'reject',
       connectTimeoutMs: 1_500,
       connectionName: 'x',
     });
     // Only amqplib's own parameters stay in the URL it is given.
     expect(new URL(t.options.url).search).toBe('?heartbeat=5');
-    expect(t.capabilities).toMatchObject({ ordering: 'group', replay: true, delayTiersMs: [1_000, 5_000] });
+    expect(t.capabilities).toMatchObject({ ordering: 'group', replay: false, delayTiersMs: [1_000, 5_000] });
+    // Streams from the URL: replay on.
+    expect(transportFromUrl('amqp://h?streams=1').capabilities.replay).toBe(true);
     expect(rabbitmq({ url: 'amqp://h' }).options).toMatchObject({
       onNoSubscribers: 'accept',
       connectTimeoutMs: DEFAULT_CONNECT_TIMEOUT_MS,
