@@ -11,9 +11,14 @@
  * (store objects), which is where leases run out unseen.
  */
 import { randomBytes } from 'node:crypto';
-import { type ClaimResult, ConnectionError, type IdempotencyStore, redactText } from '@omnibus/core';
+import {
+  type ClaimResult,
+  ConnectionError,
+  type IdempotencyStore,
+  LeaseLostError,
+  redactText,
+} from '@omnibus/core';
 import { Redis } from 'ioredis';
-import { LeaseLostError } from './errors.js';
 import { type RedisStoreOptions, type ResolvedOptions, resolveOptions } from './options.js';
 import { CLAIM, COMPLETE, RELEASE, type RedisClient, run } from './scripts.js';
 
@@ -66,7 +71,10 @@ export class RedisIdempotencyStore implements IdempotencyStore {
     const reply = await this.#run('complete', key, COMPLETE, [token, String(Math.ceil(ttlMs))]);
     // Applied or refused, the claim is over for this store; after a failed call it is kept for the retry.
     if (this.#tokens.get(key) === token) this.#tokens.delete(key);
-    if (reply !== 'ok') throw new LeaseLostError(key, reply === 'd' ? 'd' : 'h');
+    if (reply !== 'ok') {
+      const heldBy = reply === 'd' ? 'another completion' : 'another holder';
+      throw new LeaseLostError(key, { details: { key, heldBy } });
+    }
   }
 
   async release(key: string): Promise<void> {

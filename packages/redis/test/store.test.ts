@@ -1,7 +1,7 @@
-import { ConfigError, ConnectionError } from '@omnibus/core';
+import { ConfigError, ConnectionError, ErrorCode, LeaseLostError } from '@omnibus/core';
 import { storeContract } from '@omnibus/core/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { LEASE_LOST, LeaseLostError, type RedisIdempotencyStore, redisStore } from '../src/index.js';
+import { type RedisIdempotencyStore, redisStore } from '../src/index.js';
 import { deletePrefix, freePort, REDIS_URL, rawClient, requireRedis, unique, waitFor } from './helpers.js';
 
 const prefix = `${unique('store')}:`;
@@ -34,7 +34,12 @@ describe('redisStore', () => {
         (e: unknown) => e,
       );
       expect(err).toBeInstanceOf(LeaseLostError);
-      expect(err).toMatchObject({ code: LEASE_LOST, retryable: true, key, heldBy: 'another holder' });
+      expect(err).toMatchObject({
+        code: ErrorCode.LEASE_LOST,
+        retryable: true,
+        key,
+        details: { heldBy: 'another holder' },
+      });
       // The stored value is still B's lease, untouched by A.
       expect(await raw.get(prefix + key)).toMatch(/^h/);
       expect(await raw.pttl(prefix + key)).toBeGreaterThan(50_000);
@@ -134,7 +139,7 @@ describe('redisStore', () => {
     expect(field(() => redisStore({ client: {} as never }))).toBe('client');
     expect(field(() => redisStore({ url: REDIS_URL, ttlMs: -1 }))).toBe('ttlMs');
     expect(field(() => redisStore({ url: REDIS_URL, maxTrackedClaims: 0 }))).toBe('maxTrackedClaims');
-    expect(field(() => redisStore({ url: REDIS_URL, keyprefix: 'x' } as never))).toBe('');
+    expect(field(() => redisStore({ url: REDIS_URL, keyprefix: 'x' } as never))).toBe('keyprefix');
   });
 
   it('a URL with a password never shows it in errors', async () => {
