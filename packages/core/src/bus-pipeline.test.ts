@@ -8,7 +8,7 @@ import { z } from 'zod';
 import { type Bus, connect } from './bus.js';
 import type { CircuitState } from './circuit-breaker.js';
 import { ControlHeader, type Envelope, readDeadLetterInfo } from './envelope.js';
-import { NonRetryableError } from './errors.js';
+import { ClosedError, NonRetryableError } from './errors.js';
 import { memoryStore } from './idempotency.js';
 import { memoryBroker, memoryTransport } from './memory/transport.js';
 import { defineMessage, type InferMessage, type MessageContext } from './message.js';
@@ -656,6 +656,35 @@ describe('pipeline on the memory transport', () => {
       expect(handledBy.first).toEqual([ids[0]]);
       expect(new Set(handledBy.second)).toEqual(new Set(ids.slice(1)));
       expect(bus.counters.handled).toBe(1);
+    });
+
+    it('a handler still draining when bus.close() begins may publish; subscribing is refused at once', async () => {
+      const { bus, topic } = await setup();
+      const g = gate();
+      let published: Promise<{ id: string }> | undefined;
+      await bus.subscribe({
+        topic,
+        group: 'billing',
+        handlers: {
+          [Order.type]: Order.handle(async () => {
+            await g.promise;
+            published = bus.publish(topic, { type: 'order.shipped', data: {} });
+            await published;
+          }),
+        },
+      });
+      await bus.publish(topic, Order, order(1));
+      await eventually(() => bus.counters.consumed >= 1, { what: 'the order in its handler' });
+      const closing = bus.close({ drainTimeoutMs: 5_000 });
+      await expect(bus.subscribe({ topic, group: 'late', handlers: { x: () => {} } })).rejects.toBeInstanceOf(
+        ClosedError,
+      );
+      expect((await bus.health()).ok).toBe(false);
+      g.open();
+      await closing;
+      await expect(published).resolves.toMatchObject({ id: expect.any(String) });
+      expect(bus.counters.handled).toBeGreaterThanOrEqual(1);
+      await expect(bus.publish(topic, { type: 'x', data: 1 })).rejects.toBeInstanceOf(ClosedError);
     });
 
     it('after close, publish and subscribe are refused and health is not ok', async () => {

@@ -182,7 +182,10 @@ export class Bus implements AsyncDisposable {
   readonly #consumers = new Set<Consumer>();
   readonly #outcomeListeners = new Set<OutcomeListener>();
   readonly #publishListeners = new Set<(e: Envelope, topic: string) => void>();
+  /** No new subscriptions once close() has begun; publishes go on until the handlers have drained. */
+  #closing = false;
   #closed = false;
+  #closingDone: Promise<void> | undefined;
 
   /** @internal use `connect()` */
   constructor(transport: Transport, options: Omit<ConnectOptions, 'transport' | 'transportOptions'>) {
@@ -486,7 +489,7 @@ export class Bus implements AsyncDisposable {
 
   /** Joins a consumer group on a topic; the failure policy applies to every message. */
   async subscribe(options: SubscribeOptions): Promise<Subscription> {
-    if (this.#closed) throw new ClosedError();
+    if (this.#closing) throw new ClosedError();
     const o = parseOptions(subscribeSchema, options);
     if (o.concurrency > 1 && o.ordered && this.transport.capabilities.ordering === 'none') {
       this.logger.warn(
@@ -520,7 +523,7 @@ export class Bus implements AsyncDisposable {
 
   /** Reads a topic's history from a point, outside any group (nothing is committed). */
   async replay(options: ReplayOptions): Promise<Subscription> {
-    if (this.#closed) throw new ClosedError();
+    if (this.#closing) throw new ClosedError();
     const o = parseOptions(replaySchema, options);
     if (!this.transport.capabilities.replay) {
       throw new UnsupportedError(`${this.transport.name} cannot replay history`);
@@ -551,7 +554,7 @@ export class Bus implements AsyncDisposable {
       consumer.onDelivery,
     );
     consumer.attach(sub);
-    if (this.#closed) {
+    if (this.#closing) {
       await consumer.close(0);
       throw new ClosedError('the bus was closed while subscribing');
     }
@@ -587,7 +590,7 @@ export class Bus implements AsyncDisposable {
       circuit: c.circuitState,
       inFlight: c.inFlight,
     }));
-    return { ok: transport.ok && !this.#closed, transport, subscriptions };
+    return { ok: transport.ok && !this.#closing, transport, subscriptions };
   }
 
   stats(topic: string, group?: string): Promise<TransportStats> {
@@ -613,11 +616,17 @@ export class Bus implements AsyncDisposable {
 
   /** Stops fetching, finishes in-flight work within the drain time, flushes producers, disconnects. */
   async close(options: { drainTimeoutMs?: number } = {}): Promise<void> {
-    if (this.#closed) return;
-    this.#closed = true;
-    const drain = options.drainTimeoutMs ?? this.#drainTimeoutMs;
-    await Promise.all([...this.#consumers].map((c) => c.close(drain)));
+    this.#closingDone ??= this.#close(options.drainTimeoutMs ?? this.#drainTimeoutMs);
+    return this.#closingDone;
+  }
+
+  async #close(drainTimeoutMs: number): Promise<void> {
+    this.#closing = true;
+    // Handlers still running may publish (a follow-up event, a reply): the bus takes publishes until
+    // they have drained, and refuses them from then on.
+    await Promise.all([...this.#consumers].map((c) => c.close(drainTimeoutMs)));
     this.#consumers.clear();
+    this.#closed = true;
     await this.transport.close();
   }
 }

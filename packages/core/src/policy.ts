@@ -179,8 +179,9 @@ function afterFailure(
   const canWait = facts.closing === 'no';
   if (isNonRetryable(error)) {
     // The message itself is at fault: no retry helps, and the dependency is not to blame. Unless the
-    // consumer is closing: then the close itself may be the cause (the bus refuses the handler's publish
-    // with CLOSED, its signal was aborted), which condemns nothing, so it goes back to be judged again.
+    // consumer is closing: then the close itself may be the cause (its signal was aborted past the drain
+    // time, another bus it publishes through refused with CLOSED), which condemns nothing, so it goes
+    // back to be judged again.
     return canWait ? giveUp(policy, 'non-retryable', attempts, 'neutral') : RELEASE_NEUTRAL;
   }
   if (facts.breaker !== 'closed') {
