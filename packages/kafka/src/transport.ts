@@ -18,7 +18,7 @@ import {
   toBinary,
   type WireMessage,
 } from '@omnibus/core';
-import type { PublishCall, TransportStats } from '@omnibus/core/kit';
+import { emptyStats, type PublishCall, type TransportStats } from '@omnibus/core/kit';
 import { Accumulator, toPublishError } from './accumulator.js';
 import { classifyError, type DriverProducer, KafkaDriver } from './driver.js';
 import { checkName, deadLetterTopic, groupId, retryGroupId, retryTopic } from './naming.js';
@@ -361,15 +361,7 @@ export class KafkaTransport implements Transport {
     let messages = 0;
     for (const p of offsets) messages += p.high - p.low;
     const extras: Record<string, number> = { partitions: offsets.length, messages };
-    const out: TransportStats = {
-      depth: null,
-      inFlight: null,
-      delayed: null,
-      deadLettered: null,
-      lag: null,
-      oldestAgeMs: null,
-      extras,
-    };
+    const out: TransportStats = emptyStats(extras);
     if (group === undefined) return out;
     const lagOf = async (t: string, g: string, parts = offsets, perPartition = false) => {
       const committed = new Map((await driver.groupOffsets(g, t)).map((c) => [c.partition, c.offset]));

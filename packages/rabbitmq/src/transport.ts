@@ -19,7 +19,7 @@ import {
   type WireMessage,
   wireSize,
 } from '@omnibus/core';
-import type { AbandonVerdict, PublishCall, TransportStats } from '@omnibus/core/kit';
+import { type AbandonVerdict, emptyStats, type PublishCall, type TransportStats } from '@omnibus/core/kit';
 import { AmqpCode, amqpCode, errorText } from './amqp-errors.js';
 import { ConnectionManager, NoConnectionError } from './connection.js';
 import { names } from './naming.js';
@@ -232,15 +232,7 @@ export class RabbitMqTransport implements Transport {
           throw err;
         }
       }, deadline);
-    const stats: TransportStats = {
-      depth: null,
-      inFlight: null,
-      delayed: null,
-      deadLettered: null,
-      lag: null,
-      oldestAgeMs: null,
-      extras: {},
-    };
+    const stats: TransportStats = emptyStats();
     if (group === undefined) {
       // Without a group there is no queue of its own; the replay stream's length is all there is.
       const stream = this.options.streams ? await check(names.streamQueue(topic)) : undefined;

@@ -34,6 +34,7 @@ import {
 } from '@omnibus/core';
 import {
   type AbandonVerdict,
+  emptyStats,
   type PublishCall,
   type TransportStats,
   withConnectDeadline,
@@ -603,15 +604,7 @@ export class SqsTransport implements Transport {
     let res: GetQueueAttributesCommandOutput;
     if (this.sns && group === undefined) {
       // SNS keeps nothing: every figure belongs to a group's queue.
-      return {
-        depth: null,
-        inFlight: null,
-        delayed: null,
-        deadLettered: null,
-        lag: null,
-        oldestAgeMs: null,
-        extras: {},
-      };
+      return emptyStats();
     }
     try {
       if (this.sns && group !== undefined) {

@@ -40,3 +40,4 @@ export {
   PublishDeadline,
   withConnectDeadline,
 } from './publish.js';
+export { emptyStats } from './stats.js';
