@@ -2,7 +2,7 @@ import { configDefaults, defineConfig } from 'vitest/config';
 
 // Tests run against TypeScript sources (the `omnibus-source` export condition), so no build is needed.
 const resolve = { conditions: ['omnibus-source', 'import', 'node', 'default'] };
-const transports = ['memory', 'rabbitmq', 'kafka', 'sqs'] as const;
+const transports = ['memory', 'rabbitmq', 'kafka', 'sqs', 'nats'] as const;
 
 export default defineConfig({
   resolve,

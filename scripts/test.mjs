@@ -17,6 +17,7 @@ const TRANSPORTS = {
   rabbitmq: ['rabbitmq', 'rabbitmq-private'],
   kafka: ['kafka'],
   sqs: ['sqs'],
+  nats: ['nats', 'nats-private'],
 };
 const ENABLED = (process.env.OMNIBUS_TRANSPORTS ?? Object.keys(TRANSPORTS).join(','))
   .split(',')

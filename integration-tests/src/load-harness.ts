@@ -13,7 +13,11 @@ export async function loadHarness(
       return (await import('./transports/kafka.js')).harness;
     case 'sqs':
       return (await import('./transports/sqs.js')).harness;
+    case 'nats':
+      return (await import('./transports/nats.js')).harness;
     default:
-      throw new Error(`unknown OMNIBUS_TRANSPORT ${JSON.stringify(name)} (memory, rabbitmq, kafka, sqs)`);
+      throw new Error(
+        `unknown OMNIBUS_TRANSPORT ${JSON.stringify(name)} (memory, rabbitmq, kafka, sqs, nats)`,
+      );
   }
 }

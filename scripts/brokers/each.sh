@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Run one action (up|down|status) over a set of brokers, in parallel, and
 # print each broker's report in a fixed order. Used by up.sh and down.sh.
-# Usage: each.sh up|down|status [all|rabbitmq|rabbitmq-private|kafka|sqs|redis]...
+# Usage: each.sh up|down|status [all|rabbitmq|rabbitmq-private|kafka|sqs|redis|nats|nats-private]...
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-ALL=(rabbitmq rabbitmq-private kafka sqs redis)
+ALL=(rabbitmq rabbitmq-private kafka sqs redis nats nats-private)
 
 usage() {
   local IFS='|'
@@ -27,7 +27,7 @@ add() {
 for arg in "$@"; do
   case "$arg" in
     all) for t in "${ALL[@]}"; do add "$t"; done ;;
-    rabbitmq | rabbitmq-private | kafka | redis) add "$arg" ;;
+    rabbitmq | rabbitmq-private | kafka | redis | nats | nats-private) add "$arg" ;;
     sqs | elasticmq) add sqs ;;
     *) usage ;;
   esac
@@ -40,6 +40,8 @@ script_for() {
     kafka) echo kafka.sh ;;
     sqs) echo elasticmq.sh ;;
     redis) echo redis.sh ;;
+    nats) echo nats.sh ;;
+    nats-private) echo nats-private.sh ;;
   esac
 }
 
@@ -50,6 +52,7 @@ external_var_for() {
     kafka) echo KAFKA_BROKERS ;;
     sqs) echo SQS_ENDPOINT ;;
     redis) echo REDIS_URL ;;
+    nats) echo NATS_URL ;;
     *) echo "" ;;
   esac
 }

@@ -19,6 +19,8 @@ const ADAPTERS: Record<string, string> = {
   sqs: '@omnibus/sqs',
   'sqs+http': '@omnibus/sqs',
   'sqs+https': '@omnibus/sqs',
+  nats: '@omnibus/nats',
+  tls: '@omnibus/nats',
 };
 
 export function schemeOf(url: string): string {
@@ -38,7 +40,7 @@ export async function resolveTransport(url: string, options?: Record<string, unk
   if (!pkg) {
     throw new ConfigError(
       'transport',
-      `unknown URL scheme "${scheme}:" (expected memory, amqp, amqps, kafka, sqs, sqs+http) in ${redactUrl(url)}`,
+      `unknown URL scheme "${scheme}:" (expected memory, amqp, amqps, kafka, sqs, sqs+http, nats) in ${redactUrl(url)}`,
     );
   }
   const mod = await importAdapter(pkg);
