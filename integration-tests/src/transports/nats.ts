@@ -95,7 +95,10 @@ export const harness: TransportHarness = {
     }).catch(() => {});
   },
 
-  create: () => nats({ servers: [SERVER] }),
+  // Without Nats-Msg-Id: the duplicate-delivery scenario publishes two messages with one id on purpose
+  // (a twin the broker cannot tell apart), which the stream would otherwise store once. The stream's
+  // deduplication itself is held by packages/nats/test/dedupe.test.ts.
+  create: () => nats({ servers: [SERVER], deduplicate: false }),
 
   // The transport's own connect deadline is what makes this fail fast.
   createUnreachable: () => nats({ servers: ['127.0.0.1:1'], connectTimeoutMs: 2_000 }),

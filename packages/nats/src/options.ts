@@ -36,8 +36,10 @@ export const natsOptionsSchema = z
      * policy's attempts end far earlier (each retry is a fresh message); releases count too.
      */
     maxDeliver: positiveInt.default(100),
-    /** Longest a pull request waits on the server before the next one (at least 1 s). */
-    fetchExpiresMs: z.number().int().min(1_000).default(5_000),
+    /** Longest a pull request waits on the server before the next one (at least 1 s); bounds close(). */
+    fetchExpiresMs: z.number().int().min(1_000).default(2_000),
+    /** Send the envelope id as `Nats-Msg-Id`: the stream stores a re-sent publish once (duplicateWindowMs). */
+    deduplicate: z.boolean().default(true),
     /** Create streams on first publish/subscribe when they do not exist. */
     autoCreateStreams: z.boolean().default(true),
     /** Largest wire message accepted; defaults to the server's max_payload minus subject overhead. */
@@ -101,7 +103,7 @@ const URL_NUMBERS = new Set([
   'fetchExpiresMs',
   'maxMessageBytes',
 ]);
-const URL_BOOLEANS = new Set(['tls', 'autoCreateStreams']);
+const URL_BOOLEANS = new Set(['tls', 'autoCreateStreams', 'deduplicate']);
 const URL_STRINGS = new Set(['name', 'storage', 'onNoSubscribers', 'token']);
 
 /** A number as written in a URL; anything else stays a string so the schema reports it by name. */

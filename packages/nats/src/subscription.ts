@@ -103,7 +103,8 @@ export class NatsSubscription implements TransportSubscription {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    this.#batch?.stop();
+    // The pull under way is left to finish (at most fetchExpiresMs): withdrawing it could lose what the
+    // server already sent to it until ackWaitMs; what arrives now goes back at once (see #onMessage).
     this.#signal();
     await this.#loop;
     // Hand-offs under way finish (or fail and leave the original to redelivery) before the connection goes.
@@ -147,7 +148,7 @@ export class NatsSubscription implements TransportSubscription {
   #onMessage(msg: JsMsg): void {
     if (this.#closed || this.#paused) {
       // Pulled before the pause or close took effect: give it back unseen (a replay just stops reading).
-      if (!this.replay) msg.nak(PAUSED_NAK_MS);
+      if (!this.replay) msg.nak(this.#closed ? undefined : PAUSED_NAK_MS);
       return;
     }
     const subject = msg.subject;

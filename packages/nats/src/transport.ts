@@ -201,7 +201,7 @@ export class NatsTransport implements Transport {
         messages.map((m) =>
           js.publish(names.subject(topic, m.headers.ce_type), m.body, {
             headers: this.headersOf(m.headers),
-            msgID: m.headers.ce_id,
+            msgID: this.options.deduplicate ? m.headers.ce_id : undefined,
             expect: { streamName: names.stream(topic) },
             timeout,
           }),
