@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Start a set of brokers (default: all) and wait until each answers.
-# Usage: up.sh [all|rabbitmq|rabbitmq-private|kafka|sqs|redis]...
+# Usage: up.sh [all|rabbitmq|rabbitmq-private|kafka|sqs|redis|nats|nats-private]...
 # A broker whose endpoint variable points elsewhere is left alone:
 #   AMQP_URL (shared RabbitMQ), KAFKA_BROKERS (Kafka), SQS_ENDPOINT (ElasticMQ),
-#   REDIS_URL (shared Redis).
+#   REDIS_URL (shared Redis), NATS_URL (shared NATS).
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 exec "$HERE/each.sh" up "$@"

@@ -121,8 +121,10 @@ export class NatsSubscription implements TransportSubscription {
   /** Pulls only as many messages as there are free slots, and none while paused. */
   async #run(): Promise<void> {
     const max = Math.max(1, this.spec.maxInFlight);
+    // Pull again once half the slots are free, not for every freed slot: fewer, fuller pull requests.
+    const refill = Math.ceil(max / 2);
     while (!this.#closed) {
-      if (this.#paused || this.#inFlight >= max) {
+      if (this.#paused || max - this.#inFlight < refill) {
         await new Promise<void>((resolve) => {
           this.#wake = resolve;
         });
