@@ -2,7 +2,7 @@ import { configDefaults, defineConfig } from 'vitest/config';
 
 // Tests run against TypeScript sources (the `omnibus-source` export condition), so no build is needed.
 const resolve = { conditions: ['omnibus-source', 'import', 'node', 'default'] };
-const transports = ['memory', 'rabbitmq', 'kafka', 'sqs', 'sns'] as const;
+const transports = ['memory', 'rabbitmq', 'kafka', 'sqs', 'sns', 'nats'] as const;
 // SNS mode: transports find the endpoint in the SDK's standard variable; the local fauxqs unless set.
 const extraEnv: Record<string, Record<string, string>> = {
   sns: { AWS_ENDPOINT_URL: process.env.AWS_ENDPOINT_URL ?? 'http://127.0.0.1:4566' },

@@ -18,12 +18,13 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const TRANSPORTS = ['memory', 'rabbitmq', 'kafka', 'sqs'];
+const TRANSPORTS = ['memory', 'rabbitmq', 'kafka', 'sqs', 'nats'];
 // The broker each transport needs, and the variable that, when set, means "already running elsewhere".
 const BROKERS = {
   rabbitmq: { broker: 'rabbitmq', env: 'AMQP_URL' },
   kafka: { broker: 'kafka', env: 'KAFKA_BROKERS' },
   sqs: { broker: 'sqs', env: 'SQS_ENDPOINT' },
+  nats: { broker: 'nats', env: 'NATS_URL' },
 };
 
 const args = process.argv.slice(2);

@@ -22,6 +22,7 @@ const TRANSPORTS = {
   sqs: ['sqs', 'fauxqs'],
   // @omnibus/sqs in SNS fan-out mode, on the fauxqs emulator (AWS_ENDPOINT_URL points elsewhere when set).
   sns: ['fauxqs'],
+  nats: ['nats', 'nats-private', 'fauxqs'],
 };
 const ENABLED = (process.env.OMNIBUS_TRANSPORTS ?? Object.keys(TRANSPORTS).join(','))
   .split(',')

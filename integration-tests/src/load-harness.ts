@@ -13,6 +13,8 @@ export async function loadHarness(
       return (await import('./transports/kafka.js')).harness;
     case 'sqs':
       return (await import('./transports/sqs.js')).harness;
+    case 'nats':
+      return (await import('./transports/nats.js')).harness;
     case 'sns':
       return (await import('./transports/sns.js')).harness;
     case 'rabbitmq-cluster':
@@ -21,7 +23,7 @@ export async function loadHarness(
       return (await import('./transports/kafka-cluster.js')).harness;
     default:
       throw new Error(
-        `unknown OMNIBUS_TRANSPORT ${JSON.stringify(name)} (memory, rabbitmq, kafka, sqs, sns, rabbitmq-cluster, kafka-cluster)`,
+        `unknown OMNIBUS_TRANSPORT ${JSON.stringify(name)} (memory, rabbitmq, kafka, sqs, sns, nats, rabbitmq-cluster, kafka-cluster)`,
       );
   }
 }

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Run one action (up|down|status) over a set of brokers, in parallel, and
 # print each broker's report in a fixed order. Used by up.sh and down.sh.
-# Usage: each.sh up|down|status [all|rabbitmq|rabbitmq-private|kafka|sqs|redis|postgres|fauxqs|rabbitmq-cluster|kafka-cluster]...
+# Usage: each.sh up|down|status [all|rabbitmq|rabbitmq-private|kafka|sqs|redis|postgres|fauxqs|nats|nats-private|rabbitmq-cluster|kafka-cluster]...
 # The 3-node clusters are never part of `all`: they run only when named.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-ALL=(rabbitmq rabbitmq-private kafka sqs redis postgres fauxqs)
+ALL=(rabbitmq rabbitmq-private kafka sqs redis postgres fauxqs nats nats-private)
 NAMED_ONLY=(rabbitmq-cluster kafka-cluster)
 
 usage() {
@@ -29,7 +29,7 @@ add() {
 for arg in "$@"; do
   case "$arg" in
     all) for t in "${ALL[@]}"; do add "$t"; done ;;
-    rabbitmq | rabbitmq-private | kafka | redis | postgres | fauxqs | rabbitmq-cluster | kafka-cluster) add "$arg" ;;
+    rabbitmq | rabbitmq-private | kafka | redis | postgres | fauxqs | nats | nats-private | rabbitmq-cluster | kafka-cluster) add "$arg" ;;
     sqs | elasticmq) add sqs ;;
     *) usage ;;
   esac
@@ -46,6 +46,8 @@ script_for() {
     redis) echo redis.sh ;;
     postgres) echo postgres.sh ;;
     fauxqs) echo fauxqs.sh ;;
+    nats) echo nats.sh ;;
+    nats-private) echo nats-private.sh ;;
   esac
 }
 
@@ -58,6 +60,7 @@ external_var_for() {
     redis) echo REDIS_URL ;;
     postgres) echo DATABASE_URL ;;
     fauxqs) echo AWS_ENDPOINT_URL ;;
+    nats) echo NATS_URL ;;
     *) echo "" ;;
   esac
 }

@@ -165,7 +165,7 @@ function allSoaks(mainNode: string): SoakResult[] {
 
 // ---- BENCHMARKS.md ---------------------------------------------------------------------------
 
-const ORDER = ['memory', 'rabbitmq', 'kafka', 'sqs'];
+const ORDER = ['memory', 'rabbitmq', 'kafka', 'sqs', 'nats'];
 
 function num(v: number, digits = 0): string {
   if (!Number.isFinite(v)) return '–';

@@ -40,7 +40,7 @@ export interface Sizing {
 }
 
 export interface TransportBench {
-  readonly name: 'memory' | 'rabbitmq' | 'kafka' | 'sqs';
+  readonly name: 'memory' | 'rabbitmq' | 'kafka' | 'sqs' | 'nats';
   /** How the raw client and Omnibus are configured, for the report. */
   readonly settings: { raw: string; omnibus: string; durability: string };
   readonly sizing: Sizing;

@@ -46,8 +46,13 @@ export async function loadContractHooks(name: string): Promise<ContractHooks | u
     case 'sqs':
       module = await import('../transports/sqs.js');
       break;
+    case 'nats':
+      module = await import('../transports/nats.js');
+      break;
     default:
-      throw new Error(`unknown OMNIBUS_TRANSPORT ${JSON.stringify(name)} (memory, rabbitmq, kafka, sqs)`);
+      throw new Error(
+        `unknown OMNIBUS_TRANSPORT ${JSON.stringify(name)} (memory, rabbitmq, kafka, sqs, nats)`,
+      );
   }
   return (module as { contractHooks?: ContractHooks }).contractHooks;
 }

@@ -23,6 +23,8 @@ const ADAPTERS: Record<string, string> = {
   sns: '@omnibus/sqs',
   'sns+http': '@omnibus/sqs',
   'sns+https': '@omnibus/sqs',
+  nats: '@omnibus/nats',
+  tls: '@omnibus/nats',
 };
 
 export function schemeOf(url: string): string {
@@ -42,7 +44,7 @@ export async function resolveTransport(url: string, options?: Record<string, unk
   if (!pkg) {
     throw new ConfigError(
       'transport',
-      `unknown URL scheme "${scheme}:" (expected memory, amqp, amqps, kafka, sqs, sqs+http, sns, sns+http) in ${redactUrl(url)}`,
+      `unknown URL scheme "${scheme}:" (expected memory, amqp, amqps, kafka, sqs, sqs+http, sns, sns+http, nats, tls) in ${redactUrl(url)}`,
     );
   }
   const mod = await importAdapter(pkg);
