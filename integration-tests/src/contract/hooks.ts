@@ -49,9 +49,12 @@ export async function loadContractHooks(name: string): Promise<ContractHooks | u
     case 'nats':
       module = await import('../transports/nats.js');
       break;
+    case 'sns':
+      module = await import('../transports/sns.js');
+      break;
     default:
       throw new Error(
-        `unknown OMNIBUS_TRANSPORT ${JSON.stringify(name)} (memory, rabbitmq, kafka, sqs, nats)`,
+        `unknown OMNIBUS_TRANSPORT ${JSON.stringify(name)} (memory, rabbitmq, kafka, sqs, sns, nats)`,
       );
   }
   return (module as { contractHooks?: ContractHooks }).contractHooks;

@@ -18,6 +18,7 @@ import {
 } from '@aws-sdk/client-sqs';
 import type { WireMessage } from '@omnibus/core';
 import { attributesToHeaders, headersToAttributes, queueNames, type SqsOptions, sqs } from '@omnibus/sqs';
+import type { ContractHooks } from '../contract/hooks.js';
 import type { TransportHarness } from '../harness.js';
 
 const run = promisify(execFile);
@@ -177,4 +178,32 @@ export const harness: TransportHarness = {
   },
   // fauxqs keeps its state in memory: a restart empties it, so there is no restart hook.
   capabilities: { persistent: false },
+};
+
+/** The harness's transport with the given options added, recording the queues it creates for teardown. */
+function contractTransport(extra: Record<string, unknown>) {
+  const t = sqs({ ...options, ...extra } as SqsOptions);
+  t.sdkClient.middlewareStack.add(
+    (next, context) => async (args) => {
+      const result = await next(args);
+      const url = (result.output as { QueueUrl?: string }).QueueUrl;
+      if (context.commandName === 'CreateQueueCommand' && url) created.add(url);
+      return result;
+    },
+    { step: 'initialize', name: 'omnibusContractQueueRecorder' },
+  );
+  return t;
+}
+
+/** Hooks for the transport contract suite (src/contract), in SNS fan-out mode. */
+export const contractHooks: ContractHooks = {
+  createWith: (extra) => contractTransport(extra),
+  createUnreachable: (extra) =>
+    sqs({
+      fanOut: 'sns',
+      endpoint: 'http://127.0.0.1:1',
+      region: REGION,
+      credentials: CREDENTIALS,
+      ...extra,
+    } as SqsOptions),
 };
