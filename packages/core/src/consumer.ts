@@ -33,6 +33,7 @@ import {
   Outcomes,
 } from './policy.js';
 import { KeyedScheduler } from './scheduler.js';
+import type { ProcessHandle, Telemetry } from './telemetry/telemetry.js';
 import type { Delivery, Transport, TransportSubscription } from './transport.js';
 
 /** A subscription's settings: the failure policy's (see policy.ts) and the consumer's own. */
@@ -57,6 +58,8 @@ export interface ConsumerDeps {
    * the set is not empty, so a consumer nobody watches allocates none.
    */
   outcomeListeners?: ReadonlySet<(outcome: ConsumeOutcome) => void> | undefined;
+  /** telemetry: spans and histograms per handling, when `connect({ telemetry })`. */
+  telemetry?: Telemetry | undefined;
 }
 
 export type ConsumeOutcome =
@@ -378,12 +381,14 @@ export class Consumer {
       let now = 0;
       // A timed-out handler keeps its claim until its promise settles (see #invoke).
       let keepClaim = false;
+      let traced: ProcessHandle | undefined; // telemetry
       if (action.kind === 'proceed') {
         attempts++;
         tried = true;
+        traced = this.#deps.telemetry?.startProcess(envelope, d, policy.topic, policy.group, attempts);
         const outcome = versionError
           ? Outcomes.newerVersion
-          : await this.#invoke(route, data, envelope, d, attempts, claimKey);
+          : await this.#invoke(route, data, envelope, d, attempts, claimKey, traced);
         if (outcome.kind !== 'ok') {
           error = outcome.kind === 'failed' ? outcome.error : versionError;
           keepClaim = outcome.kind === 'failed' && outcome.timedOut;
@@ -398,6 +403,7 @@ export class Consumer {
         action = this.#decide(outcome, attempts);
       }
       if (this.#breaker) tellBreaker(this.#breaker, action.breaker, probe);
+      if (traced) this.#deps.telemetry!.endProcess(traced, action, error); // telemetry
 
       if (action.kind === 'ack') {
         await d.ack();
@@ -449,13 +455,16 @@ export class Consumer {
     d: Delivery,
     attempt: number,
     claimKey: string,
+    traced: ProcessHandle | undefined,
   ): Promise<InvokeOutcome> {
     const { policy } = this;
     const inv = new Invocation(envelope, attempt, d, policy.topic, policy.group);
     this.#invocations.add(inv);
     let result: unknown;
     try {
-      result = runInMessageContext(envelope, () => this.#callHandler(route, data, inv));
+      result = traced
+        ? this.#deps.telemetry!.runHandler(traced, envelope, () => this.#callHandler(route, data, inv)) // telemetry
+        : runInMessageContext(envelope, () => this.#callHandler(route, data, inv));
     } catch (error) {
       this.#finish(inv);
       return Promise.resolve(failedOutcome(error));
