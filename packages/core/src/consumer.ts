@@ -103,6 +103,7 @@ class Invocation implements MessageContext {
   readonly attempt: number;
   readonly redelivered: boolean;
   readonly receivedAt: number;
+  readonly processingStartedAt: number;
   readonly topic: string;
   readonly group: string;
   /** performance.now() when the handler was started. */
@@ -119,6 +120,7 @@ class Invocation implements MessageContext {
     this.attempt = attempt;
     this.redelivered = d.redelivered || attempt > 1;
     this.receivedAt = d.receivedAt;
+    this.processingStartedAt = Date.now();
     this.topic = topic;
     this.group = group;
     this.started = performance.now();
@@ -374,6 +376,8 @@ export class Consumer {
     // so `attempts` alone cannot say.
     let tried = false;
     let firstFailureAt = numberHeader(d.wire.headers[ControlHeader.firstFailureAt]);
+    // Processing time of the last invocation, for the dead-letter metadata.
+    let processingStartedAt: number | undefined;
     for (;;) {
       const probe = this.#breaker ? await this.#breaker.admit() : false;
       let action = this.#decide(tried ? Outcomes.rerun : Outcomes.firstRun, attempts);
@@ -385,6 +389,7 @@ export class Consumer {
       if (action.kind === 'proceed') {
         attempts++;
         tried = true;
+        processingStartedAt = Date.now();
         traced = this.#deps.telemetry?.startProcess(envelope, d, policy.topic, policy.group, attempts);
         const outcome = versionError
           ? Outcomes.newerVersion
@@ -428,7 +433,7 @@ export class Consumer {
       if (idem && !keepClaim) await idem.store.release(claimKey);
       if (action.kind === 'release') return d.release();
       if (action.kind !== 'retry-via-broker') {
-        return this.#giveUp(action, d, raw, error, firstFailureAt, envelope);
+        return this.#giveUp(action, d, raw, error, firstFailureAt, envelope, processingStartedAt);
       }
       await d.retryLater(action.delayMs, this.#retryHeaders(d, action.attempts, firstFailureAt, now, error));
       this.#deps.counters.retried++;
@@ -553,6 +558,7 @@ export class Consumer {
     err: unknown,
     firstFailureAt?: number,
     envelope?: Envelope,
+    processingStartedAt?: number,
   ): Promise<void> {
     if (action.kind !== 'dead-letter' && action.kind !== 'drop') {
       throw new Error(`the failure policy decided ${action.kind} where it gives up`);
@@ -563,7 +569,13 @@ export class Consumer {
     const error = truncate(errorMessage(err));
     const fields = this.#fields(raw, { reason, error, attempts });
     if (action.kind === 'dead-letter') {
+      const times: Record<string, string> = {};
+      if (raw) times[ControlHeader.eventTime] = String(raw.time);
+      if (processingStartedAt !== undefined) {
+        times[ControlHeader.processingStartedAt] = String(processingStartedAt);
+      }
       await d.deadLetter({
+        ...times,
         [ControlHeader.reason]: reason,
         [ControlHeader.error]: error,
         [ControlHeader.attempts]: String(attempts),

@@ -8,7 +8,7 @@ import {
 } from '@opentelemetry/sdk-metrics';
 import { InMemorySpanExporter, SimpleSpanProcessor, TracerProvider } from '@opentelemetry/sdk-trace';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { connect, memoryTransport } from '../index.js';
+import { connect, memoryBroker, memoryTransport, readDeadLetterInfo } from '../index.js';
 import { recordOutcomes } from '../testing/index.js';
 
 const exporter = new InMemorySpanExporter();
@@ -195,5 +195,36 @@ describe('telemetry on the memory transport', () => {
     await expect(
       connect({ transport: memoryTransport(), service: 's', telemetry: {} as never }),
     ).rejects.toThrow(/telemetry/);
+  });
+});
+
+describe('event time and processing time', () => {
+  it('are on the handler context and in the dead-letter metadata', async () => {
+    const broker = `times-${Math.random()}`;
+    const bus = await connect({ transport: memoryTransport({ name: broker }), service: 'svc' });
+    const outcomes = recordOutcomes(bus);
+    const seen: { eventTime: number; processingStartedAt: number }[] = [];
+    await bus.subscribe({
+      topic: 't',
+      group: 'g',
+      retry: { attempts: 1 },
+      handlers: {
+        x: (_d, ctx) => {
+          seen.push({ eventTime: ctx.envelope.time, processingStartedAt: ctx.processingStartedAt });
+          throw new Error('poison');
+        },
+      },
+    });
+    const before = Date.now();
+    await bus.publish('t', { type: 'x', data: 1 }, { time: before - 5000 });
+    await until(() => outcomes.deadLettered().length === 1);
+    expect(seen).toHaveLength(1);
+    expect(seen[0]!.eventTime).toBe(before - 5000);
+    expect(seen[0]!.processingStartedAt).toBeGreaterThanOrEqual(before);
+    const [dead] = memoryBroker(broker).deadLetters('t', 'g');
+    const info = readDeadLetterInfo(dead!.headers);
+    expect(info?.eventTime).toBe(before - 5000);
+    expect(info?.processingStartedAt).toBe(seen[0]!.processingStartedAt);
+    await bus.close();
   });
 });
