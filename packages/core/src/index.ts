@@ -97,6 +97,12 @@ export { parseOptions } from './options.js';
 export { isPattern, matchesPattern } from './pattern.js';
 export { redactObject, redactText, redactUrl } from './redact.js';
 export {
+  type HealthCheck,
+  type HealthCheckOptions,
+  healthCheck,
+  type ProbeReport,
+} from './telemetry/health.js';
+export {
   Attr as MessagingAttributes,
   messagingSystem,
   type OpenTelemetryApi,
