@@ -67,7 +67,9 @@ const TRACEPARENT = /^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/;
 /** One handling's telemetry: its span (when tracing) and when it started. */
 export interface ProcessHandle {
   span: OtelApi.Span | undefined;
+  /** Date.now() at the start (processing time), and performance.now() for the duration. */
   startedAt: number;
+  startedPerf: number;
   eventTime: number;
 }
 
@@ -98,10 +100,14 @@ export class Telemetry {
       this.#processDuration = meter.createHistogram('messaging.process.duration', {
         description: 'Handler time per handling',
         unit: 's',
+        advice: {
+          explicitBucketBoundaries: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+        },
       });
       this.#messageAge = meter.createHistogram('omnibus.message.age', {
         description: 'From the event time (envelope time) to the start of processing',
         unit: 's',
+        advice: { explicitBucketBoundaries: [0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600] },
       });
       this.#observeCounters(meter, service, source);
       this.#observeStats(meter, source);
@@ -204,7 +210,7 @@ export class Telemetry {
       const parent = this.#extract(envelope.traceparent, envelope.tracestate) ?? api.ROOT_CONTEXT;
       span = tracer.startSpan(`process ${topic}`, { kind: api.SpanKind.CONSUMER, attributes }, parent);
     }
-    return { span, startedAt: Date.now(), eventTime: envelope.time };
+    return { span, startedAt: Date.now(), startedPerf: performance.now(), eventTime: envelope.time };
   }
 
   /**
@@ -232,7 +238,6 @@ export class Telemetry {
    * failure sets the error status; records the processing time and the message's age.
    */
   endProcess(handle: ProcessHandle, action: Action, error: unknown): void {
-    const now = Date.now();
     const span = handle.span;
     if (span) {
       if (action.kind === 'retry-in-process' || action.kind === 'retry-via-broker') {
@@ -253,7 +258,7 @@ export class Telemetry {
       span.end();
     }
     const attrs = { [Attr.system]: this.#system };
-    this.#processDuration?.record((now - handle.startedAt) / 1000, attrs);
+    this.#processDuration?.record((performance.now() - handle.startedPerf) / 1000, attrs);
     this.#messageAge?.record(Math.max(0, handle.startedAt - handle.eventTime) / 1000, attrs);
   }
 
