@@ -567,7 +567,8 @@ export class Consumer {
     const { reason, attempts } = action;
     const now = Date.now();
     const error = truncate(errorMessage(err));
-    const fields = this.#fields(raw, { reason, error, attempts });
+    // `attempt` as on every other line about a message; `attempts` kept for existing log queries.
+    const fields = this.#fields(raw, { reason, error, attempts, attempt: attempts });
     if (action.kind === 'dead-letter') {
       const times: Record<string, string> = {};
       if (raw) times[ControlHeader.eventTime] = String(raw.time);
