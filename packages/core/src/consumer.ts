@@ -115,12 +115,19 @@ class Invocation implements MessageContext {
   #aborted = false;
   #reason: unknown = undefined;
 
-  constructor(envelope: Envelope, attempt: number, d: Delivery, topic: string, group: string) {
+  constructor(
+    envelope: Envelope,
+    attempt: number,
+    d: Delivery,
+    topic: string,
+    group: string,
+    processingStartedAt: number,
+  ) {
     this.envelope = envelope;
     this.attempt = attempt;
     this.redelivered = d.redelivered || attempt > 1;
     this.receivedAt = d.receivedAt;
-    this.processingStartedAt = Date.now();
+    this.processingStartedAt = processingStartedAt;
     this.topic = topic;
     this.group = group;
     this.started = performance.now();
@@ -393,7 +400,7 @@ export class Consumer {
         traced = this.#deps.telemetry?.startProcess(envelope, d, policy.topic, policy.group, attempts);
         const outcome = versionError
           ? Outcomes.newerVersion
-          : await this.#invoke(route, data, envelope, d, attempts, claimKey, traced);
+          : await this.#invoke(route, data, envelope, d, attempts, claimKey, processingStartedAt, traced);
         if (outcome.kind !== 'ok') {
           error = outcome.kind === 'failed' ? outcome.error : versionError;
           keepClaim = outcome.kind === 'failed' && outcome.timedOut;
@@ -460,10 +467,11 @@ export class Consumer {
     d: Delivery,
     attempt: number,
     claimKey: string,
+    processingStartedAt: number,
     traced: ProcessHandle | undefined,
   ): Promise<InvokeOutcome> {
     const { policy } = this;
-    const inv = new Invocation(envelope, attempt, d, policy.topic, policy.group);
+    const inv = new Invocation(envelope, attempt, d, policy.topic, policy.group, processingStartedAt);
     this.#invocations.add(inv);
     let result: unknown;
     try {
