@@ -72,7 +72,7 @@ export default defineConfig({
           name: `contract:${t}`,
           include: ['integration-tests/src/contract/**/*.test.ts'],
           environment: 'node',
-          env: { OMNIBUS_TRANSPORT: t },
+          env: { OMNIBUS_TRANSPORT: t, ...extraEnv[t] },
           globalSetup: ['integration-tests/src/global-setup.ts'],
           testTimeout: 60_000,
           hookTimeout: 120_000,

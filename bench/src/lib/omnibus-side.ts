@@ -1,5 +1,12 @@
 /** The Omnibus side of every transport's benchmark: one Bus, untyped publishes, one handler per subscription. */
-import { connect, type Handler, type Transport, uuidv7, wireSize } from '@omnibus/core';
+import {
+  connect,
+  type Handler,
+  type TelemetryOptions,
+  type Transport,
+  uuidv7,
+  wireSize,
+} from '@omnibus/core';
 import { type BenchData, encodeData, MESSAGE_TYPE, makeData } from './payload.js';
 import type { Side } from './side.js';
 import { windowed } from './window.js';
@@ -18,7 +25,11 @@ export interface OmnibusSideOptions {
 }
 
 export async function omnibusSide(o: OmnibusSideOptions): Promise<Side> {
-  const bus = await connect({ transport: o.transport, service: 'omnibus-bench' });
+  const bus = await connect({
+    transport: o.transport,
+    service: 'omnibus-bench',
+    ...(process.env.OMNIBUS_BENCH_OTEL === '1' ? { telemetry: await sdkTelemetry() } : {}),
+  });
   return {
     kind: 'omnibus',
     prepare: (topic) => bus.provision(topic, [{ group: GROUP }]),
@@ -82,4 +93,30 @@ export function wireBytes(
     raw: wireSize({ body: encodeData(data), headers: rawHeaders }),
     omnibus: wireSize(omnibus),
   };
+}
+
+/**
+ * OMNIBUS_BENCH_OTEL=1: the cost with an OpenTelemetry SDK registered — every span sampled and handed to a
+ * batch processor whose exporter drops it (the export itself is not Omnibus's cost), metrics into a
+ * MeterProvider with a reader that collects every 10 s.
+ */
+async function sdkTelemetry(): Promise<TelemetryOptions> {
+  const api = await import('@opentelemetry/api');
+  const { BatchSpanProcessor, TracerProvider } = await import('@opentelemetry/sdk-trace');
+  const { MeterProvider, PeriodicExportingMetricReader, InMemoryMetricExporter, AggregationTemporality } =
+    await import('@opentelemetry/sdk-metrics');
+  const exporter = {
+    export: (_s: unknown, done: (r: { code: number }) => void) => done({ code: 0 }),
+    shutdown: async () => {},
+  };
+  const tracerProvider = new TracerProvider({ spanProcessors: [new BatchSpanProcessor({ exporter })] });
+  const meterProvider = new MeterProvider({
+    readers: [
+      new PeriodicExportingMetricReader({
+        exporter: new InMemoryMetricExporter(AggregationTemporality.CUMULATIVE),
+        exportIntervalMillis: 10_000,
+      }),
+    ],
+  });
+  return { api, tracerProvider, meterProvider };
 }

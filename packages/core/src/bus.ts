@@ -1,5 +1,6 @@
 /** The Bus: `connect()` returns one, and services publish and subscribe through it. */
 
+import type { Span as OtelSpan } from '@opentelemetry/api';
 import type { BackoffOptions } from './backoff.js';
 import type { CircuitBreakerOptions } from './circuit-breaker.js';
 import { type ClaimCheckOptions, claimCheck } from './claim-check.js';
@@ -34,6 +35,7 @@ import {
 } from './options.js';
 import { redactText } from './redact.js';
 import { resolveTransport } from './resolve.js';
+import { Telemetry, type TelemetryOptions } from './telemetry/telemetry.js';
 import type {
   HealthReport,
   ReplayFrom,
@@ -60,6 +62,8 @@ export interface ConnectOptions {
   transportOptions?: Record<string, unknown>;
   /** Large payloads by reference: the transport is wrapped with `claimCheck(transport, this)`. */
   claimCheck?: ClaimCheckOptions;
+  /** OpenTelemetry traces and metrics: pass `{ api }` (`import * as api from '@opentelemetry/api'`). */
+  telemetry?: TelemetryOptions;
 }
 
 /** How long one publish (or one batch) may take, and how the caller can give up on it. */
@@ -164,6 +168,8 @@ interface Prepared {
   message: WireMessage;
   options: PublishOptions;
   raw: RawEnvelope;
+  /** telemetry: the producer span, on the prepared (slow) path only when tracing. */
+  span?: OtelSpan | undefined;
 }
 
 /** Shared by every publish without options, so none allocates an empty object. */
@@ -186,6 +192,8 @@ export class Bus implements AsyncDisposable {
   #closing = false;
   #closed = false;
   #closingDone: Promise<void> | undefined;
+  /** telemetry: undefined unless `connect({ telemetry })`; the hot paths only test it. */
+  readonly #telemetry: Telemetry | undefined;
 
   /** @internal use `connect()` */
   constructor(transport: Transport, options: Omit<ConnectOptions, 'transport' | 'transportOptions'>) {
@@ -198,6 +206,13 @@ export class Bus implements AsyncDisposable {
     this.#drainTimeoutMs = o.drainTimeoutMs;
     this.#publishMw = (o.middleware ?? []).flatMap((m) => (m.publish ? [m.publish] : []));
     this.#consumeMw = (o.middleware ?? []).flatMap((m) => (m.consume ? [m.consume] : []));
+    this.#telemetry = o.telemetry
+      ? new Telemetry(o.telemetry, transport.name, this.service, {
+          transport,
+          subscriptions: () => [...this.#consumers].map((c) => c.policy),
+          counters: () => this.#counters,
+        })
+      : undefined;
   }
 
   /** A snapshot of this process's counters. */
@@ -215,7 +230,10 @@ export class Bus implements AsyncDisposable {
   publish(topic: string, message: UntypedMessage, options?: PublishOptions): Promise<{ id: string }>;
   publish(topic: string, a: unknown, b?: unknown, c?: PublishOptions): Promise<{ id: string }> {
     // Without publish middleware everything before the broker call is synchronous: no extra promises.
-    if (this.#publishMw.length > 0) return this.#publishThroughMiddleware(topic, a, b, c);
+    // telemetry: a traced publish takes the prepared path, which carries its span.
+    if (this.#publishMw.length > 0 || this.#telemetry?.tracing) {
+      return this.#publishThroughMiddleware(topic, a, b, c);
+    }
     let prepared: Prepared;
     try {
       prepared = this.#encode(topic, this.#envelope(topic, a, b, c));
@@ -232,9 +250,22 @@ export class Bus implements AsyncDisposable {
     b: unknown,
     c: PublishOptions | undefined,
   ): Promise<{ id: string }> {
-    const prepared = await this.#prepare(topic, a, b, c);
+    const prepared = await this.#prepare(topic, a, b, c, 'send');
     const o = prepared.options;
-    return this.#send(topic, [prepared.message], { id: prepared.id }, o.signal, o.timeoutMs);
+    const sent = this.#send(topic, [prepared.message], { id: prepared.id }, o.signal, o.timeoutMs);
+    if (!prepared.span) return sent;
+    // telemetry: the producer span ends with the broker's answer.
+    const t = this.#telemetry!;
+    return sent.then(
+      (r) => {
+        t.endProducer(prepared.span);
+        return r;
+      },
+      (err: unknown) => {
+        t.endProducer(prepared.span, err);
+        throw err;
+      },
+    );
   }
 
   /**
@@ -254,19 +285,36 @@ export class Bus implements AsyncDisposable {
     const prepared = await Promise.all(
       items.map((item) =>
         'definition' in item
-          ? this.#prepare(topic, item.definition, item.data, item.options)
-          : this.#prepare(topic, item, item.options, undefined),
+          ? this.#prepare(topic, item.definition, item.data, item.options, 'create')
+          : this.#prepare(topic, item, item.options, undefined, 'create'),
       ),
     );
     const ids = prepared.map((p) => p.id);
     if (prepared.length === 0) return { ids };
-    return this.#send(
-      topic,
-      prepared.map((p) => p.message),
-      { ids },
-      call.signal,
-      call.timeoutMs,
-    );
+    // telemetry: one send span linked to each message's create span.
+    const t = this.#telemetry;
+    let span: OtelSpan | undefined;
+    if (t?.tracing) {
+      for (const p of prepared) t.endProducer(p.span);
+      span = t.startBatchSend(
+        topic,
+        prepared.map((p) => p.span),
+      );
+    }
+    try {
+      const result = await this.#send(
+        topic,
+        prepared.map((p) => p.message),
+        { ids },
+        call.signal,
+        call.timeoutMs,
+      );
+      t?.endProducer(span);
+      return result;
+    } catch (err) {
+      t?.endProducer(span, err);
+      throw err;
+    }
   }
 
   /** A publish whose signal was aborted before anything was handed to the transport: never sent. */
@@ -280,11 +328,21 @@ export class Bus implements AsyncDisposable {
     a: unknown,
     b: unknown,
     c: PublishOptions | undefined,
+    op: 'send' | 'create',
     notify = true,
   ): Promise<Prepared> {
     const draft = this.#envelope(topic, a, b, c);
-    if (this.#publishMw.length > 0) await this.#runPublishMiddleware(draft.envelope);
-    return this.#encode(topic, draft, notify);
+    // telemetry: the span starts before middleware, which then sees the traceparent that goes on the wire.
+    const span = notify ? this.#telemetry?.startProducer(topic, draft.envelope, op) : undefined;
+    try {
+      if (this.#publishMw.length > 0) await this.#runPublishMiddleware(draft.envelope);
+      const prepared = this.#encode(topic, draft, notify);
+      if (span) prepared.span = span;
+      return prepared;
+    } catch (err) {
+      this.#telemetry?.endProducer(span, err);
+      throw err;
+    }
   }
 
   /**
@@ -303,7 +361,7 @@ export class Bus implements AsyncDisposable {
     options?: PublishOptions,
   ): Promise<RawEnvelope>;
   async encodeEnvelope(topic: string, a: unknown, b?: unknown, c?: PublishOptions): Promise<RawEnvelope> {
-    const prepared = await this.#prepare(topic, a, b, c, false);
+    const prepared = await this.#prepare(topic, a, b, c, 'create', false);
     return prepared.raw;
   }
 
@@ -574,6 +632,7 @@ export class Bus implements AsyncDisposable {
       counters: this.#counters,
       middleware: this.#consumeMw,
       outcomeListeners: this.#outcomeListeners,
+      telemetry: this.#telemetry,
     };
   }
 

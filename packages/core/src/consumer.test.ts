@@ -459,6 +459,8 @@ describe('Consumer: dead-lettering', () => {
       [ControlHeader.originalTopic]: 'orders',
       [ControlHeader.originalGroup]: 'billing',
       [ControlHeader.deadLetteredAt]: expect.any(String),
+      [ControlHeader.eventTime]: expect.any(String),
+      [ControlHeader.processingStartedAt]: expect.any(String),
     });
     const first = Number(h[ControlHeader.firstFailureAt]);
     const last = Number(h[ControlHeader.lastFailureAt]);

@@ -33,6 +33,7 @@ import {
   Outcomes,
 } from './policy.js';
 import { KeyedScheduler } from './scheduler.js';
+import type { ProcessHandle, Telemetry } from './telemetry/telemetry.js';
 import type { Delivery, Transport, TransportSubscription } from './transport.js';
 
 /** A subscription's settings: the failure policy's (see policy.ts) and the consumer's own. */
@@ -57,6 +58,8 @@ export interface ConsumerDeps {
    * the set is not empty, so a consumer nobody watches allocates none.
    */
   outcomeListeners?: ReadonlySet<(outcome: ConsumeOutcome) => void> | undefined;
+  /** telemetry: spans and histograms per handling, when `connect({ telemetry })`. */
+  telemetry?: Telemetry | undefined;
 }
 
 export type ConsumeOutcome =
@@ -100,6 +103,7 @@ class Invocation implements MessageContext {
   readonly attempt: number;
   readonly redelivered: boolean;
   readonly receivedAt: number;
+  readonly processingStartedAt: number;
   readonly topic: string;
   readonly group: string;
   /** performance.now() when the handler was started. */
@@ -111,11 +115,19 @@ class Invocation implements MessageContext {
   #aborted = false;
   #reason: unknown = undefined;
 
-  constructor(envelope: Envelope, attempt: number, d: Delivery, topic: string, group: string) {
+  constructor(
+    envelope: Envelope,
+    attempt: number,
+    d: Delivery,
+    topic: string,
+    group: string,
+    processingStartedAt: number,
+  ) {
     this.envelope = envelope;
     this.attempt = attempt;
     this.redelivered = d.redelivered || attempt > 1;
     this.receivedAt = d.receivedAt;
+    this.processingStartedAt = processingStartedAt;
     this.topic = topic;
     this.group = group;
     this.started = performance.now();
@@ -371,6 +383,8 @@ export class Consumer {
     // so `attempts` alone cannot say.
     let tried = false;
     let firstFailureAt = numberHeader(d.wire.headers[ControlHeader.firstFailureAt]);
+    // Processing time of the last invocation, for the dead-letter metadata.
+    let processingStartedAt: number | undefined;
     for (;;) {
       const probe = this.#breaker ? await this.#breaker.admit() : false;
       let action = this.#decide(tried ? Outcomes.rerun : Outcomes.firstRun, attempts);
@@ -378,12 +392,15 @@ export class Consumer {
       let now = 0;
       // A timed-out handler keeps its claim until its promise settles (see #invoke).
       let keepClaim = false;
+      let traced: ProcessHandle | undefined; // telemetry
       if (action.kind === 'proceed') {
         attempts++;
         tried = true;
+        processingStartedAt = Date.now();
+        traced = this.#deps.telemetry?.startProcess(envelope, d, policy.topic, policy.group, attempts);
         const outcome = versionError
           ? Outcomes.newerVersion
-          : await this.#invoke(route, data, envelope, d, attempts, claimKey);
+          : await this.#invoke(route, data, envelope, d, attempts, claimKey, processingStartedAt, traced);
         if (outcome.kind !== 'ok') {
           error = outcome.kind === 'failed' ? outcome.error : versionError;
           keepClaim = outcome.kind === 'failed' && outcome.timedOut;
@@ -398,6 +415,7 @@ export class Consumer {
         action = this.#decide(outcome, attempts);
       }
       if (this.#breaker) tellBreaker(this.#breaker, action.breaker, probe);
+      if (traced) this.#deps.telemetry!.endProcess(traced, action, error); // telemetry
 
       if (action.kind === 'ack') {
         await d.ack();
@@ -422,7 +440,7 @@ export class Consumer {
       if (idem && !keepClaim) await idem.store.release(claimKey);
       if (action.kind === 'release') return d.release();
       if (action.kind !== 'retry-via-broker') {
-        return this.#giveUp(action, d, raw, error, firstFailureAt, envelope);
+        return this.#giveUp(action, d, raw, error, firstFailureAt, envelope, processingStartedAt);
       }
       await d.retryLater(action.delayMs, this.#retryHeaders(d, action.attempts, firstFailureAt, now, error));
       this.#deps.counters.retried++;
@@ -449,13 +467,17 @@ export class Consumer {
     d: Delivery,
     attempt: number,
     claimKey: string,
+    processingStartedAt: number,
+    traced: ProcessHandle | undefined,
   ): Promise<InvokeOutcome> {
     const { policy } = this;
-    const inv = new Invocation(envelope, attempt, d, policy.topic, policy.group);
+    const inv = new Invocation(envelope, attempt, d, policy.topic, policy.group, processingStartedAt);
     this.#invocations.add(inv);
     let result: unknown;
     try {
-      result = runInMessageContext(envelope, () => this.#callHandler(route, data, inv));
+      result = traced
+        ? this.#deps.telemetry!.runHandler(traced, envelope, () => this.#callHandler(route, data, inv)) // telemetry
+        : runInMessageContext(envelope, () => this.#callHandler(route, data, inv));
     } catch (error) {
       this.#finish(inv);
       return Promise.resolve(failedOutcome(error));
@@ -544,6 +566,7 @@ export class Consumer {
     err: unknown,
     firstFailureAt?: number,
     envelope?: Envelope,
+    processingStartedAt?: number,
   ): Promise<void> {
     if (action.kind !== 'dead-letter' && action.kind !== 'drop') {
       throw new Error(`the failure policy decided ${action.kind} where it gives up`);
@@ -552,9 +575,16 @@ export class Consumer {
     const { reason, attempts } = action;
     const now = Date.now();
     const error = truncate(errorMessage(err));
-    const fields = this.#fields(raw, { reason, error, attempts });
+    // `attempt` as on every other line about a message; `attempts` kept for existing log queries.
+    const fields = this.#fields(raw, { reason, error, attempts, attempt: attempts });
     if (action.kind === 'dead-letter') {
+      const times: Record<string, string> = {};
+      if (raw) times[ControlHeader.eventTime] = String(raw.time);
+      if (processingStartedAt !== undefined) {
+        times[ControlHeader.processingStartedAt] = String(processingStartedAt);
+      }
       await d.deadLetter({
+        ...times,
         [ControlHeader.reason]: reason,
         [ControlHeader.error]: error,
         [ControlHeader.attempts]: String(attempts),

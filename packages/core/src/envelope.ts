@@ -56,6 +56,10 @@ export const ControlHeader = {
   originalTopic: 'x-omnibus-original-topic',
   originalGroup: 'x-omnibus-original-group',
   deadLetteredAt: 'x-omnibus-dead-lettered-at',
+  /** The message's event time (its envelope `time`), ms since epoch. */
+  eventTime: 'x-omnibus-event-time',
+  /** When the last handler invocation started (processing time), ms since epoch. */
+  processingStartedAt: 'x-omnibus-processing-started-at',
 } as const;
 
 export const CONTROL_HEADER_PREFIX = 'x-omnibus-';
@@ -80,6 +84,10 @@ export interface DeadLetterInfo {
   originalTopic: string;
   originalGroup: string;
   deadLetteredAt?: number | undefined;
+  /** Event time: when the message says it happened (its envelope `time`). */
+  eventTime?: number | undefined;
+  /** Processing time: when its last handler invocation started. */
+  processingStartedAt?: number | undefined;
 }
 
 export function readDeadLetterInfo(headers: Record<string, string | undefined>): DeadLetterInfo | undefined {
@@ -95,6 +103,8 @@ export function readDeadLetterInfo(headers: Record<string, string | undefined>):
     originalTopic: headers[ControlHeader.originalTopic] ?? '',
     originalGroup: headers[ControlHeader.originalGroup] ?? '',
     deadLetteredAt: num(headers[ControlHeader.deadLetteredAt]),
+    eventTime: num(headers[ControlHeader.eventTime]),
+    processingStartedAt: num(headers[ControlHeader.processingStartedAt]),
   };
 }
 

@@ -107,6 +107,18 @@ export type { ConsumeMiddleware, Middleware, PublishMiddleware } from './middlew
 export { parseOptions } from './options.js';
 export { isPattern, matchesPattern } from './pattern.js';
 export { redactObject, redactText, redactUrl } from './redact.js';
+export {
+  type HealthCheck,
+  type HealthCheckOptions,
+  healthCheck,
+  type ProbeReport,
+} from './telemetry/health.js';
+export {
+  Attr as MessagingAttributes,
+  messagingSystem,
+  type OpenTelemetryApi,
+  type TelemetryOptions,
+} from './telemetry/telemetry.js';
 export type {
   Capabilities,
   Delivery,

@@ -33,6 +33,11 @@ export interface MessageContext<T = unknown> {
   attempt: number;
   redelivered: boolean;
   receivedAt: number;
+  /**
+   * Processing time: when this handler invocation started (ms since epoch). The event time is
+   * `envelope.time`; their difference is the message's age at handling.
+   */
+  processingStartedAt: number;
   topic: string;
   group: string;
   /** Aborted when the handler timeout elapses or the subscription is force-closed. */

@@ -11,6 +11,7 @@ import { ConfigError } from './errors.js';
 import type { IdempotencyStore } from './idempotency.js';
 import type { Logger } from './logger.js';
 import type { Middleware } from './middleware.js';
+import type { TelemetryOptions } from './telemetry/telemetry.js';
 import type { Transport } from './transport.js';
 
 const positiveInt = z.number().int().positive();
@@ -134,6 +135,16 @@ export const busOptionsSchema = z.strictObject({
   middleware: z.array(z.custom<Middleware>((v) => typeof v === 'object' && v !== null)).optional(),
   publishTimeoutMs: positiveInt.default(10_000),
   drainTimeoutMs: positiveInt.default(30_000),
+  telemetry: z
+    .custom<TelemetryOptions>(
+      (v) =>
+        typeof v === 'object' &&
+        v !== null &&
+        typeof (v as { api?: { trace?: unknown } }).api?.trace === 'object' &&
+        typeof (v as { api?: { metrics?: unknown } }).api?.metrics === 'object',
+      "{ api } with the @opentelemetry/api module (import * as api from '@opentelemetry/api')",
+    )
+    .optional(),
 });
 
 export const connectSchema = z.strictObject({
