@@ -155,7 +155,11 @@ describe(`telemetry on ${harness.name}`, () => {
       'messaging.message.id': id,
       'messaging.message.conversation_id': `corr-${run}`,
     });
-    if (system === 'kafka') expect(first.attributes['messaging.kafka.message.key']).toBe(`o-${run}`);
+    if (system === 'kafka') {
+      expect(first.attributes['messaging.kafka.message.key']).toBe(`o-${run}`);
+      expect(first.attributes['messaging.destination.partition.id']).toMatch(/^\d+$/);
+      expect(first.attributes['messaging.kafka.offset']).toBeGreaterThanOrEqual(0);
+    }
     expect(first.events.map((e) => e.name)).toContain('omnibus.retry');
     expect(first.status.code).toBe(api.SpanStatusCode.ERROR);
     // The correlation id follows the whole flow as the conversation id.

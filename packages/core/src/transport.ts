@@ -80,6 +80,9 @@ export interface Delivery {
   deadLetter(controlHeaders: Record<string, string>): Promise<void>;
   /** Give the message back unprocessed (shutdown, circuit open): redelivered soon, no attempt consumed. */
   release(): Promise<void>;
+  /** Where the broker keeps the message, where it has such a place (Kafka): read by tracing. */
+  readonly partition?: number;
+  readonly offset?: string;
   /** Extend the broker lease while a handler runs long (SQS visibility); optional. */
   extendLease?(ms: number): Promise<void>;
 }

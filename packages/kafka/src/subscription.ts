@@ -564,6 +564,15 @@ class KafkaDelivery extends BaseDelivery {
     this.#record = record;
   }
 
+  /** The record's partition and offset, for tracing (`messaging.destination.partition.id`, `messaging.kafka.offset`). */
+  get partition(): number {
+    return this.#state.partition;
+  }
+
+  get offset(): string {
+    return this.#record.offset;
+  }
+
   // ack and release are bookkeeping only: they hand back an already-resolved promise.
   protected doAck(): Promise<void> {
     this.#loop.settle(this.#state, this.#entry, 'done');

@@ -204,9 +204,8 @@ export class Telemetry {
         [Attr.attempt]: attempt,
       };
       if (this.#system === 'kafka' && envelope.key !== undefined) attributes[Attr.kafkaKey] = envelope.key;
-      const where = d as { partition?: unknown; offset?: unknown };
-      if (where.partition !== undefined) attributes[Attr.partition] = String(where.partition);
-      if (where.offset !== undefined) attributes[Attr.kafkaOffset] = Number(where.offset);
+      if (d.partition !== undefined) attributes[Attr.partition] = String(d.partition);
+      if (d.offset !== undefined) attributes[Attr.kafkaOffset] = Number(d.offset);
       const parent = this.#extract(envelope.traceparent, envelope.tracestate) ?? api.ROOT_CONTEXT;
       span = tracer.startSpan(`process ${topic}`, { kind: api.SpanKind.CONSUMER, attributes }, parent);
     }
