@@ -58,7 +58,10 @@ export async function publish(
 export interface Received {
   readonly delivery: Delivery;
   readonly id: string;
-  /** When the transport handed it over (ms since epoch). */
+  /**
+   * When the transport handed it over, on the monotonic clock (`performance.now()`): delays are measured
+   * as intervals, and Date.now()'s whole milliseconds could make a timer that fired on time look early.
+   */
   readonly at: number;
   settled: boolean;
 }
@@ -77,7 +80,7 @@ export class Inbox {
     const r: Received = {
       delivery,
       id: this.transport.decode(delivery.wire).id,
-      at: Date.now(),
+      at: performance.now(),
       settled: false,
     };
     this.received.push(r);

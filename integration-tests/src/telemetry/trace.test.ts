@@ -134,7 +134,8 @@ describe(`telemetry on ${harness.name}`, () => {
     expect(processPayments[0]!.parentSpanContext?.spanId).toBe(sendPayments[0]!.spanContext().spanId);
     expect(sendShipments[0]!.parentSpanContext?.spanId).toBe(processPayments[0]!.spanContext().spanId);
 
-    const system = messagingSystem(harness.name);
+    // The transport's own name (SNS mode is the sqs transport): aws_sqs, rabbitmq, kafka, nats, memory.
+    const system = messagingSystem(checkout.transport.name);
     expect(root.kind).toBe(api.SpanKind.PRODUCER);
     expect(root.attributes).toMatchObject({
       'messaging.system': system,
