@@ -20,6 +20,7 @@ import type { WireMessage } from '@omnibus/core';
 import { attributesToHeaders, headersToAttributes, queueNames, type SqsOptions, sqs } from '@omnibus/sqs';
 import type { ContractHooks } from '../contract/hooks.js';
 import type { TransportHarness } from '../harness.js';
+import { recordingQueues } from './sqs.js';
 
 const run = promisify(execFile);
 const LOCAL = 'http://127.0.0.1:4566';
@@ -99,16 +100,7 @@ export const harness: TransportHarness = {
   },
   create() {
     const t = sqs(options);
-    t.sdkClient.middlewareStack.add(
-      (next, context) => async (args) => {
-        const result = await next(args);
-        const url = (result.output as { QueueUrl?: string }).QueueUrl;
-        if (context.commandName === 'CreateQueueCommand' && url) created.add(url);
-        return result;
-      },
-      { step: 'initialize', name: 'omnibusHarnessQueueRecorder' },
-    );
-    return t;
+    return recordingQueues(t, created);
   },
   createUnreachable: () =>
     sqs({
@@ -183,16 +175,7 @@ export const harness: TransportHarness = {
 /** The harness's transport with the given options added, recording the queues it creates for teardown. */
 function contractTransport(extra: Record<string, unknown>) {
   const t = sqs({ ...options, ...extra } as SqsOptions);
-  t.sdkClient.middlewareStack.add(
-    (next, context) => async (args) => {
-      const result = await next(args);
-      const url = (result.output as { QueueUrl?: string }).QueueUrl;
-      if (context.commandName === 'CreateQueueCommand' && url) created.add(url);
-      return result;
-    },
-    { step: 'initialize', name: 'omnibusContractQueueRecorder' },
-  );
-  return t;
+  return recordingQueues(t, created);
 }
 
 /** Hooks for the transport contract suite (src/contract), in SNS fan-out mode. */

@@ -96,16 +96,7 @@ export const harness: TransportHarness = {
   },
   create() {
     const t = sqs(options);
-    t.sdkClient.middlewareStack.add(
-      (next, context) => async (args) => {
-        const result = await next(args);
-        const url = (result.output as { QueueUrl?: string }).QueueUrl;
-        if (context.commandName === 'CreateQueueCommand' && url) created.add(url);
-        return result;
-      },
-      { step: 'initialize', name: 'omnibusHarnessQueueRecorder' },
-    );
-    return t;
+    return recordingQueues(t, created);
   },
   createUnreachable: () =>
     sqs({
@@ -184,16 +175,7 @@ export const harness: TransportHarness = {
 /** An SQS transport whose created queues are recorded for teardown, like `harness.create()`'s. */
 function contractTransport(extra: Record<string, unknown>) {
   const t = sqs({ ...options, ...extra } as SqsOptions);
-  t.sdkClient.middlewareStack.add(
-    (next, context) => async (args) => {
-      const result = await next(args);
-      const url = (result.output as { QueueUrl?: string }).QueueUrl;
-      if (context.commandName === 'CreateQueueCommand' && url) created.add(url);
-      return result;
-    },
-    { step: 'initialize', name: 'omnibusContractQueueRecorder' },
-  );
-  return t;
+  return recordingQueues(t, created);
 }
 
 /**
@@ -206,3 +188,20 @@ export const contractHooks: ContractHooks = {
     sqs({ endpoint: 'http://127.0.0.1:1', region: REGION, credentials: CREDENTIALS, ...extra } as SqsOptions),
   createHoldingPublishes: () => contractTransport({ batchLingerMs: 1_000 }),
 };
+
+/**
+ * Records the queue URL of every CreateQueue the transport makes into `created`, so a harness can delete
+ * its queues at teardown (the SQS and SNS harnesses share it).
+ */
+export function recordingQueues<T extends ReturnType<typeof sqs>>(t: T, created: Set<string>): T {
+  t.sdkClient.middlewareStack.add(
+    (next, context) => async (args) => {
+      const result = await next(args);
+      const url = (result.output as { QueueUrl?: string }).QueueUrl;
+      if (context.commandName === 'CreateQueueCommand' && url) created.add(url);
+      return result;
+    },
+    { step: 'initialize', name: 'omnibusHarnessQueueRecorder' },
+  );
+  return t;
+}
