@@ -80,8 +80,8 @@ describe('consume', () => {
       [ControlHeader.firstFailureAt]: String(handedOff),
       [ControlHeader.lastError]: 'boom',
     });
-    // The original is gone from the group queue as soon as the hand-off is confirmed.
-    expect(await fx.depth(names.retryQueue(topic, 'g', 1_000))).toBe(1);
+    // The copy waits in the shared tier, the original is gone from the group queue as soon as the hand-off is confirmed.
+    expect(await fx.depth(names.delayTier(1_000, 'quorum', fx.delayQueuePrefix))).toBe(1);
     const [, again] = await inbox.waitForCount(2, 10_000);
     expect(Date.now() - handedOff).toBeGreaterThanOrEqual(1_000);
     expect(again!.previousAttempts).toBe(1);
@@ -301,17 +301,19 @@ describe('consume', () => {
   it('stats report the broker view in the one shape (null where RabbitMQ does not say); health too', async () => {
     const topic = unique('stats');
     fx.track(topic, 'g');
-    const t = await fx.transport();
+    // Tiers of its own, so that the tiers' total counts this test's retry alone.
+    const t = await fx.transport({ delayQueuePrefix: unique('stats-tiers') });
     await t.provision(topic, [{ group: 'g', patterns: ['#'] }]);
     await t.publish(topic, [t.encode(envelope('a.b')), t.encode(envelope('a.b'))]);
     expect(await t.stats(topic, 'g')).toEqual({
       depth: 2,
       inFlight: null,
-      delayed: 0,
+      // Shared by every group: one group's share cannot be read over AMQP.
+      delayed: null,
       deadLettered: 0,
       lag: null,
       oldestAgeMs: null,
-      extras: { consumers: 0 },
+      extras: { consumers: 0, delayedAllGroups: 0 },
     });
     await t.publish(topic, [t.encode(envelope('a.b'))]);
     const inbox = new Inbox();
@@ -321,7 +323,9 @@ describe('consume', () => {
     await second!.deadLetter({});
     await waitFor(async () => {
       const s = await t.stats(topic, 'g');
-      return s.depth === 0 && s.delayed === 1 && s.deadLettered === 1 && s.extras.consumers === 1;
+      return (
+        s.depth === 0 && s.extras.delayedAllGroups === 1 && s.deadLettered === 1 && s.extras.consumers === 1
+      );
     }, 'one delayed, one dead-lettered, one held, none waiting');
     expect(await t.stats(topic)).toMatchObject({ depth: null, extras: {} });
     await expect(t.stats(topic, 'nope')).rejects.toBeInstanceOf(ConfigError);
