@@ -98,6 +98,29 @@ describe('consume', () => {
     await again!.ack();
   });
 
+  it('a shared tier deleted by an operator fails that hand-off (the original stays) and is declared again for the next', async () => {
+    const topic = unique('tier-gone');
+    fx.track(topic, 'g');
+    const t = await fx.transport({ delayTiersMs: [500] });
+    const tier = names.delayTier(500, 'quorum', fx.delayQueuePrefix);
+    const inbox = new Inbox();
+    await t.subscribe(spec(topic, 'g'), inbox.onDelivery);
+    await t.publish(topic, [t.encode(envelope('order.placed'))]);
+    const [first] = await inbox.waitForCount(1);
+    const ch = await fx.channel();
+    await ch.deleteQueue(tier);
+    await ch.close();
+    // The copy has nowhere to go: returned (mandatory), so the original is not acked.
+    await expect(first!.retryLater(300, {})).rejects.toMatchObject({ code: 'UNROUTABLE' });
+    await first!.release();
+    const [, again] = await inbox.waitForCount(2);
+    await again!.retryLater(300, { [ControlHeader.attempts]: '1' });
+    expect(await fx.queueExists(tier)).toBe(true);
+    const [, , back] = await inbox.waitForCount(3, 10_000);
+    expect(back!.previousAttempts).toBe(1);
+    await back!.ack();
+  });
+
   it('deadLetter moves body and headers with the failure metadata to <topic>.<group>.dlq', async () => {
     const topic = unique('dlq');
     fx.track(topic, 'g');

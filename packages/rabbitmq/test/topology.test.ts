@@ -187,6 +187,8 @@ describe('options', () => {
       [{ url: 'amqp://h?queueType=stream' }, 'queueType'],
       [{ url: 'amqp://h?streams=maybe' }, 'url.streams'],
       [{ url: 'amqp://h?confirmWindw=5' }, 'url.confirmWindw'],
+      [{ url: 'amqp://h', delayQueuePrefix: '' }, 'delayQueuePrefix'],
+      [{ url: 'amqp://h', delayQueuePrefix: 'my tiers' }, 'delayQueuePrefix'],
     ];
     for (const [options, field] of cases) {
       let err: unknown;
@@ -219,7 +221,8 @@ describe('options', () => {
   it('reads options from the URL query, leaves amqplib its own, and lets an explicit option win', () => {
     const t = transportFromUrl(
       'amqp://u:p@h:5672/vh?heartbeat=5&confirmWindow=20&queueType=classic&delayTiersMs=5000,1000' +
-        '&singleActiveConsumer=true&streams=0&onNoSubscribers=reject&connectTimeoutMs=1500&connectionName=x',
+        '&singleActiveConsumer=true&streams=0&onNoSubscribers=reject&connectTimeoutMs=1500&connectionName=x' +
+        '&delayQueuePrefix=billing.delay',
       { confirmWindow: 30 },
     ) as RabbitMqTransport;
     expect(t.options).toMatchObject({
@@ -231,6 +234,7 @@ describe('options', () => {
       onNoSubscribers: 'reject',
       connectTimeoutMs: 1_500,
       connectionName: 'x',
+      delayQueuePrefix: 'billing.delay',
     });
     // Only amqplib's own parameters stay in the URL it is given.
     expect(new URL(t.options.url).search).toBe('?heartbeat=5');
@@ -238,6 +242,7 @@ describe('options', () => {
     // Streams from the URL: replay on.
     expect(transportFromUrl('amqp://h?streams=1').capabilities.replay).toBe(true);
     expect(rabbitmq({ url: 'amqp://h' }).options).toMatchObject({
+      delayQueuePrefix: 'omnibus.delay',
       onNoSubscribers: 'accept',
       connectTimeoutMs: DEFAULT_CONNECT_TIMEOUT_MS,
       delayTiersMs: DEFAULT_DELAY_TIERS_MS,
