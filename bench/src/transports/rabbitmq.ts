@@ -45,12 +45,21 @@ async function deleteAll(topic: string, queues: string[]): Promise<void> {
   });
 }
 
+/** The bench's own delay tiers (shared by the groups of one vhost), deleted with each topic's queues. */
+const BENCH_DELAY_PREFIX = `omnibus-bench-${process.pid}.delay`;
+
 function omnibusQueues(topic: string): string[] {
-  return [
-    names.groupQueue(topic, GROUP),
-    names.deadLetterQueue(topic, GROUP),
-    ...DEFAULT_DELAY_TIERS_MS.map((t) => names.retryQueue(topic, GROUP, t)),
-  ];
+  return [names.groupQueue(topic, GROUP), names.deadLetterQueue(topic, GROUP)];
+}
+
+async function deleteBenchTiers(): Promise<void> {
+  await admin(async (ch) => {
+    for (const t of DEFAULT_DELAY_TIERS_MS) {
+      const tier = names.delayTier(t, 'quorum', BENCH_DELAY_PREFIX);
+      await ch.deleteQueue(tier);
+      await ch.deleteExchange(tier);
+    }
+  });
 }
 
 async function rawSide(): Promise<Side> {
@@ -165,12 +174,20 @@ export const rabbitmqBench: TransportBench = {
   async side(kind: SideKind): Promise<Side> {
     if (kind === 'raw') return rawSide();
     return omnibusSide({
-      transport: rabbitmq({ url: URL, connectionName: 'omnibus-bench-omnibus', confirmWindow: WINDOW }),
+      transport: rabbitmq({
+        url: URL,
+        connectionName: 'omnibus-bench-omnibus',
+        confirmWindow: WINDOW,
+        delayQueuePrefix: BENCH_DELAY_PREFIX,
+      }),
       window: WINDOW,
       concurrency: CONCURRENCY,
       prefetch: PREFETCH,
       batch: { size: 100, outstanding: WINDOW / 100 },
-      cleanup: (topic) => deleteAll(topic, omnibusQueues(topic)),
+      cleanup: async (topic) => {
+        await deleteAll(topic, omnibusQueues(topic));
+        await deleteBenchTiers();
+      },
     });
   },
   wireBytes: (size) =>

@@ -15,7 +15,13 @@ import {
   type WireMessage,
 } from '@omnibus/core';
 import type { PublishCall } from '@omnibus/core/kit';
-import { names, type RabbitMqOptions, RabbitMqTransport, wireFromAmqp } from '@omnibus/rabbitmq';
+import {
+  DEFAULT_DELAY_QUEUE_PREFIX,
+  names,
+  type RabbitMqOptions,
+  RabbitMqTransport,
+  wireFromAmqp,
+} from '@omnibus/rabbitmq';
 import { type Channel, type ChannelModel, connect, type GetMessage } from 'amqplib';
 import type { ContractHooks } from '../contract/hooks.js';
 import type { TransportHarness } from '../harness.js';
@@ -36,11 +42,14 @@ const BASE: Partial<RabbitMqOptions> = {
   // Fast recovery keeps the restart scenario short; streams make the replay scenario run.
   reconnect: { initialMs: 100, maxMs: 2_000 },
   streams: { maxAge: '1h' },
+  // Delay tiers of this run's own (they are shared by every group in the vhost), so teardown can delete them.
+  delayQueuePrefix: `omnibus-conformance-${process.pid}-${Date.now().toString(36)}.delay`,
 };
 
 /** Topics and groups this run created on the shared broker, deleted at teardown. */
 const created = new Map<string, Set<string>>();
-const tiers = new Set<number>();
+/** The shared delay tiers (exchange and queue of one name) this run's transports declared. */
+const tiers = new Set<string>();
 
 /** Connection names of the transports this harness created on the shared broker. */
 const ownConnections = new Set<string>();
@@ -55,7 +64,10 @@ class TrackedTransport extends RabbitMqTransport {
     const groups = created.get(topic) ?? new Set<string>();
     if (group !== undefined) groups.add(group);
     created.set(topic, groups);
-    for (const t of this.options.delayTiersMs) tiers.add(t);
+    const o = this.options;
+    if (o.delayQueuePrefix !== DEFAULT_DELAY_QUEUE_PREFIX) {
+      for (const t of o.delayTiersMs) tiers.add(names.delayTier(t, o.queueType, o.delayQueuePrefix));
+    }
   }
   override async publish(topic: string, messages: readonly WireMessage[], call: PublishCall): Promise<void> {
     this.#note(topic);
@@ -153,18 +165,20 @@ export const harness: TransportHarness = {
       await withChannel(async (ch) => {
         for (const [topic, groups] of created) {
           for (const group of groups) {
-            const queues = [
-              names.groupQueue(topic, group),
-              names.deadLetterQueue(topic, group),
-              ...[...tiers].map((t) => names.retryQueue(topic, group, t)),
-            ];
-            for (const q of queues) await ch.deleteQueue(q).catch(() => {});
+            for (const q of [names.groupQueue(topic, group), names.deadLetterQueue(topic, group)]) {
+              await ch.deleteQueue(q).catch(() => {});
+            }
           }
           await ch.deleteQueue(names.streamQueue(topic)).catch(() => {});
           await ch.deleteExchange(names.exchange(topic)).catch(() => {});
         }
+        for (const tier of tiers) {
+          await ch.deleteQueue(tier).catch(() => {});
+          await ch.deleteExchange(tier).catch(() => {});
+        }
       }).catch(() => {});
       created.clear();
+      tiers.clear();
     }
     await raw?.close().catch(() => {});
     raw = undefined;

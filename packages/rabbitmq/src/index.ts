@@ -3,7 +3,7 @@ import type { Transport } from '@omnibus/core';
 import type { RabbitMqOptions } from './options.js';
 import { RabbitMqTransport } from './transport.js';
 
-export { names } from './naming.js';
+export { DEFAULT_DELAY_QUEUE_PREFIX, names } from './naming.js';
 export { DEFAULT_MAX_MESSAGE_BYTES, type RabbitMqOptions } from './options.js';
 export { RabbitMqTransport } from './transport.js';
 export { CE_PREFIX, isBrokerHeader, wireFromAmqp } from './wire.js';

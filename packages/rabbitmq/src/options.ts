@@ -10,6 +10,7 @@ import {
   parseOptions,
 } from '@omnibus/core/kit';
 import { z } from 'zod';
+import { DEFAULT_DELAY_QUEUE_PREFIX } from './naming.js';
 
 /** RabbitMQ 3.8+ accepts up to 128 MiB by default; 16 MiB keeps a single message from starving a node. */
 export const DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024;
@@ -48,6 +49,17 @@ const optionsSchema = z.strictObject({
   /** Quorum `x-delivery-limit`: a crash-loop safety net, kept well above any retry policy's attempts. */
   deliveryLimit: z.number().int().min(1).default(50),
   delayTiersMs: delayTiersSchema.default(DEFAULT_DELAY_TIERS_MS),
+  /**
+   * Names of the shared delay-tier queues and exchanges (`<prefix>.<tierMs>`), one set per vhost. Transports
+   * with the same prefix share them; a different prefix keeps an application's retries (and the permissions
+   * they need) apart from another's in the same vhost.
+   */
+  delayQueuePrefix: z
+    .string()
+    .min(1)
+    .max(200)
+    .regex(/^[^\s]+$/, 'expected a name without spaces, e.g. "omnibus.delay"')
+    .default(DEFAULT_DELAY_QUEUE_PREFIX),
   provision: z.enum(['create', 'verify', 'none']).default('create'),
   /**
    * A publish whose type no group queue is bound for: 'accept' resolves (RabbitMQ drops it), 'reject'
@@ -96,6 +108,7 @@ const URL_PARAMETERS: Record<string, 'int' | 'bool' | 'string' | 'ints'> = {
   queueType: 'string',
   deliveryLimit: 'int',
   delayTiersMs: 'ints',
+  delayQueuePrefix: 'string',
   provision: 'string',
   onNoSubscribers: 'string',
   connectTimeoutMs: 'int',

@@ -6,6 +6,7 @@ import {
   ControlHeader,
   type Delivery,
   type Logger,
+  PublishError,
   type ReplayFrom,
   type SubscribeSpec,
   type TransportSubscription,
@@ -235,7 +236,7 @@ export class AmqpSubscription implements TransportSubscription {
 
   async #chain(chan: ConsumerChannel, msg: ConsumeMessage, tier: number): Promise<void> {
     try {
-      await this.handOff(names.retryQueue(this.spec.topic, this.group, tier), msg, {});
+      await this.handOffToTier(tier, msg, {});
       settle(chan, this.#deps.conn, msg, 'ack');
     } catch (err) {
       this.#deps.logger.warn(
@@ -247,9 +248,31 @@ export class AmqpSubscription implements TransportSubscription {
     }
   }
 
-  /** Publishes a copy of `msg` straight to a queue and waits for the confirm. */
+  /**
+   * Publishes a copy of `msg` to the shared delay tier of `tierMs`, with this group's queue as routing key:
+   * the tier dead-letters it by that key back here, and to no other group (see topology.ts).
+   */
+  async handOffToTier(
+    tierMs: number,
+    msg: Message,
+    controlHeaders: Record<string, string>,
+    drop: readonly string[] = [],
+  ): Promise<void> {
+    const { topology } = this.#deps;
+    try {
+      await topology.ensureTiers(Date.now() + this.#deps.opts.connectTimeoutMs);
+      await this.handOff(topology.delayTier(tierMs), this.#queue, msg, controlHeaders, drop);
+    } catch (err) {
+      // A tier deleted under us returns the mandatory copy: declare the tiers again before the next retry.
+      if (err instanceof PublishError && err.code === 'UNROUTABLE') topology.forgetTiers();
+      throw err;
+    }
+  }
+
+  /** Publishes a copy of `msg` to `exchange` with `routingKey` (mandatory) and waits for the confirm. */
   async handOff(
-    queue: string,
+    exchange: string,
+    routingKey: string,
     msg: Message,
     controlHeaders: Record<string, string>,
     drop: readonly string[] = [],
@@ -258,7 +281,7 @@ export class AmqpSubscription implements TransportSubscription {
     try {
       const options = republishOptions(msg, controlHeaders, drop);
       // No deadline: a hand-off waits for its confirm (resent after a reconnect) or the transport's close.
-      await this.#deps.publisher.send([{ exchange: '', routingKey: queue, content: msg.content, options }]);
+      await this.#deps.publisher.send([{ exchange, routingKey, content: msg.content, options }]);
     } finally {
       this.#handoffs--;
       if (this.#handoffs === 0) for (const w of this.#handoffsIdle.splice(0)) w();
@@ -339,7 +362,7 @@ class AmqpDelivery extends BaseDelivery {
       delete headers[ControlHeader.dueAt];
       drop.push(ControlHeader.dueAt);
     }
-    return this.#handOffThenAck(names.retryQueue(this.topic, this.group, plan.tierMs), headers, drop);
+    return this.#settleAfter(this.#sub.handOffToTier(plan.tierMs, this.#msg, headers, drop));
   }
 
   protected doDeadLetter(controlHeaders: Record<string, string>): Promise<void> {
@@ -348,18 +371,13 @@ class AmqpDelivery extends BaseDelivery {
     }
     const headers = { ...controlHeaders };
     delete headers[ControlHeader.dueAt];
-    return this.#handOffThenAck(names.deadLetterQueue(this.topic, this.group), headers, [
-      ControlHeader.dueAt,
-    ]);
+    const dlq = names.deadLetterQueue(this.topic, this.group);
+    return this.#settleAfter(this.#sub.handOff('', dlq, this.#msg, headers, [ControlHeader.dueAt]));
   }
 
   /** Confirmed hand-off first, then the ack: a failed hand-off leaves the original unsettled (failed). */
-  async #handOffThenAck(
-    queue: string,
-    headers: Record<string, string>,
-    drop: readonly string[],
-  ): Promise<void> {
-    await this.#sub.handOff(queue, this.#msg, headers, drop);
+  async #settleAfter(handOff: Promise<void>): Promise<void> {
+    await handOff;
     settle(this.#chan, this.#sub.deps.conn, this.#msg, 'ack');
   }
 }

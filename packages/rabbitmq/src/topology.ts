@@ -1,6 +1,36 @@
 /**
  * Declares (or verifies) the broker objects a topic and its groups need, on a dedicated channel that may
  * die on a refused declare without harming publishing or consuming, and re-declares them after reconnects.
+ *
+ * Shared delay tiers. A group owns two queues, `<topic>.<group>` and `<topic>.<group>.dlq`. Delayed retries
+ * of every group in the vhost wait in one queue per tier, `<delayQueuePrefix>.<tierMs>` (default
+ * `omnibus.delay.<tierMs>`), and find their way home by routing key:
+ * - A retry is published to the tier's fanout exchange (same name as its queue) with the routing key set to
+ *   the name of the group queue it came from. The fanout ignores the key and puts the message in the tier.
+ *   (The default exchange cannot be the way in: it routes by that very key, straight to the group queue.)
+ * - The tier queue has a fixed `x-message-ttl`, `x-dead-letter-exchange: ''` and no dead-letter routing
+ *   key, so an expired message is dead-lettered with the routing key it was published with, and the default
+ *   exchange hands it to the queue of that name: only the group it came from sees it again, and no binding
+ *   per group is needed (measured here: `x-death` shows the tier, the message arrives in the group queue).
+ * - One queue per tier, not one queue with per-message expiry: RabbitMQ expires messages only at the head
+ *   of a queue, so a long delay at the head would hold back every shorter one behind it. With one TTL per
+ *   queue, arrival order is expiry order and every delay is exact. Delays longer than the largest tier hop
+ *   through it again (the kit's `planDelay` / `nextHop`), as before.
+ * - Per vhost, not per topic: a tier holds nothing topic-specific (the routing key already names topic and
+ *   group), so tiers per topic would multiply quorum queues (each a Raft group holding file descriptors,
+ *   three on RabbitMQ 3.10) by the number of topics for no isolation that the routing key does not already
+ *   give. Applications that must not share tiers (or whose permissions are scoped by name) set their own
+ *   `delayQueuePrefix`.
+ * - What sharing costs: every retry of the vhost goes through the same few queues, so one tier queue's
+ *   throughput bounds a tier's retries for the whole vhost; and per-group delayed counts are no longer
+ *   readable over AMQP (stats report the tiers' total instead).
+ * - A message whose group queue is deleted while it waits cannot be routed back. A quorum tier
+ *   (at-least-once dead-lettering) keeps it, not ready, and retries the route until a queue of that name
+ *   exists again or the tier is purged (seen here on 3.10.8); a classic tier drops it, as RabbitMQ drops any
+ *   unroutable dead letter.
+ * - Migration: per-group tier queues `<topic>.<group>.retry.<tierMs>` left by earlier versions are no longer
+ *   declared or written to, but keep their arguments, so what they hold still expires back into its group
+ *   queue on time. Delete them once they are empty (`names.legacyRetryQueue`).
  */
 import { ConfigError, type Logger } from '@omnibus/core';
 import type { Channel } from 'amqplib';
@@ -90,19 +120,21 @@ export class Topology {
     return args;
   }
 
-  retryQueueArgs(topic: string, group: string, tierMs: number): Record<string, unknown> {
-    const args: Record<string, unknown> = {
-      'x-message-ttl': tierMs,
-      // Through the default exchange straight to this group's queue, so other groups never see the retry.
-      'x-dead-letter-exchange': '',
-      'x-dead-letter-routing-key': names.groupQueue(topic, group),
-    };
+  /** A shared tier queue: fixed TTL, dead-lettered by the routing key each message was published with. */
+  delayTierArgs(tierMs: number): Record<string, unknown> {
+    const args: Record<string, unknown> = { 'x-message-ttl': tierMs, 'x-dead-letter-exchange': '' };
     if (this.#opts.queueType === 'quorum') {
       args['x-queue-type'] = 'quorum';
+      // Kept until the group queue confirms it; a missing group queue leaves it held, not lost.
       args['x-dead-letter-strategy'] = 'at-least-once';
       args['x-overflow'] = 'reject-publish';
     }
     return args;
+  }
+
+  /** The shared tier (exchange and queue) a delay of `tierMs` waits in. */
+  delayTier(tierMs: number): string {
+    return names.delayTier(tierMs, this.#opts.queueType, this.#opts.delayQueuePrefix);
   }
 
   deadLetterQueueArgs(): Record<string, unknown> {
@@ -155,7 +187,47 @@ export class Topology {
     return done;
   }
 
-  /** Exchange, group queue with its bindings, dead-letter queue and retry tiers (create); existence (verify). */
+  /**
+   * The shared delay tiers, once per connection (create: declared; verify: checked). Hand-offs call it before
+   * each retry, which costs a map lookup once done, and lets a tier deleted by an operator come back.
+   */
+  ensureTiers(deadline?: number): Promise<void> {
+    if (this.#opts.provision === 'none') return Promise.resolve();
+    return this.#once('t|', async () => {
+      const tiers = this.#opts.delayTiersMs.map((t) => this.delayTier(t));
+      for (const name of tiers) checkName(name, 'delayQueuePrefix');
+      const create = this.#opts.provision === 'create';
+      await this.#admin.run(async (ch) => {
+        for (const [i, name] of tiers.entries()) {
+          let kind: 'queue' | 'exchange' = 'exchange';
+          try {
+            if (create) {
+              await ch.assertExchange(name, 'fanout', { durable: true });
+              kind = 'queue';
+              await ch.assertQueue(name, {
+                durable: true,
+                arguments: this.delayTierArgs(this.#opts.delayTiersMs[i]!),
+              });
+              await ch.bindQueue(name, name, '');
+            } else {
+              await ch.checkExchange(name);
+              kind = 'queue';
+              await ch.checkQueue(name);
+            }
+          } catch (err) {
+            throw this.#declareError(err, kind, name);
+          }
+        }
+      }, deadline);
+    });
+  }
+
+  /** Forget the tiers after a hand-off found one missing, so the next hand-off declares them again. */
+  forgetTiers(): void {
+    this.#done.delete('t|');
+  }
+
+  /** Exchange, group queue with its bindings, dead-letter queue and the shared tiers (create); existence (verify). */
   ensureGroup(topic: string, group: string, patterns: readonly string[], deadline?: number): Promise<void> {
     if (this.#opts.provision === 'none') return Promise.resolve();
     const sorted = [...new Set(patterns)].sort();
@@ -165,7 +237,9 @@ export class Topology {
     for (const p of sorted) set.add(p);
     known.set(group, set);
     return this.#once(`g|${topic}|${group}|${sorted.join(',')}`, async () => {
-      checkName(names.retryQueue(topic, group, Math.max(...this.#opts.delayTiersMs)), 'group');
+      // The dead-letter queue's is the longest name a group adds.
+      checkName(names.deadLetterQueue(topic, group), 'group');
+      await this.ensureTiers(deadline);
       await this.ensureExchange(topic, deadline);
       if (this.#opts.provision === 'create') await this.#declareGroup(topic, group, sorted, deadline);
       else await this.#verifyGroup(topic, group, deadline);
@@ -248,23 +322,16 @@ export class Topology {
           throw this.#declareError(err, 'queue', name);
         }
       };
-      // Dead-letter and retry targets first: the group queue's arguments point at them.
+      // The dead-letter queue first: the group queue's arguments point at it.
       await declare(dlq, this.deadLetterQueueArgs());
       await declare(queue, this.groupQueueArgs(topic, group));
-      for (const tier of this.#opts.delayTiersMs) {
-        await declare(names.retryQueue(topic, group, tier), this.retryQueueArgs(topic, group, tier));
-      }
       for (const pattern of patterns) await ch.bindQueue(queue, names.exchange(topic), pattern);
     }, deadline);
     this.#logger.debug({ transport: 'rabbitmq', topic, group, patterns }, 'group topology declared');
   }
 
   async #verifyGroup(topic: string, group: string, deadline?: number) {
-    const queues = [
-      names.groupQueue(topic, group),
-      names.deadLetterQueue(topic, group),
-      ...this.#opts.delayTiersMs.map((t) => names.retryQueue(topic, group, t)),
-    ];
+    const queues = [names.groupQueue(topic, group), names.deadLetterQueue(topic, group)];
     await this.#admin.run(async (ch) => {
       for (const name of queues) {
         try {

@@ -218,7 +218,9 @@ export class RabbitMqTransport implements Transport {
 
   /**
    * From queue.declare (passive) replies: ready messages and consumers per queue. RabbitMQ reports neither
-   * unacknowledged messages nor message ages over AMQP (the management API does), so those are null.
+   * unacknowledged messages nor message ages over AMQP (the management API does), so those are null; nor
+   * can it count one group's messages in the shared delay tiers, so `delayed` is null and
+   * `extras.delayedAllGroups` holds the tiers' ready messages, all groups together.
    */
   async stats(topic: string, group?: string): Promise<TransportStats> {
     const parts = this.#require();
@@ -245,10 +247,14 @@ export class RabbitMqTransport implements Transport {
     stats.extras.consumers = q.consumerCount;
     const dlq = await check(names.deadLetterQueue(topic, group));
     if (dlq) stats.deadLettered = dlq.messageCount;
+    // The delay tiers are shared by every group of the vhost (see topology.ts): AMQP cannot count one
+    // group's messages in them, so `delayed` stays null and the tiers' total is reported as such.
+    let delayedAllGroups = 0;
     for (const tier of this.options.delayTiersMs) {
-      const retry = await check(names.retryQueue(topic, group, tier));
-      if (retry) stats.delayed = (stats.delayed ?? 0) + retry.messageCount;
+      const queue = await check(parts.topology.delayTier(tier));
+      if (queue) delayedAllGroups += queue.messageCount;
     }
+    stats.extras.delayedAllGroups = delayedAllGroups;
     return stats;
   }
 

@@ -80,8 +80,8 @@ describe('consume', () => {
       [ControlHeader.firstFailureAt]: String(handedOff),
       [ControlHeader.lastError]: 'boom',
     });
-    // The original is gone from the group queue as soon as the hand-off is confirmed.
-    expect(await fx.depth(names.retryQueue(topic, 'g', 1_000))).toBe(1);
+    // The copy waits in the shared tier, the original is gone from the group queue as soon as the hand-off is confirmed.
+    expect(await fx.depth(names.delayTier(1_000, 'quorum', fx.delayQueuePrefix))).toBe(1);
     const [, again] = await inbox.waitForCount(2, 10_000);
     expect(Date.now() - handedOff).toBeGreaterThanOrEqual(1_000);
     expect(again!.previousAttempts).toBe(1);
@@ -96,6 +96,29 @@ describe('consume', () => {
     expect(decoded.headers).toEqual({ tenant: 'acme' });
     expect(Object.keys(decoded.headers).some((h) => h.startsWith('x-'))).toBe(false);
     await again!.ack();
+  });
+
+  it('a shared tier deleted by an operator fails that hand-off (the original stays) and is declared again for the next', async () => {
+    const topic = unique('tier-gone');
+    fx.track(topic, 'g');
+    const t = await fx.transport({ delayTiersMs: [500] });
+    const tier = names.delayTier(500, 'quorum', fx.delayQueuePrefix);
+    const inbox = new Inbox();
+    await t.subscribe(spec(topic, 'g'), inbox.onDelivery);
+    await t.publish(topic, [t.encode(envelope('order.placed'))]);
+    const [first] = await inbox.waitForCount(1);
+    const ch = await fx.channel();
+    await ch.deleteQueue(tier);
+    await ch.close();
+    // The copy has nowhere to go: returned (mandatory), so the original is not acked.
+    await expect(first!.retryLater(300, {})).rejects.toMatchObject({ code: 'UNROUTABLE' });
+    await first!.release();
+    const [, again] = await inbox.waitForCount(2);
+    await again!.retryLater(300, { [ControlHeader.attempts]: '1' });
+    expect(await fx.queueExists(tier)).toBe(true);
+    const [, , back] = await inbox.waitForCount(3, 10_000);
+    expect(back!.previousAttempts).toBe(1);
+    await back!.ack();
   });
 
   it('deadLetter moves body and headers with the failure metadata to <topic>.<group>.dlq', async () => {
@@ -301,17 +324,19 @@ describe('consume', () => {
   it('stats report the broker view in the one shape (null where RabbitMQ does not say); health too', async () => {
     const topic = unique('stats');
     fx.track(topic, 'g');
-    const t = await fx.transport();
+    // Tiers of its own, so that the tiers' total counts this test's retry alone.
+    const t = await fx.transport({ delayQueuePrefix: unique('stats-tiers') });
     await t.provision(topic, [{ group: 'g', patterns: ['#'] }]);
     await t.publish(topic, [t.encode(envelope('a.b')), t.encode(envelope('a.b'))]);
     expect(await t.stats(topic, 'g')).toEqual({
       depth: 2,
       inFlight: null,
-      delayed: 0,
+      // Shared by every group: one group's share cannot be read over AMQP.
+      delayed: null,
       deadLettered: 0,
       lag: null,
       oldestAgeMs: null,
-      extras: { consumers: 0 },
+      extras: { consumers: 0, delayedAllGroups: 0 },
     });
     await t.publish(topic, [t.encode(envelope('a.b'))]);
     const inbox = new Inbox();
@@ -321,7 +346,9 @@ describe('consume', () => {
     await second!.deadLetter({});
     await waitFor(async () => {
       const s = await t.stats(topic, 'g');
-      return s.depth === 0 && s.delayed === 1 && s.deadLettered === 1 && s.extras.consumers === 1;
+      return (
+        s.depth === 0 && s.extras.delayedAllGroups === 1 && s.deadLettered === 1 && s.extras.consumers === 1
+      );
     }, 'one delayed, one dead-lettered, one held, none waiting');
     expect(await t.stats(topic)).toMatchObject({ depth: null, extras: {} });
     await expect(t.stats(topic, 'nope')).rejects.toBeInstanceOf(ConfigError);

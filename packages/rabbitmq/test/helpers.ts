@@ -13,7 +13,7 @@ import {
 import { noDeadline, type PublishCall } from '@omnibus/core/kit';
 import { eventually } from '@omnibus/core/testing';
 import { type Channel, type ChannelModel, type ConfirmChannel, connect, type GetMessage } from 'amqplib';
-import { names, type RabbitMqOptions, RabbitMqTransport } from '../src/index.js';
+import { DEFAULT_DELAY_QUEUE_PREFIX, names, type RabbitMqOptions, RabbitMqTransport } from '../src/index.js';
 
 export const AMQP_URL = process.env.AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
 
@@ -37,8 +37,12 @@ export class TestTransport extends RabbitMqTransport {
   }
 }
 
-/** Transports, raw connections and broker objects a test file made, torn down in afterAll. */
+/**
+ * Transports, raw connections and broker objects a test file made, torn down in afterAll. Its transports
+ * get a delay-tier prefix of their own, so that deleting the tiers cannot touch another run's retries.
+ */
 export class Fixture {
+  readonly delayQueuePrefix = unique('tiers');
   readonly transports: TestTransport[] = [];
   readonly topics = new Set<string>();
   readonly groups: [string, string][] = [];
@@ -49,6 +53,7 @@ export class Fixture {
     const t = new TestTransport({
       url: AMQP_URL,
       reconnect: { initialMs: 50, maxMs: 1_000 },
+      delayQueuePrefix: this.delayQueuePrefix,
       ...options,
     });
     this.transports.push(t);
@@ -127,17 +132,26 @@ export class Fixture {
   }
 
   async cleanup(): Promise<void> {
-    const tiers = new Set(this.transports.flatMap((t) => t.options.delayTiersMs));
+    const tiers = new Set(
+      this.transports
+        .filter((t) => t.options.delayQueuePrefix !== DEFAULT_DELAY_QUEUE_PREFIX)
+        .flatMap((t) =>
+          t.options.delayTiersMs.map((ms) =>
+            names.delayTier(ms, t.options.queueType, t.options.delayQueuePrefix),
+          ),
+        ),
+    );
     await Promise.all(this.transports.splice(0).map((t) => t.close().catch(() => {})));
     const ch = await this.channel();
     for (const [topic, group] of this.groups) {
-      for (const q of [
-        names.groupQueue(topic, group),
-        names.deadLetterQueue(topic, group),
-        ...[...tiers].map((t) => names.retryQueue(topic, group, t)),
-      ]) {
+      for (const q of [names.groupQueue(topic, group), names.deadLetterQueue(topic, group)]) {
         await ch.deleteQueue(q).catch(() => {});
       }
+    }
+    // Never the default prefix's tiers: other runs on the shared broker may be using them.
+    for (const tier of tiers) {
+      await ch.deleteQueue(tier).catch(() => {});
+      await ch.deleteExchange(tier).catch(() => {});
     }
     for (const topic of this.topics) {
       await ch.deleteQueue(names.streamQueue(topic)).catch(() => {});

@@ -9,7 +9,7 @@ const fx = new Fixture();
 afterAll(() => fx.cleanup());
 
 describe('topology', () => {
-  it('provision creates the exchange, group queue, dead-letter queue and retry tiers with their arguments', async () => {
+  it('provision creates the exchange, group queue, dead-letter queue and the shared delay tiers with their arguments', async () => {
     const topic = unique('topo');
     fx.track(topic, 'billing');
     const t = await fx.transport({ delayTiersMs: [1_000, 5_000] });
@@ -17,11 +17,13 @@ describe('topology', () => {
 
     const ch = await fx.channel();
     await ch.checkExchange(topic);
+    const tier = (ms: number) => names.delayTier(ms, 'quorum', fx.delayQueuePrefix);
+    expect(tier(5_000)).toBe(`${fx.delayQueuePrefix}.5000`);
     for (const q of [
       names.groupQueue(topic, 'billing'),
       names.deadLetterQueue(topic, 'billing'),
-      names.retryQueue(topic, 'billing', 1_000),
-      names.retryQueue(topic, 'billing', 5_000),
+      tier(1_000),
+      tier(5_000),
     ]) {
       expect((await ch.checkQueue(q)).queue).toBe(q);
     }
@@ -37,18 +39,22 @@ describe('topology', () => {
         'x-delivery-limit': 50,
       },
     });
-    await ch.assertQueue(names.retryQueue(topic, 'billing', 5_000), {
+    // No dead-letter routing key: an expired retry goes back by the routing key it was published with.
+    await ch.assertQueue(tier(5_000), {
       durable: true,
       arguments: {
         'x-queue-type': 'quorum',
         'x-message-ttl': 5_000,
         'x-dead-letter-exchange': '',
-        'x-dead-letter-routing-key': `${topic}.billing`,
         'x-dead-letter-strategy': 'at-least-once',
         'x-overflow': 'reject-publish',
       },
     });
+    // The tier's way in is a fanout exchange of the same name (declaring it as anything else is refused).
+    await ch.assertExchange(tier(5_000), 'fanout', { durable: true });
     await ch.close();
+    // Per-group tier queues are a thing of the past.
+    expect(await fx.queueExists(names.legacyRetryQueue(topic, 'billing', 5_000))).toBe(false);
 
     // The binding routes matching types only.
     const pub = await fx.confirmChannel();
@@ -181,6 +187,8 @@ describe('options', () => {
       [{ url: 'amqp://h?queueType=stream' }, 'queueType'],
       [{ url: 'amqp://h?streams=maybe' }, 'url.streams'],
       [{ url: 'amqp://h?confirmWindw=5' }, 'url.confirmWindw'],
+      [{ url: 'amqp://h', delayQueuePrefix: '' }, 'delayQueuePrefix'],
+      [{ url: 'amqp://h', delayQueuePrefix: 'my tiers' }, 'delayQueuePrefix'],
     ];
     for (const [options, field] of cases) {
       let err: unknown;
@@ -213,7 +221,8 @@ describe('options', () => {
   it('reads options from the URL query, leaves amqplib its own, and lets an explicit option win', () => {
     const t = transportFromUrl(
       'amqp://u:p@h:5672/vh?heartbeat=5&confirmWindow=20&queueType=classic&delayTiersMs=5000,1000' +
-        '&singleActiveConsumer=true&streams=0&onNoSubscribers=reject&connectTimeoutMs=1500&connectionName=x',
+        '&singleActiveConsumer=true&streams=0&onNoSubscribers=reject&connectTimeoutMs=1500&connectionName=x' +
+        '&delayQueuePrefix=billing.delay',
       { confirmWindow: 30 },
     ) as RabbitMqTransport;
     expect(t.options).toMatchObject({
@@ -225,6 +234,7 @@ describe('options', () => {
       onNoSubscribers: 'reject',
       connectTimeoutMs: 1_500,
       connectionName: 'x',
+      delayQueuePrefix: 'billing.delay',
     });
     // Only amqplib's own parameters stay in the URL it is given.
     expect(new URL(t.options.url).search).toBe('?heartbeat=5');
@@ -232,6 +242,7 @@ describe('options', () => {
     // Streams from the URL: replay on.
     expect(transportFromUrl('amqp://h?streams=1').capabilities.replay).toBe(true);
     expect(rabbitmq({ url: 'amqp://h' }).options).toMatchObject({
+      delayQueuePrefix: 'omnibus.delay',
       onNoSubscribers: 'accept',
       connectTimeoutMs: DEFAULT_CONNECT_TIMEOUT_MS,
       delayTiersMs: DEFAULT_DELAY_TIERS_MS,
