@@ -6,6 +6,7 @@
 # rabbitmq-private.sh; never touches the shared node or the private one.
 # Usage: rabbitmq-cluster.sh up|down|status|restart
 #        rabbitmq-cluster.sh kill-node N|start-node N|stop-node N|pid N   (N = 1, 2 or 3)
+#        rabbitmq-cluster.sh freeze-node N|thaw-node N   (SIGSTOP / SIGCONT)
 set -euo pipefail
 
 # shellcheck disable=SC2034 # read by lib.sh
@@ -215,6 +216,7 @@ start_node() {
   local n=$1 join=${2:-0} started pid
   started="$(now_ms)"
   use_node "$n"
+  thaw_current
   launch_node
   await_node
   if ((join)) && ((n != 1)); then join_first; fi
@@ -228,6 +230,7 @@ stop_node() {
   use_node "$n"
   pid="$(running_pid)"
   [[ -n $pid ]] || return 0
+  thaw_current
   if ! timeout "$STOP_GRACE" "$RABBITMQCTL" -q -n "$NODE" stop "$PID_FILE" >>"$STARTUP_OUT" 2>&1; then
     warn "rabbitmqctl stop failed or timed out: signalling pid $pid"
   fi
@@ -245,6 +248,25 @@ kill_node() {
   while pid_alive_with "$pid" beam.smp && ((SECONDS < deadline)); do sleep 0.1; done
   pid_alive_with "$pid" beam.smp && die "pid $pid survived SIGKILL"
   say "$NODE killed (SIGKILL, pid $pid)"
+}
+
+# SIGSTOP node N: alive for its peers (its sockets stay open) but silent,
+# as a node stalled by its machine. Its peers declare it down only after
+# net_ticktime (10 s): thaw it before that to hold back an election.
+freeze_node() {
+  local n=$1 pid
+  use_node "$n"
+  pid="$(running_pid)"
+  [[ -n $pid ]] || die "$NODE is not running"
+  kill -STOP "$pid"
+  say "$NODE frozen (SIGSTOP, pid $pid)"
+}
+
+# SIGCONT the current node, if it runs (a node never frozen takes no harm).
+thaw_current() {
+  local pid
+  pid="$(running_pid)"
+  [[ -z $pid ]] || kill -CONT "$pid"
 }
 
 start() {
@@ -357,13 +379,25 @@ main() {
       stop_node "$2"
       say "$(node_name "$2") stopped"
       ;;
+    freeze-node)
+      node_arg "${2:-}" freeze-node
+      check_user
+      freeze_node "$2"
+      ;;
+    thaw-node)
+      node_arg "${2:-}" thaw-node
+      check_user
+      use_node "$2"
+      thaw_current
+      say "$(node_name "$2") thawed"
+      ;;
     pid)
       node_arg "${2:-}" pid
       use_node "$2"
       running_pid
       ;;
     *)
-      echo "usage: $0 up|down|status|restart|kill-node N|start-node N|stop-node N|pid N" >&2
+      echo "usage: $0 up|down|status|restart|kill-node N|start-node N|stop-node N|freeze-node N|thaw-node N|pid N" >&2
       exit 2
       ;;
   esac
