@@ -84,6 +84,11 @@ export default defineConfig({
         test: {
           name: `conformance:${t}`,
           include: ['integration-tests/src/conformance.test.ts', clusterOnly],
+          // `<scenario>.<cluster>.test.ts` is about one cluster's broker and runs only in that project.
+          exclude: [
+            ...configDefaults.exclude,
+            ...clusters.filter((c) => c !== t).map((c) => `integration-tests/src/cluster/**/*.${c}.test.ts`),
+          ],
           environment: 'node',
           env: { OMNIBUS_TRANSPORT: t },
           // Nodes are stopped, killed and started inside tests: minutes under load on 2 cores.

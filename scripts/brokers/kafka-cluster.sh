@@ -313,13 +313,6 @@ status() {
   say "running (${line[*]}; $answer)"
 }
 
-node_arg() {
-  [[ ${1:-} =~ ^[123]$ ]] || {
-    echo "usage: $0 $2 1|2|3" >&2
-    exit 2
-  }
-}
-
 main() {
   case "${1:-}" in
     up | start)

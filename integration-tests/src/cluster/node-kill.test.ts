@@ -20,11 +20,12 @@ import {
   type ClusterKind,
   killNode,
   type NodeIndex,
-  nodePid,
+  nodeIndexOfRabbit,
   PORTS,
   RABBITMQ_CLUSTER_URL,
   RABBITMQ_NODE_NAMES,
-  rabbitmqctl,
+  rabbitQueue,
+  rabbitRejoined,
   startNode,
 } from './nodes.js';
 
@@ -58,45 +59,6 @@ const Tick = defineMessage({ type: 'cluster.tick', version: 1, schema: z.object(
 interface Placement {
   leader: NodeIndex;
   members: string;
-}
-
-function nodeIndexOfRabbit(name: string): NodeIndex {
-  const i = RABBITMQ_NODE_NAMES.indexOf(name);
-  if (i < 0) throw new Error(`unknown node ${name}`);
-  return (i + 1) as NodeIndex;
-}
-
-/** A running cluster node to ask (any of them may be the dead one). */
-async function someRabbitNode(except?: NodeIndex): Promise<string> {
-  for (const [i, name] of RABBITMQ_NODE_NAMES.entries()) {
-    if (i + 1 === except) continue;
-    if ((await nodePid(kind, (i + 1) as NodeIndex)) !== undefined) return name;
-  }
-  throw new Error('no RabbitMQ cluster node is running');
-}
-
-interface RabbitQueueRow {
-  name: string;
-  type: string;
-  leader: string;
-  members: string[];
-  online: string[];
-}
-
-async function rabbitQueue(queue: string, except?: NodeIndex): Promise<RabbitQueueRow> {
-  const out = await rabbitmqctl(await someRabbitNode(except), [
-    'list_queues',
-    'name',
-    'type',
-    'leader',
-    'members',
-    'online',
-    '--formatter',
-    'json',
-  ]);
-  const row = (JSON.parse(out) as RabbitQueueRow[]).find((r) => r.name === queue);
-  if (!row) throw new Error(`queue ${queue} not found`);
-  return row;
 }
 
 function kafkaAdmin() {
@@ -145,15 +107,7 @@ async function placement(topic: string, healthy = true): Promise<Placement> {
 
 /** The killed node is back: a cluster member again, and a replica in sync again. */
 async function rejoined(topic: string, node: NodeIndex): Promise<boolean> {
-  if (kind === 'rabbitmq-cluster') {
-    const running = await rabbitmqctl(RABBITMQ_NODE_NAMES[node - 1]!, [
-      'eval',
-      'io:format("~p", [rabbit_nodes:all_running()]).',
-    ]);
-    if (!RABBITMQ_NODE_NAMES.every((n) => running.includes(n))) return false;
-    const q = await rabbitQueue(names.groupQueue(topic, GROUP));
-    return RABBITMQ_NODE_NAMES.every((n) => q.online.includes(n));
-  }
+  if (kind === 'rabbitmq-cluster') return rabbitRejoined(names.groupQueue(topic, GROUP), node);
   const partitions = await kafkaPartitions(topic);
   return partitions.every((p) => p.isr.includes(node));
 }

@@ -71,6 +71,19 @@ export async function startNode(kind: ClusterKind, n: NodeIndex): Promise<void> 
   await call(kind, ['start-node', String(n)], 300_000);
 }
 
+/**
+ * SIGSTOPs a RabbitMQ node: its process and sockets stay, it answers nothing. Its peers count it as up
+ * until net_ticktime (10 s) passes, so a short freeze takes its vote away without a partition.
+ */
+export async function freezeNode(kind: 'rabbitmq-cluster', n: NodeIndex): Promise<void> {
+  await call(kind, ['freeze-node', String(n)], 30_000);
+}
+
+/** SIGCONTs a node frozen by freezeNode (harmless on one that is not). */
+export async function thawNode(kind: 'rabbitmq-cluster', n: NodeIndex): Promise<void> {
+  await call(kind, ['thaw-node', String(n)], 30_000);
+}
+
 /** Stops node n gracefully. */
 export async function stopNode(kind: ClusterKind, n: NodeIndex): Promise<void> {
   await call(kind, ['stop-node', String(n)], 120_000);
@@ -86,4 +99,55 @@ export async function nodePid(kind: ClusterKind, n: NodeIndex): Promise<number |
 export async function rabbitmqctl(node: string, args: string[], tool = 'rabbitmqctl'): Promise<string> {
   const { stdout } = await run(tool, ['-q', '-n', node, ...args], { timeout: 60_000 });
   return stdout;
+}
+
+/** A running RabbitMQ cluster node to ask, other than `except` (which may be the dead one). */
+export async function someRabbitNode(except?: NodeIndex): Promise<string> {
+  for (const [i, name] of RABBITMQ_NODE_NAMES.entries()) {
+    if (i + 1 === except) continue;
+    if ((await nodePid('rabbitmq-cluster', (i + 1) as NodeIndex)) !== undefined) return name;
+  }
+  throw new Error('no RabbitMQ cluster node is running');
+}
+
+export interface RabbitQueueRow {
+  name: string;
+  type: string;
+  leader: string;
+  members: string[];
+  online: string[];
+}
+
+/** A queue as `rabbitmqctl list_queues` on a running node (not `except`) reports it. */
+export async function rabbitQueue(queue: string, except?: NodeIndex): Promise<RabbitQueueRow> {
+  const out = await rabbitmqctl(await someRabbitNode(except), [
+    'list_queues',
+    'name',
+    'type',
+    'leader',
+    'members',
+    'online',
+    '--formatter',
+    'json',
+  ]);
+  const row = (JSON.parse(out) as RabbitQueueRow[]).find((r) => r.name === queue);
+  if (!row) throw new Error(`queue ${queue} not found`);
+  return row;
+}
+
+export function nodeIndexOfRabbit(name: string): NodeIndex {
+  const i = RABBITMQ_NODE_NAMES.indexOf(name);
+  if (i < 0) throw new Error(`unknown node ${name}`);
+  return (i + 1) as NodeIndex;
+}
+
+/** RabbitMQ node n is back: a running cluster member again, and a replica of `queue` online again. */
+export async function rabbitRejoined(queue: string, n: NodeIndex): Promise<boolean> {
+  const running = await rabbitmqctl(RABBITMQ_NODE_NAMES[n - 1]!, [
+    'eval',
+    'io:format("~p", [rabbit_nodes:all_running()]).',
+  ]);
+  if (!RABBITMQ_NODE_NAMES.every((name) => running.includes(name))) return false;
+  const q = await rabbitQueue(queue);
+  return RABBITMQ_NODE_NAMES.every((name) => q.online.includes(name));
 }

@@ -48,6 +48,10 @@ class FakeChannel extends EventEmitter {
     this.#confirm(i, new Error('message nacked'));
   }
 
+  get closed(): boolean {
+    return !this.#open;
+  }
+
   returnMessage(i: number): void {
     const s = this.sent[i]!;
     this.emit('return', {
@@ -130,8 +134,23 @@ async function settle(): Promise<void> {
 
 function setup(window = 100) {
   const conn = new FakeConnection();
-  const publisher = new Publisher(conn as unknown as ConnectionManager, window, silentLogger);
+  const publisher = new Publisher(conn as unknown as ConnectionManager, window, silentLogger, {
+    initialMs: 100,
+    maxMs: 10_000,
+  });
   return { conn, publisher };
+}
+
+/** Two messages on one channel; the broker refuses the first, the second still waits for its confirm. */
+async function firstOfTwoRefused() {
+  const { conn, publisher } = setup();
+  const results = ['a', 'b'].map((id) => track(publisher.send([message(id)], noDeadline())));
+  await settle();
+  const first = conn.channel;
+  first.nack(0);
+  await vi.advanceTimersByTimeAsync(0);
+  expect(first.closed).toBe(false);
+  return { conn, publisher, results, first };
 }
 
 describe('Publisher', () => {
@@ -267,6 +286,118 @@ describe('Publisher', () => {
     conn.channel.nack(0);
     await settle();
     expect(result.error).toMatchObject({ code: 'PUBLISH_FAILED' });
+  });
+
+  it('after a nack, nothing more is written on that channel: the retry goes out on a new one', async () => {
+    const { conn, publisher } = setup();
+    const refused = track(publisher.send([message('a')], noDeadline()));
+    await settle();
+    const first = conn.channel;
+    first.nack(0);
+    await settle();
+    expect(refused.error).toMatchObject({ code: 'PUBLISH_FAILED' });
+    expect(publisher.channelsReplaced).toBe(1);
+    const retried = track(publisher.send([message('a')], noDeadline()));
+    await vi.advanceTimersByTimeAsync(0);
+    const second = conn.channel;
+    expect(second).not.toBe(first);
+    expect(first.sent.map((s) => s.options.messageId)).toEqual(['a']);
+    expect(second.sent.map((s) => s.options.messageId)).toEqual(['a']);
+    second.ack(0);
+    await settle();
+    expect(retried.state).toBe('resolved');
+    // The refusing channel had nothing left to confirm: it is closed, not left open.
+    expect(first.closed).toBe(true);
+  });
+
+  it('a refusing channel keeps its other unconfirmed messages: confirmed once, nothing sent twice', async () => {
+    const { conn, publisher } = setup();
+    const results = ['a', 'b', 'c'].map((id) => track(publisher.send([message(id)], noDeadline())));
+    await settle();
+    const first = conn.channel;
+    first.nack(0);
+    const later = track(publisher.send([message('d')], noDeadline()));
+    await vi.advanceTimersByTimeAsync(0);
+    const second = conn.channel;
+    expect(second).not.toBe(first);
+    // b and c stay on the first channel, waiting for its confirms; only d goes to the new one.
+    expect(second.sent.map((s) => s.options.messageId)).toEqual(['d']);
+    first.ack(1);
+    first.nack(2);
+    second.ack(0);
+    await vi.advanceTimersByTimeAsync(0);
+    expect(results.map((r) => r.state)).toEqual(['rejected', 'resolved', 'rejected']);
+    expect(later.state).toBe('resolved');
+    expect(publisher.channelsReplaced).toBe(1);
+    expect(publisher.inFlight).toBe(0);
+    expect(first.closed).toBe(true);
+    expect(second.closed).toBe(false);
+  });
+
+  it('a retired channel lost with messages unconfirmed sends them again on the current one', async () => {
+    const { conn, results, first } = await firstOfTwoRefused();
+    first.die();
+    await vi.advanceTimersByTimeAsync(0);
+    const second = conn.channel;
+    expect(second).not.toBe(first);
+    expect(second.sent.map((s) => s.options.messageId)).toEqual(['b']);
+    second.ack(0);
+    await settle();
+    expect(results.map((r) => r.state)).toEqual(['rejected', 'resolved']);
+  });
+
+  it('channels that keep refusing are replaced at once, then after a growing wait; an ack resets it', async () => {
+    const { conn, publisher } = setup();
+    const refuseLatest = async () => {
+      const r = track(publisher.send([message(`m${conn.channels.length}`)], noDeadline()));
+      await vi.advanceTimersByTimeAsync(0);
+      conn.channel.nack(conn.channel.sent.length - 1);
+      await vi.advanceTimersByTimeAsync(0);
+      expect(r.error).toMatchObject({ code: 'PUBLISH_FAILED' });
+    };
+    await refuseLatest();
+    await refuseLatest();
+    expect(conn.channels).toHaveLength(2);
+    // The second refusal in a row: the third channel waits for the backoff (100 ms ± 25 %).
+    const waiting = track(publisher.send([message('w')], noDeadline()));
+    await vi.advanceTimersByTimeAsync(70);
+    expect(conn.channels).toHaveLength(2);
+    expect(waiting.state).toBe('pending');
+    await vi.advanceTimersByTimeAsync(60);
+    expect(conn.channels).toHaveLength(3);
+    conn.channel.ack(0);
+    await settle();
+    expect(waiting.state).toBe('resolved');
+    // An ack on the current channel ends the series: the next refusal is replaced at once again.
+    await refuseLatest();
+    track(publisher.send([message('x')], noDeadline()));
+    await vi.advanceTimersByTimeAsync(0);
+    expect(conn.channels).toHaveLength(4);
+    expect(publisher.channelsReplaced).toBe(3);
+  });
+
+  it('a return (UNROUTABLE) does not replace the channel', async () => {
+    const { conn, publisher } = setup();
+    const result = track(publisher.send([message('a')], noDeadline()));
+    await settle();
+    conn.channel.returnMessage(0);
+    conn.channel.ack(0);
+    await settle();
+    expect(result.error).toMatchObject({ code: 'UNROUTABLE' });
+    track(publisher.send([message('b')], noDeadline()));
+    await vi.advanceTimersByTimeAsync(0);
+    expect(conn.channels).toHaveLength(1);
+    expect(publisher.channelsReplaced).toBe(0);
+  });
+
+  it('close also closes a retired channel still waiting for confirms', async () => {
+    const { publisher, results, first } = await firstOfTwoRefused();
+    const closing = publisher.close(Date.now() + 1_000);
+    await vi.advanceTimersByTimeAsync(1_000);
+    await closing;
+    expect(results.map((r) => (r.error as { code?: string })?.code)).toEqual(['PUBLISH_FAILED', 'CLOSED']);
+    expect(first.closed).toBe(true);
+    expect(vi.getTimerCount()).toBe(0);
   });
 
   it('messages caught unconfirmed by a lost channel are sent again, in order, on the next one', async () => {

@@ -1,8 +1,9 @@
 /**
  * Publishing on one confirm channel with a bounded window of unconfirmed messages: a publish settles only on
  * the broker's confirm, a mandatory return turns it into UNROUTABLE, and messages caught by a lost channel
- * are sent again on the next one. There is no timer here: the caller's deadline (the PublishCall) decides
- * when to give up, and a call given up while all its messages still wait in this queue is withdrawn.
+ * are sent again on the next one. A channel that got a nack is replaced (see #retire). The caller's deadline
+ * (the PublishCall) decides when to give up, and a call given up while all its messages still wait in this
+ * queue is withdrawn; the only timer here spaces out replacements of channels that keep refusing.
  */
 import { type Logger, PublishError } from '@omnibus/core';
 import type { AbandonVerdict, PublishCall } from '@omnibus/core/kit';
@@ -49,7 +50,21 @@ interface ChannelState {
   drainWaiters: (() => void)[];
   /** Caught unconfirmed by the channel's death, in publish order: sent again first on the next channel. */
   resend: Entry[];
+  /** It refused a message: nothing more is written on it, and it is closed once its confirms are in. */
+  retired: boolean;
 }
+
+/** How long to wait before opening a channel to replace one that refused: the reconnect settings. */
+export interface ReplaceBackoff {
+  initialMs: number;
+  maxMs: number;
+}
+
+/**
+ * The longest wait before a replacement channel, whatever the reconnect backoff allows: a refusing channel
+ * never recovers by itself, so waiting longer gains nothing, and one extra channel a second costs little.
+ */
+const MAX_REPLACE_DELAY_MS = 1_000;
 
 /** What the pump is waiting for before it can write more; whatever ends the wait runs it again. */
 type Wait = 'channel' | 'slot' | 'drain';
@@ -67,16 +82,30 @@ export class Publisher {
   /** The pump stopped to wait for this; only one wait is ever outstanding. */
   #waiting: Wait | undefined;
   #closed = false;
+  /** close() has finished: a channel that opens now is closed at once. */
+  #shut = false;
   #idleWaiters: (() => void)[] = [];
+  readonly #backoff: ReplaceBackoff;
+  /** Channels that refused and still wait for confirms of messages written before the refusal. */
+  readonly #retiring = new Set<ChannelState>();
+  /** Channels retired in a row without an ack on their successor: spaces out the next replacement. */
+  #refusedInARow = 0;
+  #replaced = 0;
+  #replaceTimer: { timer: NodeJS.Timeout; resolve: () => void } | undefined;
 
   /** Told when the broker closed the channel because an exchange is gone, so it is declared again. */
   onMissingExchange: (exchange: string) => void = () => {};
 
-  constructor(conn: ConnectionManager, window: number, logger: Logger) {
+  constructor(conn: ConnectionManager, window: number, logger: Logger, backoff: ReplaceBackoff) {
     this.#conn = conn;
     this.#window = window;
     this.#logger = logger;
-    conn.onLost(() => this.#channelLost(undefined));
+    this.#backoff = backoff;
+    conn.onLost(() => {
+      // A new connection is a new start: its first channel opens without the refusal backoff.
+      this.#refusedInARow = 0;
+      this.#channelLost(undefined);
+    });
   }
 
   get inFlight(): number {
@@ -84,6 +113,10 @@ export class Publisher {
   }
   get queued(): number {
     return this.#queue.length;
+  }
+  /** Confirm channels replaced because the broker refused (nacked) a message on them. */
+  get channelsReplaced(): number {
+    return this.#replaced;
   }
 
   /**
@@ -139,9 +172,13 @@ export class Publisher {
       e.batch.dropped = true;
       this.#settle(e, new PublishError('CLOSED', 'the transport closed before this message was sent'));
     }
-    const st = this.#state;
+    this.#shut = true;
+    this.#endReplaceWait();
+    const open = [...this.#retiring];
+    if (this.#state) open.push(this.#state);
     this.#state = undefined;
-    if (st?.alive) await st.ch.close().catch(() => {});
+    this.#retiring.clear();
+    await Promise.all(open.map((st) => (st.alive ? st.ch.close().catch(() => {}) : undefined)));
   }
 
   #settle(entry: Entry, err: Error | undefined): void {
@@ -192,7 +229,7 @@ export class Publisher {
 
   async #channel(): Promise<ChannelState> {
     const st = this.#state;
-    if (st?.alive && st.generation === this.#conn.generation) return st;
+    if (st?.alive && !st.retired && st.generation === this.#conn.generation) return st;
     if (!this.#opening) {
       this.#opening = this.#openChannel().finally(() => {
         this.#opening = undefined;
@@ -202,9 +239,14 @@ export class Publisher {
   }
 
   async #openChannel(): Promise<ChannelState> {
+    await this.#replaceWait();
     const model = await this.#conn.whenOpen();
     const generation = this.#conn.generation;
     const ch = await model.createConfirmChannel();
+    if (this.#shut) {
+      await ch.close().catch(() => {});
+      throw new NoConnectionError('closed', 'the transport is closed');
+    }
     const st: ChannelState = {
       ch,
       generation,
@@ -213,6 +255,7 @@ export class Publisher {
       closeError: undefined,
       drainWaiters: [],
       resend: [],
+      retired: false,
     };
     ch.on('error', (err: Error) => {
       st.closeError = err;
@@ -234,6 +277,7 @@ export class Publisher {
     const target = st ?? this.#state;
     if (!target) return;
     target.alive = false;
+    this.#retiring.delete(target);
     for (const w of target.drainWaiters.splice(0)) w();
     if (this.#state === target) this.#state = undefined;
     if (target.resend.length > 0) this.#queue.unshift(...target.resend.splice(0));
@@ -261,12 +305,17 @@ export class Publisher {
     st.unconfirmed.delete(entry);
     this.#inFlight--;
     this.#wake('slot');
+    if (err === null && st === this.#state) this.#refusedInARow = 0;
+    const nacked = err?.message === 'message nacked';
+    // Whoever was waiting for it, a nack says something about the channel: see #retire.
+    if (nacked) this.#retire(st);
     if (!this.#skip(entry)) {
       if (err === null) {
         if (entry.returned === undefined) this.#settle(entry, undefined);
         else this.#settle(entry, unroutable(entry, entry.returned));
-      } else if (err.message === 'message nacked') {
-        // With `x-overflow: reject-publish` a full queue nacks; so does an internal broker error.
+      } else if (nacked) {
+        // With `x-overflow: reject-publish` a full queue nacks; so does a quorum queue this channel cannot
+        // reach. The caller decides whether to retry; its retry goes out on a new channel.
         this.#settle(
           entry,
           new PublishError(
@@ -290,7 +339,74 @@ export class Publisher {
         }
       }
     }
+    if (st.retired && st.alive && st.unconfirmed.size === 0) this.#closeRetired(st);
     this.#checkIdle();
+  }
+
+  /**
+   * The broker refused (nacked) a message on this channel: write nothing more on it and open a new one.
+   * RabbitMQ keeps, per channel, its view of each quorum queue it publishes to, taken at the channel's first
+   * publish to that queue. A channel that first published while the queue's leader had just died (its
+   * record still naming the dead node) asks that node, is told "node down", and refuses every later publish
+   * to that queue for as long as it lives (seen on 3.10: rabbit_fifo_client never picks another member
+   * before it has registered with a leader). A new channel takes a fresh view once the queue has a leader
+   * again. A full queue with `reject-publish` also nacks; a new channel costs little there and is refused
+   * alike. Messages already written keep waiting for their confirms on the old channel (so nothing
+   * confirmed is sent twice); it is closed once they are in. A return (UNROUTABLE) is about bindings, not
+   * the channel, so it retires nothing.
+   */
+  #retire(st: ChannelState): void {
+    if (st.retired || !st.alive) return;
+    st.retired = true;
+    this.#replaced++;
+    if (this.#state === st) {
+      this.#state = undefined;
+      this.#refusedInARow++;
+    }
+    this.#retiring.add(st);
+    const log = this.#refusedInARow <= 1 ? this.#logger.warn : this.#logger.debug;
+    log.call(
+      this.#logger,
+      { transport: 'rabbitmq', refusedInARow: this.#refusedInARow },
+      'the broker refused a publish (nack); publishing moves to a new confirm channel',
+    );
+    if (st.unconfirmed.size === 0) this.#closeRetired(st);
+    // Whatever waits in the queue goes out on the next channel.
+    if (this.#queue.length > 0) setImmediate(this.#runPump);
+  }
+
+  /** Closes a retired channel whose confirms are all in; outside amqplib's confirm handling, which called us. */
+  #closeRetired(st: ChannelState): void {
+    setImmediate(() => {
+      if (!st.alive || st.unconfirmed.size > 0) return;
+      st.alive = false;
+      this.#retiring.delete(st);
+      st.ch.close().catch(() => {});
+    });
+  }
+
+  /**
+   * Before opening a channel to replace one that refused: nothing for the first replacement (the refusal
+   * may be over already), then the reconnect backoff (capped at MAX_REPLACE_DELAY_MS), doubling while each
+   * new channel refuses as well, so a queue that stays unreachable is not met with a storm of channels.
+   */
+  #replaceWait(): Promise<void> {
+    const n = this.#refusedInARow - 1;
+    if (n <= 0 || this.#shut) return Promise.resolve();
+    const maxMs = Math.min(this.#backoff.maxMs, MAX_REPLACE_DELAY_MS);
+    const base = Math.min(maxMs, this.#backoff.initialMs * 2 ** Math.min(n - 1, 30));
+    const delayMs = Math.min(maxMs, base * (0.75 + Math.random() * 0.5));
+    return new Promise<void>((resolve) => {
+      this.#replaceTimer = { timer: setTimeout(() => this.#endReplaceWait(), delayMs), resolve };
+    });
+  }
+
+  #endReplaceWait(): void {
+    const t = this.#replaceTimer;
+    if (!t) return;
+    this.#replaceTimer = undefined;
+    clearTimeout(t.timer);
+    t.resolve();
   }
 
   readonly #runPump = (): void => this.#pump();
@@ -323,7 +439,7 @@ export class Publisher {
           continue;
         }
         const st = this.#state;
-        if (!st?.alive || st.generation !== this.#conn.generation) {
+        if (!st?.alive || st.retired || st.generation !== this.#conn.generation) {
           this.#awaitChannel();
           return;
         }

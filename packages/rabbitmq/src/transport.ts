@@ -88,7 +88,7 @@ export class RabbitMqTransport implements Transport {
     });
     const admin = new AdminChannel(conn);
     const topology = new Topology(o, conn, admin, logger);
-    const publisher = new Publisher(conn, o.confirmWindow, logger);
+    const publisher = new Publisher(conn, o.confirmWindow, logger, o.reconnect);
     publisher.onMissingExchange = (exchange) => topology.forget(exchange);
     conn.onOpen(async () => {
       try {
@@ -209,6 +209,7 @@ export class RabbitMqTransport implements Transport {
     details.subscriptions = this.#subs.size;
     details.publishesInFlight = parts.publisher.inFlight;
     details.publishesQueued = parts.publisher.queued;
+    details.publishChannelsReplaced = parts.publisher.channelsReplaced;
     return {
       ok: parts.conn.state === 'open' && details.blocked === undefined,
       transport: this.name,
