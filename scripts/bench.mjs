@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // Benchmarks: raw client vs Omnibus on the same broker, in the same run. Not part of CI.
 //   pnpm bench [memory|rabbitmq|kafka|sqs …] [--reps N] [--scale F] [--sizes 200,16384]
+//              [--only throughput,latency,naive]
 //   pnpm bench soak [memory|kafka] [--messages N] [--max-entries N]
 //   pnpm bench profile [memory|kafka|rabbitmq|sqs] [--messages N] [--size B] [--label L]
 //   pnpm bench stores [--messages N] [--concurrency C]   (idempotency stores: Redis vs memory)
@@ -43,6 +44,8 @@ if (args.includes('--help') || args.includes('-h')) {
     [
       'pnpm bench [memory|rabbitmq|kafka|sqs …] [--reps N] [--scale F] [--sizes 200,16384]',
       '    raw client vs Omnibus, every transport by default; writes bench/results/latest.json and BENCHMARKS.md',
+      '    --only throughput,latency,naive: the parts to run (naive: a service publishing one event per request,',
+      '    one at a time and 64 at once, against the raw client sending one message per call); others keep their figures',
       'pnpm bench soak [memory|kafka] [--messages N] [--max-entries N]',
       '    one million messages with a bounded idempotency store, resident memory sampled',
       'pnpm bench profile [memory|kafka|rabbitmq|sqs] [--messages N] [--size B] [--label L]',

@@ -1,5 +1,6 @@
 /**
- * `pnpm bench [memory] [rabbitmq] [kafka] [sqs] [--reps N] [--scale F] [--sizes 200,16384]`
+ * `pnpm bench [memory] [rabbitmq] [kafka] [sqs] [--reps N] [--scale F] [--sizes 200,16384]
+ *  [--only throughput,latency,naive]`
  *
  * Raw client vs Omnibus on the same broker in one run; figures are medians of alternating repetitions.
  * Writes bench/results/latest.json (merged: transports not run keep their last figures) and BENCHMARKS.md.
@@ -10,7 +11,7 @@ import { parseArgs } from 'node:util';
 import { loadBench, TRANSPORTS, type TransportName } from './lib/load.js';
 import { machine, nodeRun } from './lib/machine.js';
 import { readResults, resultsForThisNode, writeReport, writeResults } from './lib/report.js';
-import { runTransport } from './lib/runner.js';
+import { BENCH_PARTS, type BenchPart, runTransport } from './lib/runner.js';
 import { workerProcesses } from './lib/workers.js';
 import { runStages } from './stages.js';
 
@@ -28,6 +29,7 @@ async function main(): Promise<number> {
       reps: { type: 'string', default: '3' },
       scale: { type: 'string', default: '1' },
       sizes: { type: 'string', default: '200,16384' },
+      only: { type: 'string', default: BENCH_PARTS.join(',') },
       'no-stages': { type: 'boolean', default: false },
       'no-write': { type: 'boolean', default: false },
     },
@@ -51,6 +53,14 @@ async function main(): Promise<number> {
     console.error('--reps must be a positive integer, --scale a positive number, --sizes integers ≥ 64');
     return 2;
   }
+  const parts = new Set(values.only.split(',').map((p) => p.trim())) as Set<BenchPart>;
+  const badPart = [...parts].find((p) => !BENCH_PARTS.includes(p));
+  if (badPart !== undefined || (parts.has('latency') && !parts.has('throughput'))) {
+    console.error(
+      `--only takes a comma-separated list of ${BENCH_PARTS.join(', ')} (latency only with throughput)`,
+    );
+    return 2;
+  }
   const results = readResults();
   const run = nodeRun();
   // The load average shown is the one at the end of the last main run; other runs keep it.
@@ -67,10 +77,14 @@ async function main(): Promise<number> {
     const bench = await loadBench(name);
     log(`${name}: start (${reps} alternating repetitions per figure, scale ${scale})`);
     const exec = workerProcesses(name);
-    const r = await runTransport(bench, exec, { sizes, reps, scale, log }).finally(() => exec.close());
+    const r = await runTransport(bench, exec, { sizes, reps, scale, log, parts }).finally(() => exec.close());
     if (r.status !== 'ok') failed++;
+    // Parts not run keep their last figures.
+    const previous = target.transports[name];
+    if (previous && !parts.has('throughput')) r.sizes = previous.sizes;
+    if (previous?.naive && !parts.has('naive')) r.naive = previous.naive;
     target.transports[name] = r;
-    if (name === 'memory' && !values['no-stages']) {
+    if (name === 'memory' && !values['no-stages'] && parts.has('throughput')) {
       log('memory: pipeline stage costs');
       target.setStages(await runStages({ scale, reps: Math.max(reps, 5), log }));
     }

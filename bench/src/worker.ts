@@ -3,6 +3,7 @@
  * it and sends it repetitions to run. Usage (internal): worker.ts <transport> <raw|omnibus>
  */
 import { loadBench, type TransportName } from './lib/load.js';
+import { naiveOnce } from './lib/naive.js';
 import { latencyOnce, publishBatchOnce, throughputOnce } from './lib/runner.js';
 import type { SideKind } from './lib/side.js';
 import type { WorkerReply, WorkerRequest } from './lib/workers.js';
@@ -22,7 +23,9 @@ process.on('message', (m: WorkerRequest) => {
           ? await throughputOnce(bench, kind, job.size, job.n, job.label)
           : job.op === 'publishBatch'
             ? await publishBatchOnce(bench, job.size, job.n, job.label)
-            : await latencyOnce(bench, kind, job.size, job.durationMs, job.rep);
+            : job.op === 'naive'
+              ? await naiveOnce(bench, job.naive)
+              : await latencyOnce(bench, kind, job.size, job.durationMs, job.rep);
       reply = { id: m.id, ok: true, result };
     } catch (err) {
       reply = { id: m.id, ok: false, error: err instanceof Error ? (err.stack ?? err.message) : String(err) };

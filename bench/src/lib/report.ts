@@ -224,6 +224,33 @@ function throughputTable(r: Results): string[] {
   return lines;
 }
 
+/** Targets of the naive-service figures (issue 15): one at a time, and concurrent per transport. */
+const NAIVE_SERIAL_TARGET = 0.9;
+const NAIVE_CONCURRENT_TARGET: Record<string, number> = { kafka: 10 };
+const NAIVE_BATCHED_TARGET = 0.9;
+
+function naiveTable(r: Results): string[] {
+  const rows = ORDER.map((name) => r.transports[name]).filter(
+    (t): t is TransportResult & { naive: NonNullable<TransportResult['naive']> } => !!t?.naive,
+  );
+  if (rows.length === 0) return ['_Not measured yet (`pnpm bench --only naive`)._'];
+  const first = rows[0]!.naive;
+  const lines = [
+    `A service that publishes one ${sizeLabel(first.size)} event per request through \`bus.publish()\` with the adapter's default settings, against the raw client used the naive way: one message per call (\`send()\`, \`SendMessage\`, …), each awaited. One request at a time (each awaiting its publish), and ${first.concurrency} requests at once; each run lasts ${num(first.durationMs / 1000, 1)} s. Where the raw client batches on its own terms (SQS: SendMessageBatch of 10, 8 calls in flight), the concurrent figure is also set against that batched client. Targets: one at a time ≥ ${NAIVE_SERIAL_TARGET.toFixed(2)} of naive; ${first.concurrency} at once ≥ ${NAIVE_CONCURRENT_TARGET.kafka}× naive on Kafka and ≥ ${NAIVE_BATCHED_TARGET.toFixed(2)} of the batched client on SQS (⚠ below).`,
+    '',
+    `| transport | one at a time raw (msg/s) | one at a time Omnibus (msg/s) | Omnibus/naive | ${first.concurrency} concurrent raw (msg/s) | ${first.concurrency} concurrent Omnibus (msg/s) | Omnibus/naive | raw batched client (msg/s) | Omnibus/batched | CPU µs/msg raw / Omnibus (one at a time) |`,
+    '|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|',
+  ];
+  for (const t of rows) {
+    const n = t.naive;
+    const vsBatched = n.concurrentVsBatched;
+    lines.push(
+      `| ${t.transport} | ${spread(n.serial.raw)} | ${spread(n.serial.omnibus)} | ${ratioCell(n.serial, true, NAIVE_SERIAL_TARGET)} | ${spread(n.concurrent.raw)} | ${spread(n.concurrent.omnibus)} | ${ratioCell(n.concurrent, true, NAIVE_CONCURRENT_TARGET[t.transport])} | ${vsBatched ? spread(vsBatched.raw) : '–'} | ${vsBatched ? ratioCell(vsBatched, true, NAIVE_BATCHED_TARGET) : '–'} | ${num(n.serialCpuUs.raw.median, 1)} / ${num(n.serialCpuUs.omnibus.median, 1)} |`,
+    );
+  }
+  return lines;
+}
+
 /** The other Node.js majors measured, oldest first (a leftover entry for the main major is skipped). */
 function otherNodes(r: Results): [string, NodeResults][] {
   const main = nodeMajor(r.machine.node);
@@ -428,6 +455,10 @@ export async function writeReport(r: Results): Promise<string> {
     '## Throughput',
     '',
     ...throughputTable(r),
+    '',
+    '## A service publishing one event per request (naive client)',
+    '',
+    ...naiveTable(r),
     '',
     '## Omnibus/raw by Node.js version',
     '',

@@ -5,6 +5,7 @@
  * process of its own (see workers.ts): one side's heap, JIT state and AsyncLocalStorage hooks never
  * slow the other down.
  */
+import { NAIVE_CONCURRENCY, NAIVE_SIZE, type NaiveJob, type NaiveOnceResult, naiveOnce } from './naive.js';
 import { type BenchData, makeData, sizeLabel, warmData } from './payload.js';
 import type { Consuming, Side, SideKind, TransportBench } from './side.js';
 import { topicName } from './side.js';
@@ -13,6 +14,8 @@ import { type Figure, figure, percentile, ratio, round } from './stats.js';
 export interface RunOptions {
   sizes: readonly number[];
   reps: number;
+  /** Which parts to run (default all): throughput and latency per size, and the naive-service figures. */
+  parts?: ReadonlySet<BenchPart>;
   /** Multiplies every message count and latency duration (e.g. 0.1 while developing). */
   scale: number;
   log: (line: string) => void;
@@ -44,6 +47,29 @@ export interface SizeResult {
   latencyP99: Pair;
 }
 
+/**
+ * A service publishing one event per request through the public API, against the raw client sending one
+ * message per call and awaiting it (the naive client); see naive.ts.
+ */
+export interface NaiveResult {
+  size: number;
+  /** Length of each timed run. */
+  durationMs: number;
+  concurrency: number;
+  /** One request at a time, each awaiting its publish: msg/s, Omnibus / naive raw. */
+  serial: Pair;
+  /** `concurrency` requests at once: msg/s, Omnibus / naive raw. */
+  concurrent: Pair;
+  /**
+   * Where the raw client batches (SQS): the same Omnibus concurrent figures against the raw batched
+   * client (`publishMany`, e.g. SendMessageBatch calls in flight).
+   */
+  concurrentVsBatched?: Pair;
+  /** CPU µs per publish, one request at a time and concurrent. */
+  serialCpuUs: Pair;
+  concurrentCpuUs: Pair;
+}
+
 export interface TransportResult {
   transport: string;
   status: 'ok' | 'failed';
@@ -54,6 +80,7 @@ export interface TransportResult {
   settings: TransportBench['settings'];
   reps: number;
   sizes: SizeResult[];
+  naive?: NaiveResult;
 }
 
 export interface ThroughputResult {
@@ -69,6 +96,7 @@ export interface Executor {
   /** Omnibus publishBatch only (no consume): msg/s and CPU µs per message. */
   publishBatch(size: number, n: number, label: string): Promise<{ publish: number; publishCpuUs: number }>;
   latency(kind: SideKind, size: number, durationMs: number, rep: number): Promise<number[]>;
+  naive(job: NaiveJob): Promise<NaiveOnceResult>;
   close(): Promise<void>;
 }
 
@@ -78,9 +106,13 @@ export function inProcess(bench: TransportBench): Executor {
     throughput: (kind, size, n, label) => throughputOnce(bench, kind, size, n, label),
     publishBatch: (size, n, label) => publishBatchOnce(bench, size, n, label),
     latency: (kind, size, durationMs, rep) => latencyOnce(bench, kind, size, durationMs, rep),
+    naive: (job) => naiveOnce(bench, job),
     close: async () => {},
   };
 }
+
+export type BenchPart = 'throughput' | 'latency' | 'naive';
+export const BENCH_PARTS: readonly BenchPart[] = ['throughput', 'latency', 'naive'];
 
 const CONSUME_TIMEOUT_MS = 180_000;
 const WARM_TIMEOUT_MS = 90_000;
@@ -103,7 +135,8 @@ export async function runTransport(
   };
   try {
     result.brokerVersion = await bench.brokerVersion();
-    for (const size of o.sizes) {
+    const parts = o.parts ?? new Set(BENCH_PARTS);
+    for (const size of parts.has('throughput') ? o.sizes : []) {
       const n = Math.max(50, Math.round(bench.sizing.count(size) * o.scale));
       o.log(`${bench.name} ${sizeLabel(size)}: warm-up`);
       for (const kind of KINDS) {
@@ -156,7 +189,7 @@ export async function runTransport(
     }
 
     const durationMs = Math.max(1000, bench.sizing.latencyMs * o.scale);
-    for (const entry of result.sizes) {
+    for (const entry of parts.has('latency') ? result.sizes : []) {
       const p50 = { raw: [] as number[], omnibus: [] as number[] };
       const p99 = { raw: [] as number[], omnibus: [] as number[] };
       for (let rep = 0; rep < o.reps; rep++) {
@@ -175,6 +208,7 @@ export async function runTransport(
       entry.latencyP50 = pair(p50.raw, p50.omnibus);
       entry.latencyP99 = pair(p99.raw, p99.omnibus);
     }
+    if (parts.has('naive')) result.naive = await runNaive(bench, exec, o);
   } catch (err) {
     result.status = 'failed';
     result.error = err instanceof Error ? (err.stack ?? err.message) : String(err);
@@ -182,6 +216,54 @@ export async function runTransport(
   }
   result.durationS = round((performance.now() - started) / 1000, 1);
   return result;
+}
+
+/**
+ * The naive-service figures at NAIVE_SIZE: per repetition, one request at a time (raw, Omnibus), then
+ * NAIVE_CONCURRENCY at once (raw, Omnibus), then, where the transport names it, the raw batched client.
+ */
+async function runNaive(bench: TransportBench, exec: Executor, o: RunOptions): Promise<NaiveResult> {
+  const size = NAIVE_SIZE;
+  const durationMs = Math.max(1000, bench.sizing.naiveMs * o.scale);
+  const loads = ['serial', 'concurrent'] as const;
+  const rate = { serial: sides(), concurrent: sides(), batched: [] as number[] };
+  const cpu = { serial: sides(), concurrent: sides() };
+  for (let rep = 0; rep < o.reps; rep++) {
+    for (const load of loads) {
+      for (const kind of KINDS) {
+        const job: NaiveJob = { kind, load, size, durationMs, label: `r${rep}` };
+        const r = await again(o, `naive ${load} ${kind} rep ${rep + 1}`, () => exec.naive(job));
+        rate[load][kind].push(r.rate);
+        cpu[load][kind].push(r.cpuUs);
+        o.log(
+          `${bench.name} naive ${load === 'serial' ? 'one at a time' : `${NAIVE_CONCURRENCY} concurrent`} rep ${rep + 1}/${o.reps} ${kind.padEnd(7)}: ${fmt(r.rate)} msg/s (${r.count} in ${durationMs} ms, ${r.cpuUs.toFixed(1)} µs CPU/msg)`,
+        );
+      }
+    }
+    if (bench.naiveAgainstBatched) {
+      const job: NaiveJob = { kind: 'raw', load: 'batched', size, durationMs, label: `r${rep}` };
+      const r = await again(o, `naive batched raw rep ${rep + 1}`, () => exec.naive(job));
+      rate.batched.push(r.rate);
+      o.log(
+        `${bench.name} naive raw batched client rep ${rep + 1}/${o.reps}: ${fmt(r.rate)} msg/s (${r.count} messages)`,
+      );
+    }
+  }
+  const result: NaiveResult = {
+    size,
+    durationMs,
+    concurrency: NAIVE_CONCURRENCY,
+    serial: pair(rate.serial.raw, rate.serial.omnibus),
+    concurrent: pair(rate.concurrent.raw, rate.concurrent.omnibus),
+    serialCpuUs: pair(cpu.serial.raw, cpu.serial.omnibus),
+    concurrentCpuUs: pair(cpu.concurrent.raw, cpu.concurrent.omnibus),
+  };
+  if (bench.naiveAgainstBatched) result.concurrentVsBatched = pair(rate.batched, rate.concurrent.omnibus);
+  return result;
+}
+
+function sides(): Record<SideKind, number[]> {
+  return { raw: [], omnibus: [] };
 }
 
 /**

@@ -3,8 +3,11 @@ import type { BenchData } from './payload.js';
 
 export type SideKind = 'raw' | 'omnibus';
 
-/** Throughput runs batch where the broker rewards it; latency runs send each message on its own (Kafka linger 0). */
-export type SideMode = 'throughput' | 'latency';
+/**
+ * Throughput runs batch where the broker rewards it; latency runs send each message on its own (Kafka
+ * linger 0); service runs use the adapter's defaults, as a service that never tuned them would.
+ */
+export type SideMode = 'throughput' | 'latency' | 'service';
 
 export interface Consuming {
   close(): Promise<void>;
@@ -37,6 +40,8 @@ export interface Sizing {
   /** Latency run: messages per second and measured seconds. */
   latencyRate: number;
   latencyMs: number;
+  /** Naive-service runs: length of each timed run. */
+  naiveMs: number;
 }
 
 export interface TransportBench {
@@ -44,6 +49,11 @@ export interface TransportBench {
   /** How the raw client and Omnibus are configured, for the report. */
   readonly settings: { raw: string; omnibus: string; durability: string };
   readonly sizing: Sizing;
+  /**
+   * Naive-service figures: also measure the raw client's own batched publish (`publishMany`) as the
+   * ceiling for the concurrent load (SQS, where the emulator, not the client, sets the limit).
+   */
+  readonly naiveAgainstBatched?: boolean;
   /** Creates one side, connected. */
   side(kind: SideKind, mode: SideMode): Promise<Side>;
   /** Bytes per message on the wire, raw vs Omnibus (the envelope's share of the broker's work). */

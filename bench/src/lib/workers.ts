@@ -7,13 +7,15 @@
 import { type ChildProcess, fork } from 'node:child_process';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { NaiveJob, NaiveOnceResult } from './naive.js';
 import type { Executor, ThroughputResult } from './runner.js';
 import type { SideKind } from './side.js';
 
 export type WorkerJob =
   | { op: 'throughput'; size: number; n: number; label: string }
   | { op: 'publishBatch'; size: number; n: number; label: string }
-  | { op: 'latency'; size: number; durationMs: number; rep: number };
+  | { op: 'latency'; size: number; durationMs: number; rep: number }
+  | { op: 'naive'; naive: NaiveJob };
 
 export interface WorkerRequest {
   id: number;
@@ -92,6 +94,7 @@ export function workerProcesses(transport: string): Executor {
       workers.omnibus.run<{ publish: number; publishCpuUs: number }>({ op: 'publishBatch', size, n, label }),
     latency: (kind, size, durationMs, rep) =>
       workers[kind].run<number[]>({ op: 'latency', size, durationMs, rep }),
+    naive: (job) => workers[job.kind].run<NaiveOnceResult>({ op: 'naive', naive: job }),
     close: async () => {
       await Promise.all([workers.raw.close(), workers.omnibus.close()]);
     },

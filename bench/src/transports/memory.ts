@@ -66,6 +66,7 @@ export const memoryBench: TransportBench = {
     count: (size) => (size > 1024 ? 10_000 : 50_000),
     latencyRate: 1_000,
     latencyMs: 2_000,
+    naiveMs: 2_000,
   },
   async side(kind: SideKind): Promise<Side> {
     if (kind === 'raw') return rawSide();

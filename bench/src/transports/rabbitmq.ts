@@ -170,6 +170,7 @@ export const rabbitmqBench: TransportBench = {
     count: (size) => (size > 1024 ? 2_000 : 10_000),
     latencyRate: 500,
     latencyMs: 3_000,
+    naiveMs: 3_000,
   },
   async side(kind: SideKind): Promise<Side> {
     if (kind === 'raw') return rawSide();

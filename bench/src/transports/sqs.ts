@@ -19,7 +19,7 @@ import { queueNames, sqs } from '@omnibus/sqs';
 import { versionFromListener } from '../lib/machine.js';
 import { omnibusSide, wireBytes } from '../lib/omnibus-side.js';
 import { type BenchData, decodeData, MESSAGE_TYPE, makeData } from '../lib/payload.js';
-import type { Side, SideKind, SideMode, TransportBench } from '../lib/side.js';
+import type { Side, SideKind, TransportBench } from '../lib/side.js';
 
 const ENDPOINT = process.env.SQS_ENDPOINT ?? 'http://127.0.0.1:9324';
 const REGION = 'us-east-1';
@@ -202,21 +202,18 @@ export const sqsBench: TransportBench = {
     omnibus: `sqs({ endpoint, region, credentials }) (batches of 10, linger 5 ms (latency runs: 0), ${BATCHES_IN_FLIGHT} in flight, ${POLLERS} pollers, wait ${WAIT_SECONDS} s); bus.publish() with ${WINDOW} unsettled (publishBatch: batches of 10, ${BATCHES_IN_FLIGHT} unsettled); subscribe concurrency ${CONCURRENCY}, prefetch ${PREFETCH}`,
     durability: `standard queue (visibility ${VISIBILITY_SECONDS} s), delete after the handler; Omnibus adds its dead-letter queue and redrive policy`,
   },
+  naiveAgainstBatched: true,
   sizing: {
     count: (size) => (size > 1024 ? 600 : 2_000),
     latencyRate: 100,
     latencyMs: 3_000,
+    naiveMs: 3_000,
   },
-  async side(kind: SideKind, mode: SideMode): Promise<Side> {
+  async side(kind: SideKind): Promise<Side> {
     if (kind === 'raw') return rawSide();
     return omnibusSide({
-      // Latency runs send one message at a time, as the raw side's SendMessage does: no linger.
-      transport: sqs({
-        endpoint: ENDPOINT,
-        region: REGION,
-        credentials: CREDENTIALS,
-        batchLingerMs: mode === 'latency' ? 0 : 5,
-      }),
+      // Every run keeps the adapter's default batching (adaptive: no linger when nothing is in flight).
+      transport: sqs({ endpoint: ENDPOINT, region: REGION, credentials: CREDENTIALS }),
       window: WINDOW,
       concurrency: CONCURRENCY,
       prefetch: PREFETCH,

@@ -168,3 +168,102 @@ describe('Accumulator', () => {
     await expect(acc.publish('t', [record('c')])).rejects.toMatchObject({ code: ErrorCode.CLOSED });
   });
 });
+
+describe('Accumulator, adaptive (lingerMs 0)', () => {
+  beforeEach(() => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+  });
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
+  const adaptive = { lingerMs: 0, batchMaxBytes: 1024, batchMaxMessages: 3, maxInFlightSends: 1 };
+  const bodies = (send: { batches: TopicRecords[] }) =>
+    send.batches.flatMap((b) => b.records.map((r) => Buffer.from(r.body).toString()));
+
+  it('sends a lone publish at once, without a timer, and what the same tick adds shares its request', async () => {
+    const { producer, sends } = fakeProducer();
+    const acc = new Accumulator(producer, adaptive);
+    track(acc.publish('t', [record('a')]));
+    track(acc.publish('t', [record('b')]));
+    expect(vi.getTimerCount()).toBe(0);
+    await Promise.resolve();
+    expect(sends).toHaveLength(1);
+    expect(bodies(sends[0]!)).toEqual(['a', 'b']);
+  });
+
+  it('gathers what arrives while a request is in flight and sends it together when the request returns', async () => {
+    const { producer, sends } = fakeProducer();
+    const acc = new Accumulator(producer, { ...adaptive, batchMaxMessages: 100 });
+    const a = track(acc.publish('t', [record('a')]));
+    await Promise.resolve();
+    const later = ['b', 'c', 'd', 'e'].map((x) => track(acc.publish('t', [record(x)])));
+    // However long the request takes, nothing more is sent while it is in flight (one request at a time).
+    await vi.advanceTimersByTimeAsync(1_000);
+    expect(sends).toHaveLength(1);
+    sends[0]!.ack();
+    await vi.advanceTimersByTimeAsync(0);
+    expect(a.settled).toBe('resolved');
+    expect(sends).toHaveLength(2);
+    expect(bodies(sends[1]!)).toEqual(['b', 'c', 'd', 'e']);
+    sends[1]!.ack();
+    await vi.advanceTimersByTimeAsync(0);
+    expect(later.map((p) => p.settled)).toEqual(['resolved', 'resolved', 'resolved', 'resolved']);
+    expect(vi.getTimerCount()).toBe(0);
+  });
+
+  it('caps a request by records and by bytes', async () => {
+    const { producer, sends } = fakeProducer();
+    const acc = new Accumulator(producer, { ...adaptive, batchMaxBytes: 100, maxInFlightSends: 8 });
+    for (const x of ['a', 'b', 'c', 'd']) track(acc.publish('t', [record(x)]));
+    track(acc.publish('t', [record('x'.repeat(60))]));
+    track(acc.publish('t', [record('y'.repeat(60))]));
+    await Promise.resolve();
+    // Three records at most; then 100 bytes: a big record (125 with its header) goes alone. Only full
+    // batches go to the free slots while the first request is in flight.
+    expect(sends.map(bodies)).toEqual([['a', 'b', 'c'], ['d'], ['x'.repeat(60)], ['y'.repeat(60)]]);
+  });
+
+  it('with slots free while a request is in flight, a partial batch waits for a return; a full one goes', async () => {
+    const { producer, sends } = fakeProducer();
+    const acc = new Accumulator(producer, { ...adaptive, maxInFlightSends: 2 });
+    track(acc.publish('t', [record('a')]));
+    await Promise.resolve();
+    expect(sends).toHaveLength(1);
+    track(acc.publish('t', [record('b')]));
+    await vi.advanceTimersByTimeAsync(0);
+    // A free slot, but one record is no batch: it waits for the request in flight.
+    expect(sends).toHaveLength(1);
+    track(acc.publish('t', [record('c'), record('d')]));
+    await vi.advanceTimersByTimeAsync(0);
+    expect(sends).toHaveLength(2);
+    expect(bodies(sends[1]!)).toEqual(['b', 'c', 'd']);
+    track(acc.publish('t', [record('e')]));
+    await vi.advanceTimersByTimeAsync(0);
+    expect(sends).toHaveLength(2);
+    sends[0]!.ack();
+    await vi.advanceTimersByTimeAsync(0);
+    expect(sends).toHaveLength(3);
+    expect(bodies(sends[2]!)).toEqual(['e']);
+  });
+
+  it('withdraws a publish queued behind the request in flight: verdict withdrawn, never sent', async () => {
+    const { producer, sends } = fakeProducer();
+    const acc = new Accumulator(producer, adaptive);
+    track(acc.publish('t', [record('a')], new PublishDeadline(0)));
+    await Promise.resolve();
+    const call = new PublishDeadline(0);
+    const b = track(acc.publish('t', [record('b')], call));
+    const c = track(acc.publish('t', [record('c')], new PublishDeadline(0)));
+    expect(call.abandon()).toBe('withdrawn');
+    sends[0]!.ack();
+    await vi.advanceTimersByTimeAsync(0);
+    expect(b.settled).toBe('rejected');
+    expect((b.error as PublishError).code).toBe(ErrorCode.TIMEOUT);
+    expect(sends).toHaveLength(2);
+    expect(bodies(sends[1]!)).toEqual(['c']);
+    sends[1]!.ack();
+    await vi.advanceTimersByTimeAsync(0);
+    expect(c.settled).toBe('resolved');
+  });
+});

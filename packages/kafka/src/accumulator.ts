@@ -1,7 +1,12 @@
 /**
- * Gathers concurrent publishes into few produce requests (kafkajs has no linger of its own): records
- * wait up to `lingerMs`, or until `batchMaxBytes` are gathered, or until a request in flight returns;
- * each publish resolves when all of its records are acknowledged and rejects on the first failure.
+ * Gathers concurrent publishes into few produce requests (kafkajs has no linger of its own). By default
+ * (`lingerMs` 0) the policy is adaptive, like Nagle's algorithm: a publish made while no request is in
+ * flight is sent at once (after a microtask, so publishes of the same tick share the request); records
+ * that arrive while a request is in flight wait for it to return and then go together, or go as soon as
+ * they fill a batch (`batchMaxMessages` or `batchMaxBytes`) and a request slot is free. A lone publish
+ * therefore never waits for company, and a busy producer still sends big batches. With `lingerMs` > 0,
+ * records instead wait up to that long (or until a batch is full) even when nothing is in flight.
+ * Each publish resolves when all of its records are acknowledged and rejects on the first failure.
  *
  * The accumulator keeps no timeout of its own: the caller's deadline comes with the publish
  * (`PublishCall`). When the caller gives up, records of that publish still waiting here are withdrawn
@@ -14,8 +19,11 @@ import type { DriverProducer, ProducedRecord, TopicRecords } from './driver.js';
 import { classifyError } from './driver.js';
 
 export interface AccumulatorOptions {
+  /** 0: adaptive (see the module comment); > 0: a partial batch waits this long for company. */
   lingerMs: number;
   batchMaxBytes: number;
+  /** Records per produce request at most (default: no cap beyond the bytes). */
+  batchMaxMessages?: number;
   maxInFlightSends: number;
 }
 
@@ -29,8 +37,9 @@ class Publish {
   sent = false;
   /** The caller gave up while none of its records had been sent: the rest is skipped, never sent. */
   withdrawn = false;
-  /** Bytes of this publish still in the queue (subtracted from the total when it is withdrawn). */
+  /** Bytes and records of this publish still in the queue (subtracted from the totals when it is withdrawn). */
   queuedBytes = 0;
+  queuedRecords = 0;
   resolve!: () => void;
   reject!: (err: PublishError) => void;
   readonly promise: Promise<void>;
@@ -85,16 +94,22 @@ export class Accumulator {
   private queue: Pending[] = [];
   private head = 0;
   private queuedBytes = 0;
+  /** Records queued and not withdrawn. */
+  private queuedRecords = 0;
   private inFlight = 0;
   private timer: NodeJS.Timeout | undefined;
   private flushQueued = false;
   private closed = false;
   private readonly idle = new Set<() => void>();
 
+  private readonly maxRecords: number;
+
   constructor(
     private readonly producer: DriverProducer,
     private readonly options: AccumulatorOptions,
-  ) {}
+  ) {
+    this.maxRecords = options.batchMaxMessages ?? Number.POSITIVE_INFINITY;
+  }
 
   /**
    * Queues the records of one publish. With a `call`, its caller may give up: see the module comment.
@@ -109,7 +124,9 @@ export class Accumulator {
       this.queue.push({ topic, record, bytes, owner });
       owner.queuedBytes += bytes;
     }
+    owner.queuedRecords = records.length;
     this.queuedBytes += owner.queuedBytes;
+    this.queuedRecords += records.length;
     if (call) call.onAbandon(() => this.abandon(owner));
     this.schedule();
     return owner.promise;
@@ -122,7 +139,9 @@ export class Accumulator {
     // was told the publish failed, so sending more of it would only make more duplicates.
     this.markSettled(owner);
     this.queuedBytes -= owner.queuedBytes;
+    this.queuedRecords -= owner.queuedRecords;
     owner.queuedBytes = 0;
+    owner.queuedRecords = 0;
     owner.withdrawn = true;
     // Nobody waits for this promise any more (the bus rejected its caller); settle it all the same.
     owner.reject(new PublishError(ErrorCode.TIMEOUT, `publish to "${owner.topic}" abandoned by its caller`));
@@ -147,23 +166,29 @@ export class Accumulator {
 
   private schedule(): void {
     if (this.inFlight >= this.options.maxInFlightSends || this.pendingCount() === 0) return;
-    if (this.options.lingerMs === 0 || this.queuedBytes >= this.options.batchMaxBytes) {
+    const adaptive = this.options.lingerMs === 0;
+    // Adaptive: nothing in flight means nothing to wait for; otherwise only a full batch goes early.
+    if (this.hasFullBatch() || (adaptive && this.inFlight === 0)) {
       // A microtask still gathers publishes made in the same tick into one request.
       if (!this.flushQueued) {
         this.flushQueued = true;
         queueMicrotask(() => {
           this.flushQueued = false;
-          this.flush();
+          this.flush(false);
         });
       }
       return;
     }
-    if (!this.timer) {
+    if (!adaptive && !this.timer) {
       this.timer = setTimeout(() => {
         this.timer = undefined;
-        this.flush();
+        this.flush(true);
       }, this.options.lingerMs);
     }
+  }
+
+  private hasFullBatch(): boolean {
+    return this.queuedBytes >= this.options.batchMaxBytes || this.queuedRecords >= this.maxRecords;
   }
 
   private pendingCount(): number {
@@ -182,9 +207,12 @@ export class Accumulator {
         continue;
       }
       if (taken.length > 0 && bytes + next.bytes > this.options.batchMaxBytes) break;
+      if (taken.length >= this.maxRecords) break;
       this.head++;
       this.queuedBytes -= next.bytes;
+      this.queuedRecords--;
       owner.queuedBytes -= next.bytes;
+      owner.queuedRecords--;
       // A publish that already failed does not send its remaining records.
       if (owner.settled) continue;
       owner.sent = true;
@@ -198,15 +226,26 @@ export class Accumulator {
     return taken;
   }
 
-  private flush(): void {
+  /**
+   * Sends queued records while a request slot is free. With a linger, everything queued goes (the linger
+   * ran out, a batch filled, or a request returned). Adaptively, a partial batch goes when nothing is in
+   * flight or when `partial` (a request returned, or the accumulator closes); otherwise only full batches
+   * go and the rest waits for a request to return.
+   */
+  private flush(partial: boolean): void {
     if (this.timer) {
       clearTimeout(this.timer);
       this.timer = undefined;
     }
+    const adaptive = this.options.lingerMs === 0;
+    let partialOk = partial || !adaptive;
     while (this.inFlight < this.options.maxInFlightSends && this.pendingCount() > 0) {
+      if (!partialOk && this.inFlight > 0 && !this.hasFullBatch()) break;
       const batch = this.take();
       if (batch.length === 0) continue;
       this.send(batch);
+      // A returned request frees one slot for what waited; further slots take only full batches.
+      if (adaptive && !this.closed) partialOk = false;
     }
   }
 
@@ -236,14 +275,14 @@ export class Accumulator {
   private done(): void {
     this.inFlight--;
     // Records queued while a request was in flight have waited long enough: send them now.
-    if (this.pendingCount() > 0) this.flush();
+    if (this.pendingCount() > 0) this.flush(true);
     if (this.inFlight === 0 && this.pendingCount() === 0) for (const wake of [...this.idle]) wake();
   }
 
   /** Sends what is queued and waits (at most `timeoutMs`) for every request in flight. */
   async close(timeoutMs: number): Promise<void> {
     this.closed = true;
-    this.flush();
+    this.flush(true);
     if (this.inFlight === 0 && this.pendingCount() === 0) return;
     await new Promise<void>((resolve) => {
       const finish = () => {

@@ -65,10 +65,15 @@ export const kafkaOptionsSchema = z
     idempotent: z.boolean().default(true),
     acks: z.enum(['all', 'leader', 'none']).default('all'),
     compression: z.enum(['none', 'gzip']).default('none'),
-    /** How long concurrent publishes are gathered into one request; 0 sends at once. */
-    lingerMs: nonNegativeInt.default(5),
+    /**
+     * 0 (default): adaptive — a publish goes at once when no request is in flight, and what arrives
+     * meanwhile goes together when it returns. > 0: publishes wait up to this long for company.
+     */
+    lingerMs: nonNegativeInt.default(0),
     /** A request is sent as soon as this many bytes are gathered (a bigger single message goes alone). */
     batchMaxBytes: positiveInt.default(512 * 1024),
+    /** Records per produce request at most; a request is sent as soon as this many are gathered. */
+    batchMaxMessages: positiveInt.default(1_000),
     /** Requests in flight at once per transport; more publishes wait and are gathered meanwhile. */
     maxInFlightSends: positiveInt.default(1),
     /** Largest wire message accepted; defaults to the broker's message.max.bytes minus record overhead. */
@@ -152,6 +157,7 @@ const URL_NUMBERS = new Set([
   'deadLetterPartitions',
   'lingerMs',
   'batchMaxBytes',
+  'batchMaxMessages',
   'maxInFlightSends',
   'maxMessageBytes',
   'commitIntervalMs',

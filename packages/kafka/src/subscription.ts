@@ -186,6 +186,16 @@ export class KafkaSubscription implements TransportSubscription {
     return true;
   }
 
+  /**
+   * Once the budget is full, a waiting batch resumes only when a quarter of it is free again, and then
+   * hands out that many messages synchronously: one wait (a promise, a timer, a heartbeat) per
+   * quarter-budget of messages instead of one per message while the consumer is saturated.
+   */
+  private get resumeAt(): number {
+    const max = this.spec.maxInFlight;
+    return max - Math.max(1, Math.floor(max / 4));
+  }
+
   private async waitForSlot(control: BatchControl): Promise<boolean> {
     for (;;) {
       await new Promise<void>((resolve) => {
@@ -202,6 +212,12 @@ export class KafkaSubscription implements TransportSubscription {
       const slot = this.trySlot(control);
       if (slot !== undefined) return slot;
     }
+  }
+
+  /** A message settled: waiting batches go on once enough of the budget is free (see resumeAt). */
+  settled(): void {
+    this.unsettled--;
+    if (this.waiters.size > 0 && this.unsettled <= this.resumeAt) this.wake();
   }
 
   wake(): void {
@@ -441,8 +457,7 @@ class ConsumerLoop {
   }
 
   settle(state: PartitionState, entry: TrackedOffset, how: 'done' | 'released'): void {
-    this.sub.unsettled--;
-    this.sub.wake();
+    this.sub.settled();
     const { tracker } = state;
     // A partition that moved to another member (or a closed loop) takes no more bookkeeping: the
     // new owner starts from the last commit and redelivers what was not committed here.

@@ -119,6 +119,7 @@ export class KafkaTransport implements Transport {
     this.accumulator = new Accumulator(producer, {
       lingerMs: o.lingerMs,
       batchMaxBytes: o.batchMaxBytes,
+      batchMaxMessages: o.batchMaxMessages,
       maxInFlightSends: o.maxInFlightSends,
     });
     if (o.maxMessageBytes === undefined) await this.readMessageLimit(driver);

@@ -1,8 +1,11 @@
 /**
  * Coalesces single operations (send, delete) into SQS batch calls: at most 10 entries and a byte
- * budget per call, a short linger so concurrent callers share a call, and a bounded number of calls
- * in flight. An item whose caller gave up is skipped when its batch is formed (`live`), so it is
- * never sent; withdrawing is O(1) however long the queue.
+ * budget per call, and a bounded number of calls in flight. By default (`lingerMs` 0) batching adapts
+ * to the load, like Nagle's algorithm: an item added while no call is in flight goes at once (after a
+ * microtask, so items of the same tick share the call); items added while calls are in flight wait for
+ * one to return, or go as soon as they fill a batch and a slot is free. With `lingerMs` > 0 a partial
+ * batch instead waits that long for company. An item whose caller gave up is skipped when its batch is
+ * formed (`live`), so it is never sent; withdrawing is O(1) however long the queue.
  */
 
 export interface BatcherOptions<T> {
@@ -10,7 +13,7 @@ export interface BatcherOptions<T> {
   maxEntries: number;
   /** Byte budget per call (SQS: the batch payload limit); Infinity where size does not matter. */
   maxBytes: number;
-  /** How long a partial batch waits for company before it is sent. */
+  /** 0: adaptive (see the module comment); > 0: how long a partial batch waits for company. */
   lingerMs: number;
   /** Calls in flight at once. */
   maxInFlight: number;
@@ -26,8 +29,9 @@ export class MicroBatcher<T> {
   private pendingBytes = 0;
   private inFlight = 0;
   private timer: NodeJS.Timeout | undefined;
-  // Once the linger has run out, partial batches may go as soon as a call slot is free.
+  // Once the linger has run out (or flush() asked), partial batches may go as soon as a call slot is free.
   private lingerExpired = false;
+  private drainQueued = false;
   private idleWaiters: (() => void)[] = [];
 
   constructor(private readonly opts: BatcherOptions<T>) {}
@@ -54,14 +58,14 @@ export class MicroBatcher<T> {
       this.pending.unshift(...still);
       for (const item of still) this.pendingBytes += this.opts.sizeOf(item);
       this.lingerExpired = true;
-      this.drain();
+      this.drain(true);
     }, delayMs);
   }
 
   /** Sends whatever is pending now and resolves once nothing is pending or in flight. */
   flush(): Promise<void> {
     this.lingerExpired = true;
-    this.drain();
+    this.drain(true);
     return this.idle();
   }
 
@@ -70,17 +74,31 @@ export class MicroBatcher<T> {
     return new Promise((resolve) => this.idleWaiters.push(resolve));
   }
 
+  private get adaptive(): boolean {
+    return this.opts.lingerMs <= 0;
+  }
+
   private schedule(): void {
-    if (this.opts.lingerMs <= 0) this.lingerExpired = true;
     if (this.lingerExpired || this.hasFullBatch()) {
-      this.drain();
+      this.drain(false);
+      return;
+    }
+    if (this.adaptive) {
+      // Nothing in flight: nothing to wait for, bar the rest of this tick. Else the item waits for a return.
+      if (this.inFlight === 0 && !this.drainQueued) {
+        this.drainQueued = true;
+        queueMicrotask(() => {
+          this.drainQueued = false;
+          this.drain(false);
+        });
+      }
       return;
     }
     if (!this.timer) {
       this.timer = setTimeout(() => {
         this.timer = undefined;
         this.lingerExpired = true;
-        this.drain();
+        this.drain(true);
       }, this.opts.lingerMs);
     }
   }
@@ -89,15 +107,23 @@ export class MicroBatcher<T> {
     return this.pending.length >= this.opts.maxEntries || this.pendingBytes >= this.opts.maxBytes;
   }
 
-  private drain(): void {
+  /**
+   * Starts calls while slots are free. Full batches always go; a partial one goes once the linger ran
+   * out, or adaptively when nothing is in flight or when `returned` (a call just freed its slot: what
+   * waited for it goes now, further slots take full batches only).
+   */
+  private drain(returned: boolean): void {
+    let partialOk = returned && this.adaptive;
     while (this.pending.length > 0 && this.inFlight < this.opts.maxInFlight) {
-      if (!this.lingerExpired && !this.hasFullBatch()) break;
+      const partial = this.lingerExpired || partialOk || (this.adaptive && this.inFlight === 0);
+      if (!partial && !this.hasFullBatch()) break;
       const batch = this.takeBatch();
       if (batch.length === 0) continue;
+      partialOk = false;
       this.inFlight++;
       void this.opts.run(batch).finally(() => {
         this.inFlight--;
-        this.drain();
+        this.drain(true);
         this.notifyIdle();
       });
     }

@@ -47,8 +47,11 @@ export const sqsOptionsSchema = z.strictObject({
   visibilityTimeoutSeconds: z.number().int().min(5).max(43_200).default(30),
   /** Native redrive safety net, kept well above the core's attempts so it only catches crash loops. */
   maxReceiveCount: z.number().int().min(1).max(1000).default(50),
-  /** How long a partial batch waits for more publishes (or acks) before it is sent. */
-  batchLingerMs: z.number().min(0).max(1000).default(5),
+  /**
+   * 0 (default): adaptive — a publish (or ack) goes at once when no batch call is in flight, and what
+   * arrives meanwhile is batched. > 0: a partial batch waits this long for more before it is sent.
+   */
+  batchLingerMs: z.number().min(0).max(1000).default(0),
   /** SendMessageBatch calls in flight per standard queue (FIFO queues send one at a time to keep order). */
   maxBatchesInFlight: z.number().int().min(1).max(64).default(8),
   /** create: make missing queues; verify: require them; none: assume them (no checks, no writes). */

@@ -1,4 +1,7 @@
-/** The batcher's withdrawal: an item whose caller gave up while queued is never handed to a batch call. */
+/**
+ * The batcher's withdrawal (an item whose caller gave up while queued is never handed to a batch call),
+ * and its adaptive batching when there is no linger.
+ */
 import { describe, expect, it } from 'vitest';
 import { MicroBatcher } from '../src/batcher.js';
 
@@ -65,5 +68,91 @@ describe('MicroBatcher withdrawal', () => {
     item.live = false;
     await b.flush();
     expect(sent).toEqual([]);
+  });
+});
+
+/** A batcher whose calls the test answers by hand, to see what goes while calls are in flight. */
+function heldBatcher(maxInFlight: number, lingerMs = 0) {
+  const calls: { items: number[]; done: () => void }[] = [];
+  const b = new MicroBatcher<Item>({
+    maxEntries: 10,
+    maxBytes: Number.POSITIVE_INFINITY,
+    lingerMs,
+    maxInFlight,
+    sizeOf: () => 1,
+    live: (item) => item.live,
+    run: (items) =>
+      new Promise<void>((resolve) => {
+        calls.push({ items: items.map((i) => i.n), done: resolve });
+      }),
+  });
+  const add = (...ns: number[]) => {
+    for (const n of ns) b.add({ n, live: true });
+  };
+  return { b, calls, add };
+}
+
+/** Lets queued microtasks and promise callbacks run. */
+const settle = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+describe('MicroBatcher without a linger (adaptive)', () => {
+  it('sends an item at once when no call is in flight; items of the same tick share the call', async () => {
+    const { calls, add } = heldBatcher(8);
+    add(1, 2);
+    expect(calls).toHaveLength(0);
+    await Promise.resolve();
+    expect(calls.map((c) => c.items)).toEqual([[1, 2]]);
+  });
+
+  it('batches what arrives while a call is in flight and sends it when a call returns', async () => {
+    const { calls, add } = heldBatcher(8);
+    add(1);
+    await settle();
+    add(2, 3);
+    await settle();
+    add(4);
+    await settle();
+    // Seven slots are free, but partial batches wait for the call in flight.
+    expect(calls.map((c) => c.items)).toEqual([[1]]);
+    calls[0]!.done();
+    await settle();
+    expect(calls.map((c) => c.items)).toEqual([[1], [2, 3, 4]]);
+  });
+
+  it('a full batch goes to a free slot while another call is in flight', async () => {
+    const { calls, add } = heldBatcher(8);
+    add(0);
+    await settle();
+    add(...Array.from({ length: 12 }, (_, i) => i + 1));
+    await settle();
+    expect(calls.map((c) => c.items)).toEqual([[0], [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]]);
+    calls[1]!.done();
+    await settle();
+    expect(calls.map((c) => c.items)).toEqual([[0], [1, 2, 3, 4, 5, 6, 7, 8, 9, 10], [11, 12]]);
+  });
+
+  it('flush() sends a partial batch at once whatever is in flight, and resolves when all returned', async () => {
+    const { b, calls, add } = heldBatcher(8);
+    add(1);
+    await settle();
+    add(2);
+    let flushed = false;
+    const done = b.flush().then(() => {
+      flushed = true;
+    });
+    await settle();
+    expect(calls.map((c) => c.items)).toEqual([[1], [2]]);
+    for (const c of calls) c.done();
+    await done;
+    expect(flushed).toBe(true);
+  });
+
+  it('with a linger, a lone item waits for it', async () => {
+    const { calls, add } = heldBatcher(8, 30);
+    add(1);
+    await settle();
+    expect(calls).toHaveLength(0);
+    await new Promise((resolve) => setTimeout(resolve, 60));
+    expect(calls.map((c) => c.items)).toEqual([[1]]);
   });
 });
