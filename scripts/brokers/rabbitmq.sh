@@ -15,8 +15,8 @@ NODE=rabbit@localhost
 HOST=127.0.0.1
 PORT=5672
 START_DEADLINE="${OMNIBUS_RABBITMQ_START_DEADLINE:-90}"
-RABBITMQ_SERVER=/usr/sbin/rabbitmq-server
-RABBITMQCTL=/usr/sbin/rabbitmqctl
+SERVER_BIN=/usr/sbin/rabbitmq-server
+CTL_BIN=/usr/sbin/rabbitmqctl
 STARTUP_OUT="$OMNIBUS_BROKER_DATA/rabbitmq-shared-startup.out"
 
 # The shared node takes its settings from /etc/rabbitmq only: drop any
@@ -38,21 +38,21 @@ start() {
     say "already running (shared, amqp://$HOST:$PORT)"
     return 0
   fi
-  [[ -x $RABBITMQ_SERVER && -x $RABBITMQCTL ]] || die "nothing answers on $HOST:$PORT and the rabbitmq-server package is not installed"
+  [[ -x $SERVER_BIN && -x $CTL_BIN ]] || die "nothing answers on $HOST:$PORT and the rabbitmq-server package is not installed"
   if port_open "$HOST" "$PORT"; then
     die "something listens on $HOST:$PORT but does not speak AMQP: $(port_owner "$PORT")"
   fi
   mkdir -p "$OMNIBUS_BROKER_DATA"
   # Start the node unless it is already booting.
-  if ! timeout 30 "$RABBITMQCTL" -q -n "$NODE" ping >/dev/null 2>&1; then
+  if ! timeout 30 "$CTL_BIN" -q -n "$NODE" ping >/dev/null 2>&1; then
     printf '\n==== %s starting %s ====\n' "$(date -Is)" "$NODE" >>"$STARTUP_OUT"
-    without_lock "$RABBITMQ_SERVER" -detached >>"$STARTUP_OUT" 2>&1 || {
+    without_lock "$SERVER_BIN" -detached >>"$STARTUP_OUT" 2>&1 || {
       dump_tail 20 "$STARTUP_OUT"
       die "rabbitmq-server -detached failed"
     }
   fi
   deadline=$((SECONDS + START_DEADLINE))
-  until timeout 60 "$RABBITMQCTL" -q -n "$NODE" await_startup --timeout "$((deadline - SECONDS))" \
+  until timeout 60 "$CTL_BIN" -q -n "$NODE" await_startup --timeout "$((deadline - SECONDS))" \
     >"$OMNIBUS_BROKER_DATA/rabbitmq-shared-await.out" 2>&1 && amqp_answers; do
     if ((SECONDS + 1 >= deadline)); then
       dump_tail 20 "$STARTUP_OUT" "$OMNIBUS_BROKER_DATA/rabbitmq-shared-await.out"
