@@ -38,6 +38,8 @@ export interface RedriveSpec extends GroupRef {
   onProgress?: ((progress: RedriveProgress) => void) | undefined;
   /** Stops the redrive between two messages; what is already moved stays moved, nothing is lost. */
   signal?: AbortSignal | undefined;
+  /** Awaited before each dead letter is handled: the core's rate limit (`ratePerSecond`). */
+  pace?: (() => Promise<void>) | undefined;
 }
 
 export interface RedriveProgress {
@@ -124,6 +126,8 @@ export interface PeekOptions extends GroupRef {
 
 export interface RedriveOptions extends GroupRef {
   filter?: RedriveFilter;
+  /** At most this many dead letters handled per second, so a large redrive does not flood the group. */
+  ratePerSecond?: number;
   onProgress?: (progress: RedriveProgress) => void;
   signal?: AbortSignal;
 }
@@ -234,12 +238,16 @@ export class Operations {
   async redrive(options: RedriveOptions): Promise<RedriveResult> {
     checkRef(options);
     const select = redriveSelector(options.filter ?? {}, (w) => this.#transport.decode(w));
+    const rate = options.ratePerSecond;
+    if (rate !== undefined && !(Number.isFinite(rate) && rate > 0))
+      throw new ConfigError('ratePerSecond', `must be a positive number, got ${rate}`);
     return this.#ops('redrive').redrive({
       topic: options.topic,
       group: options.group,
       select,
       onProgress: options.onProgress,
       signal: options.signal,
+      pace: rate === undefined ? undefined : pacer(rate),
     });
   }
 
@@ -256,6 +264,18 @@ export class Operations {
     }
     return this.#ops('purge').purge(target);
   }
+}
+
+/** Spaces calls `1000 / perSecond` ms apart, on the monotonic clock. */
+function pacer(perSecond: number): () => Promise<void> {
+  const gapMs = 1000 / perSecond;
+  let next = performance.now();
+  return async () => {
+    const now = performance.now();
+    const waitMs = next - now;
+    next = Math.max(now, next) + gapMs;
+    if (waitMs > 0) await new Promise((r) => setTimeout(r, waitMs));
+  };
 }
 
 function checkRef(ref: Partial<GroupRef>): void {

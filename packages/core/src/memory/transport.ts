@@ -535,6 +535,7 @@ class MemoryOperations implements TransportOperations {
     // The dead letters present at the start, walked by position; a kept one stays in place.
     let i = 0;
     while (scanned < total && i < q.dlq.length) {
+      await spec.pace?.();
       if (spec.signal?.aborted) break;
       const wire = q.dlq[i]!;
       scanned++;
