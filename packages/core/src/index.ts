@@ -130,6 +130,7 @@ export {
 export { parseOptions } from './options.js';
 export { isPattern, matchesPattern } from './pattern.js';
 export { redactObject, redactText, redactUrl } from './redact.js';
+export { adapterPackage } from './resolve.js';
 export {
   type HealthCheck,
   type HealthCheckOptions,
