@@ -13,12 +13,33 @@ import {
   UnsupportedError,
 } from '@omnibus/core';
 import { eventually } from '@omnibus/core/testing';
+import { Kafka, logLevel } from 'kafkajs';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { loadHarness } from './load-harness.js';
 
 const harness = await loadHarness();
 const supported = harness.create().operations !== undefined;
 const buses: Bus[] = [];
+const made: string[] = [];
+
+async function deleteKafkaTopics(topics: string[]): Promise<void> {
+  const admin = new Kafka({
+    brokers: (process.env.KAFKA_BROKERS ?? '127.0.0.1:9092').split(','),
+    logLevel: logLevel.NOTHING,
+  }).admin();
+  await admin.connect();
+  try {
+    const all = await admin.listTopics();
+    const mine = all.filter((t) => topics.some((m) => t === m || t.startsWith(`${m}.`)));
+    if (mine.length > 0) await admin.deleteTopics({ topics: mine });
+    const groups = (await admin.listGroups()).groups
+      .map((g) => g.groupId)
+      .filter((g) => topics.some((m) => g.startsWith(`${m}.`)));
+    if (groups.length > 0) await admin.deleteGroups(groups).catch(() => {});
+  } finally {
+    await admin.disconnect();
+  }
+}
 
 async function bus(): Promise<Bus> {
   const b = await connect({ transport: harness.create(), service: 'operations', drainTimeoutMs: 5_000 });
@@ -31,10 +52,15 @@ describe(`operations: ${harness.name}`, () => {
   afterEach(async () => {
     await Promise.all(buses.splice(0).map((b) => b.close({ drainTimeoutMs: 5_000 }).catch(() => {})));
   });
-  afterAll(() => harness.teardown());
+  afterAll(async () => {
+    await harness.teardown();
+    // The Kafka harness keeps its topics; these are this file's own.
+    if (harness.name === 'kafka') await deleteKafkaTopics(made);
+  });
 
   const works = async () => {
     const topic = `ops-${randomBytes(4).toString('hex')}`;
+    made.push(topic);
     const group = 'audit';
     const b = await bus();
     let failing = true;

@@ -18,7 +18,11 @@ import {
 } from '@omnibus/core';
 import { eventually } from '@omnibus/core/testing';
 import { transportFromUrl as kafkaFromUrl } from '@omnibus/kafka';
-import { transportFromUrl as rabbitFromUrl, names as rabbitNames } from '@omnibus/rabbitmq';
+import {
+  type RabbitMqTransport,
+  transportFromUrl as rabbitFromUrl,
+  names as rabbitNames,
+} from '@omnibus/rabbitmq';
 import { transportFromUrl as sqsFromUrl } from '@omnibus/sqs';
 import { connect as amqpConnect } from 'amqplib';
 import { Kafka, logLevel } from 'kafkajs';
@@ -26,7 +30,6 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 const BIN = `${ROOT}packages/cli/dist/bin.js`;
-const DELAY_TIERS_MS = [1000, 5000, 30000, 120000, 600000];
 
 interface Broker {
   name: string;
@@ -56,7 +59,9 @@ const brokers: Broker[] = [
         const queues = [
           rabbitNames.groupQueue(topic, group),
           rabbitNames.deadLetterQueue(topic, group),
-          ...DELAY_TIERS_MS.map((t) => rabbitNames.retryQueue(topic, group, t)),
+          ...(rabbitFromUrl(AMQP_URL) as RabbitMqTransport).options.delayTiersMs.map((t) =>
+            rabbitNames.retryQueue(topic, group, t),
+          ),
         ];
         for (const q of queues) await ch.deleteQueue(q);
         await ch.deleteExchange(rabbitNames.exchange(topic));
@@ -93,7 +98,7 @@ const brokers: Broker[] = [
     url: KAFKA_URL,
     create: () => kafkaFromUrl(KAFKA_URL),
     settleMs: 60_000,
-    async cleanup(topic, group) {
+    async cleanup(topic) {
       const admin = new Kafka({ brokers: KAFKA_BROKERS, logLevel: logLevel.NOTHING }).admin();
       await admin.connect();
       try {
@@ -102,7 +107,7 @@ const brokers: Broker[] = [
         if (mine.length > 0) await admin.deleteTopics({ topics: mine });
         const groups = (await admin.listGroups()).groups
           .map((g) => g.groupId)
-          .filter((g) => g.startsWith(`${topic}.${group}`));
+          .filter((g) => g.startsWith(`${topic}.`));
         if (groups.length > 0) await admin.deleteGroups(groups).catch(() => {});
       } finally {
         await admin.disconnect();
