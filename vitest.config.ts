@@ -56,7 +56,12 @@ export default defineConfig({
           name: `conformance:${t}`,
           include: ['integration-tests/src/**/*.test.ts'],
           // The transport contract suite has its own projects (below).
-          exclude: [...configDefaults.exclude, 'integration-tests/src/contract/**', clusterOnly],
+          exclude: [
+            ...configDefaults.exclude,
+            'integration-tests/src/contract/**',
+            'integration-tests/src/cli/**',
+            clusterOnly,
+          ],
           environment: 'node',
           env: { OMNIBUS_TRANSPORT: t, ...extraEnv[t] },
           globalSetup: ['integration-tests/src/global-setup.ts'],
@@ -65,6 +70,18 @@ export default defineConfig({
           fileParallelism: false,
         },
       })),
+      // The omnibus CLI, spawned as built (`pnpm build` first) against RabbitMQ, SQS (ElasticMQ) and Kafka.
+      {
+        extends: true,
+        test: {
+          name: 'cli',
+          include: ['integration-tests/src/cli/**/*.test.ts'],
+          environment: 'node',
+          testTimeout: 240_000,
+          hookTimeout: 120_000,
+          fileParallelism: false,
+        },
+      },
       // The transport contract suite: the Transport interface itself, below the bus, on every transport.
       ...transports.map((t) => ({
         extends: true,

@@ -54,9 +54,19 @@ if (mode === 'conformance' || mode === 'contract') {
   projects = clusters.map((c) => `conformance:${c}`);
   brokers = clusters;
 } else if (mode === 'all') {
-  projects = ['unit', 'adapters', ...ENABLED.flatMap((t) => [`conformance:${t}`, `contract:${t}`])];
+  projects = ['unit', 'adapters', 'cli', ...ENABLED.flatMap((t) => [`conformance:${t}`, `contract:${t}`])];
   // The adapters project also holds the stores' suites (Redis, PostgreSQL), whose replica tests use RabbitMQ.
-  brokers = [...new Set([...ENABLED.flatMap((t) => TRANSPORTS[t] ?? []), 'rabbitmq', 'redis', 'postgres'])];
+  // The CLI project spawns the built `omnibus` against RabbitMQ, ElasticMQ and Kafka.
+  brokers = [
+    ...new Set([
+      ...ENABLED.flatMap((t) => TRANSPORTS[t] ?? []),
+      'rabbitmq',
+      'redis',
+      'postgres',
+      'sqs',
+      'kafka',
+    ]),
+  ];
 } else if (mode === 'containers') {
   // Explicit only: a Docker socket on the machine never changes what `pnpm test` does.
   const kinds = (process.env.OMNIBUS_CONTAINER_TRANSPORTS ?? 'rabbitmq,kafka,sqs').split(',').filter(Boolean);

@@ -23,6 +23,7 @@ import { type Logger, silentLogger } from './logger.js';
 import type { AnyHandler, AnyMessageDefinition, MessageDefinition } from './message.js';
 import { type Counters, newCounters } from './metrics.js';
 import type { ConsumeMiddleware, Middleware, PublishMiddleware } from './middleware.js';
+import { Operations } from './operations.js';
 import {
   busOptionsSchema,
   checkBatchItemOptions,
@@ -655,6 +656,16 @@ export class Bus implements AsyncDisposable {
   stats(topic: string, group?: string): Promise<TransportStats> {
     return this.transport.stats(topic, group);
   }
+
+  /**
+   * Browse, peek, redrive and purge: the operations API (see operations.ts). Each call throws
+   * UnsupportedError where this transport cannot do it.
+   */
+  get operations(): Operations {
+    this.#operations ??= new Operations(this.transport);
+    return this.#operations;
+  }
+  #operations: Operations | undefined;
 
   /** @internal for `@omnibus/core/testing` */
   onOutcome(listener: OutcomeListener): () => void {

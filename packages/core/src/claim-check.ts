@@ -6,6 +6,7 @@ import { randomUUID } from 'node:crypto';
 import { ControlHeader, type RawEnvelope, type WireMessage, wireSize } from './envelope.js';
 import { ConfigError, ErrorCode, PublishError } from './errors.js';
 import { type Logger, silentLogger } from './logger.js';
+import type { TransportOperations } from './operations.js';
 import type {
   AbandonVerdict,
   Capabilities,
@@ -323,6 +324,11 @@ export class ClaimCheckTransport implements Transport {
 
   stats(topic: string, group?: string): Promise<TransportStats> {
     return this.inner.stats(topic, group);
+  }
+
+  /** The inner transport's: a peek shows the reference, and a redrive moves it unchanged. */
+  get operations(): TransportOperations | undefined {
+    return this.inner.operations;
   }
 
   close(): Promise<void> {

@@ -104,9 +104,33 @@ export {
 } from './message.js';
 export type { Counters } from './metrics.js';
 export type { ConsumeMiddleware, Middleware, PublishMiddleware } from './middleware.js';
+export {
+  DEFAULT_PEEK_LIMIT,
+  type GroupOverview,
+  type GroupRef,
+  MAX_PEEK_LIMIT,
+  type MessageSource,
+  Operations,
+  type OperationTarget,
+  type PeekedMessage,
+  type PeekedWire,
+  type PeekOptions,
+  type PurgeOptions,
+  type PurgeResult,
+  purgeConfirmation,
+  type RedriveFilter,
+  type RedriveOptions,
+  type RedriveProgress,
+  type RedriveResult,
+  type RedriveSpec,
+  redriveHeaders,
+  redriveSelector,
+  type TransportOperations,
+} from './operations.js';
 export { parseOptions } from './options.js';
 export { isPattern, matchesPattern } from './pattern.js';
 export { redactObject, redactText, redactUrl } from './redact.js';
+export { adapterPackage } from './resolve.js';
 export {
   type HealthCheck,
   type HealthCheckOptions,

@@ -37,6 +37,24 @@ export function schemeOf(url: string): string {
   return m[1]!.toLowerCase();
 }
 
+/**
+ * The adapter package a URL's scheme needs (`@omnibus/rabbitmq` for `amqp://`), or undefined for
+ * `memory://`; throws ConfigError for a URL or scheme connect() would refuse. For tools that install or
+ * load adapters on their own (the omnibus CLI).
+ */
+export function adapterPackage(url: string): string | undefined {
+  const scheme = schemeOf(url);
+  if (scheme === 'memory') return undefined;
+  const pkg = ADAPTERS[scheme];
+  if (!pkg) {
+    throw new ConfigError(
+      'transport',
+      `unknown URL scheme "${scheme}:" (expected memory, amqp, amqps, kafka, sqs, sqs+http, sns, sns+http, nats, tls) in ${redactUrl(url)}`,
+    );
+  }
+  return pkg;
+}
+
 export async function resolveTransport(url: string, options?: Record<string, unknown>): Promise<Transport> {
   const scheme = schemeOf(url);
   if (scheme === 'memory') return memoryFromUrl(url, options);

@@ -5,6 +5,7 @@
  */
 import type { RawEnvelope, WireMessage } from './envelope.js';
 import type { Logger } from './logger.js';
+import type { TransportOperations } from './operations.js';
 
 export type OrderingScope = 'none' | 'process' | 'group';
 
@@ -170,6 +171,11 @@ export interface Transport {
   stats(topic: string, group?: string): Promise<TransportStats>;
   /** Flush producers and disconnect. */
   close(): Promise<void>;
+  /**
+   * Browse, peek, redrive and purge (see operations.ts); absent where the transport offers none, and
+   * any single method may throw UnsupportedError.
+   */
+  readonly operations?: TransportOperations | undefined;
 }
 
 /** What a transport package exports so `connect(url)` can build it from a URL. */

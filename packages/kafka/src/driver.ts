@@ -495,6 +495,15 @@ export class KafkaDriver {
     return out;
   }
 
+  /** Sets a group's committed offsets; the broker refuses while the group has running members. */
+  async setGroupOffsets(
+    groupId: string,
+    topic: string,
+    partitions: { partition: number; offset: string }[],
+  ): Promise<void> {
+    await (await this.getAdmin()).setOffsets({ groupId, topic, partitions });
+  }
+
   async deleteGroups(groupIds: string[]): Promise<void> {
     await (await this.getAdmin()).deleteGroups(groupIds);
   }

@@ -22,3 +22,5 @@ export const retryGroupId = (topic: string, group: string): string => `${topic}.
 export const retryTopic = (topic: string, group: string, tierMs: number): string =>
   `${topic}.${group}.retry.${tierMs}`;
 export const deadLetterTopic = (topic: string, group: string): string => `${topic}.${group}.dlq`;
+/** The group whose committed offsets mark how far a group's dead letters have been redriven or purged. */
+export const redriveGroupId = (topic: string, group: string): string => `${topic}.${group}.dlq.redrive`;

@@ -21,7 +21,8 @@ import {
 import { emptyStats, type PublishCall, type TransportStats } from '@omnibus/core/kit';
 import { Accumulator, toPublishError } from './accumulator.js';
 import { classifyError, type DriverProducer, KafkaDriver } from './driver.js';
-import { checkName, deadLetterTopic, groupId, retryGroupId, retryTopic } from './naming.js';
+import { checkName, deadLetterTopic, groupId, redriveGroupId, retryGroupId, retryTopic } from './naming.js';
+import { KafkaOperations } from './operations.js';
 import {
   DEFAULT_BROKER_MESSAGE_MAX_BYTES,
   type KafkaTransportOptions,
@@ -353,7 +354,7 @@ export class KafkaTransport implements Transport {
    * Without a group: `extras.partitions` and `extras.messages` (records held, high - low, over all
    * partitions); the group figures are null. With a group: `depth` and `lag` are what the group still
    * has to read (a group that committed nothing lags by everything held), `delayed` what waits in its
-   * retry tiers, `deadLettered` what its dead-letter topic holds, and `extras['lag.<partition>']` the lag
+   * retry tiers, `deadLettered` what its dead-letter topic holds past the redrive group's offset, and `extras['lag.<partition>']` the lag
    * per partition. The broker knows nothing of deliveries in flight or of record ages: those are null.
    */
   async stats(topic: string, group?: string): Promise<TransportStats> {
@@ -387,11 +388,25 @@ export class KafkaTransport implements Transport {
     }
     out.delayed = delayed;
     const dlq = deadLetterTopic(topic, group);
-    let deadLettered = 0;
-    if (existing.has(dlq)) for (const p of await driver.topicOffsets(dlq)) deadLettered += p.high - p.low;
-    out.deadLettered = deadLettered;
+    // Dead letters a redrive or purge has passed (the redrive group's offset) no longer count.
+    out.deadLettered = existing.has(dlq)
+      ? await lagOf(dlq, redriveGroupId(topic, group), await driver.topicOffsets(dlq))
+      : 0;
     return out;
   }
+
+  /** Peek, redrive and purge through consumer groups of their own (see operations.ts). */
+  get operations(): KafkaOperations {
+    this.#operations ??= new KafkaOperations({
+      options: this.options,
+      parts: () => {
+        const { driver } = this.require();
+        return { driver, producer: this.producer! };
+      },
+    });
+    return this.#operations;
+  }
+  #operations: KafkaOperations | undefined;
 
   async close(): Promise<void> {
     if (this.closed) return;

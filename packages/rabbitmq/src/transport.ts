@@ -23,6 +23,7 @@ import { type AbandonVerdict, emptyStats, type PublishCall, type TransportStats 
 import { AmqpCode, amqpCode, errorText } from './amqp-errors.js';
 import { ConnectionManager, NoConnectionError } from './connection.js';
 import { names } from './naming.js';
+import { RabbitMqOperations } from './operations.js';
 import { type RabbitMqOptions, type ResolvedOptions, resolveOptions } from './options.js';
 import { type Outgoing, Publisher } from './publisher.js';
 import { AmqpSubscription } from './subscription.js';
@@ -258,6 +259,16 @@ export class RabbitMqTransport implements Transport {
     stats.extras.delayedAllGroups = delayedAllGroups;
     return stats;
   }
+
+  /** Peek, redrive and purge on channels of their own (see operations.ts). */
+  get operations(): RabbitMqOperations {
+    this.#operations ??= new RabbitMqOperations(
+      (deadline) => this.#require().conn.whenOpen(deadline),
+      this.options.connectTimeoutMs,
+    );
+    return this.#operations;
+  }
+  #operations: RabbitMqOperations | undefined;
 
   async close(): Promise<void> {
     if (this.#closed) return;

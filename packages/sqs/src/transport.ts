@@ -41,6 +41,7 @@ import {
 } from '@omnibus/core/kit';
 import { headersToAttributes, MAX_ATTRIBUTES, sqsMessageBytes, TYPE_ATTRIBUTE } from './attributes.js';
 import { brokerAnswered, describeError, isQueueMissing } from './aws-errors.js';
+import { SqsOperations } from './operations.js';
 import { fifoPredicate, type ResolvedSqsOptions, resolveOptions, type SqsOptions } from './options.js';
 import { DEFAULT_MAX_MESSAGE_BYTES, type QueueInfo, QueueRegistry } from './queues.js';
 import { RetryStateStore } from './retry-state.js';
@@ -650,6 +651,24 @@ export class SqsTransport implements Transport {
       extras: { consumers },
     };
   }
+
+  /** Peek, redrive and purge on the group's queues (see operations.ts). */
+  get operations(): SqsOperations {
+    this.#operations ??= new SqsOperations({
+      client: this.client,
+      registry: this.registry,
+      sns: this.sns !== undefined,
+      queueKey: (topic, group) => {
+        if (!this.sns) return topic;
+        const key = groupQueueKey(topic, group, this.isFifo(topic));
+        this.queueTopics.set(key, topic);
+        return key;
+      },
+      brokerError: (err, what) => this.brokerError(err, what),
+    });
+    return this.#operations;
+  }
+  #operations: SqsOperations | undefined;
 
   async close(): Promise<void> {
     if (this.closed) return;

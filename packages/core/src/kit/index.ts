@@ -5,6 +5,17 @@
  */
 
 export { type Deadline, DeadlineQueue } from '../deadline.js';
+export type {
+  GroupRef,
+  OperationTarget,
+  PeekedWire,
+  PurgeResult,
+  RedriveProgress,
+  RedriveResult,
+  RedriveSpec,
+  TransportOperations,
+} from '../operations.js';
+export { redriveHeaders } from '../operations.js';
 export { parseOptions } from '../options.js';
 export type {
   AbandonVerdict,

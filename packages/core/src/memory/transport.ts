@@ -10,6 +10,16 @@ import type { RawEnvelope, WireMessage } from '../envelope.js';
 import { ConnectionError, ErrorCode, PublishError, UnsupportedError } from '../errors.js';
 import { retryHeaders } from '../kit/control-headers.js';
 import { BaseDelivery } from '../kit/delivery.js';
+import {
+  type GroupRef,
+  type OperationTarget,
+  type PeekedWire,
+  type PurgeResult,
+  type RedriveResult,
+  type RedriveSpec,
+  redriveHeaders,
+  type TransportOperations,
+} from '../operations.js';
 import { parseOptions } from '../options.js';
 import { matchesPattern } from '../pattern.js';
 import type {
@@ -59,6 +69,11 @@ class GroupQueue {
 
   wants(type: string | undefined): boolean {
     return type !== undefined && this.patterns.some((p) => matchesPattern(p, type));
+  }
+
+  /** After the backlog is emptied from outside (purge). */
+  resetHead(): void {
+    this.#readyHead = 0;
   }
 
   /** Messages waiting for a consumer. */
@@ -474,6 +489,79 @@ export class MemoryTransport implements Transport {
   async close(): Promise<void> {
     await Promise.all([...this.#subs].map((s) => s.close()));
     this.#connected = false;
+  }
+
+  readonly operations: TransportOperations = new MemoryOperations(this);
+}
+
+/** Operations on the in-process broker: exact, since nothing else can touch it meanwhile. */
+class MemoryOperations implements TransportOperations {
+  constructor(readonly transport: MemoryTransport) {}
+
+  get #broker(): MemoryBroker {
+    return this.transport.broker;
+  }
+
+  #queue(ref: GroupRef): GroupQueue {
+    const q = this.#broker.topics.get(ref.topic)?.groups.get(ref.group);
+    if (!q) throw new UnsupportedError(`memory broker has no group ${ref.topic}/${ref.group}`);
+    return q;
+  }
+
+  async listGroups(): Promise<GroupRef[]> {
+    const out: GroupRef[] = [];
+    for (const [topic, t] of this.#broker.topics)
+      for (const group of t.groups.keys()) out.push({ topic, group });
+    return out;
+  }
+
+  async peek(target: OperationTarget, limit: number): Promise<PeekedWire[]> {
+    const q = this.#queue(target);
+    const found =
+      target.source === 'dead-letter'
+        ? q.dlq.slice(0, limit).map((w) => ({ wire: copy(w) }))
+        : q.ready.slice(q.ready.length - q.readyCount, q.ready.length - q.readyCount + limit).map((m) => ({
+            wire: copy(m.wire),
+            deliveryCount: m.redelivered ? 1 : 0,
+          }));
+    return found;
+  }
+
+  async redrive(spec: RedriveSpec): Promise<RedriveResult> {
+    const q = this.#queue(spec);
+    const total = q.dlq.length;
+    let scanned = 0;
+    let redriven = 0;
+    // The dead letters present at the start, walked by position; a kept one stays in place.
+    let i = 0;
+    while (scanned < total && i < q.dlq.length) {
+      await spec.pace?.();
+      if (spec.signal?.aborted) break;
+      const wire = q.dlq[i]!;
+      scanned++;
+      if (spec.select(wire)) {
+        q.enqueue({ wire: { ...copy(wire), headers: redriveHeaders(wire.headers) }, redelivered: false });
+        q.dlq.splice(i, 1);
+        redriven++;
+      } else {
+        i++;
+      }
+      spec.onProgress?.({ scanned, redriven, total });
+    }
+    return { scanned, redriven, kept: scanned - redriven };
+  }
+
+  async purge(target: OperationTarget): Promise<PurgeResult> {
+    const q = this.#queue(target);
+    if (target.source === 'dead-letter') {
+      const purged = q.dlq.length;
+      q.dlq.length = 0;
+      return { purged };
+    }
+    const purged = q.readyCount;
+    q.ready.length = 0;
+    q.resetHead();
+    return { purged };
   }
 }
 
