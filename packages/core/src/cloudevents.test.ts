@@ -101,6 +101,27 @@ describe('CloudEvents binary mode', () => {
     expect(comparable(fromBinary(w, kafka))).toEqual(comparable(env));
   });
 
+  it('leaves out extensions equal to their defaults, and decoding restores them', () => {
+    const env = envelope({ correlationId: envelope().id, causationId: undefined, version: 1 });
+    const w = toBinary(env, kafka);
+    expect(w.headers).not.toHaveProperty('ce_correlationid');
+    expect(w.headers).not.toHaveProperty('ce_schemaversion');
+    expect(w.headers).not.toHaveProperty('ce_causationid');
+    const decoded = fromBinary(w, kafka);
+    expect(decoded.correlationId).toBe(env.id);
+    expect(decoded.version).toBe(1);
+    expect(decoded.causationId).toBeUndefined();
+    expect(comparable(decoded)).toEqual(comparable(env));
+  });
+
+  it('decodes a message that still carries the default extensions (the earlier wire form) the same', () => {
+    const env = envelope({ correlationId: envelope().id, causationId: undefined, version: 1 });
+    const slim = toBinary(env, kafka);
+    const old = { ...slim, headers: { ...slim.headers, ce_correlationid: env.id, ce_schemaversion: '1' } };
+    expect(comparable(fromBinary(old, kafka))).toEqual(comparable(fromBinary(slim, kafka)));
+    expect(comparable(fromBinary(old, kafka))).toEqual(comparable(env));
+  });
+
   it('keeps an empty-string key (only undefined means no key)', () => {
     const w = toBinary(envelope({ key: '' }), kafka);
     expect(w.headers.ce_partitionkey).toBe('');
@@ -200,6 +221,18 @@ describe('CloudEvents structured mode', () => {
   it('round-trips every attribute and user header', () => {
     const env = envelope();
     expect(comparable(fromStructured(toStructured(env)))).toEqual(comparable(env));
+  });
+
+  it('leaves out extensions equal to their defaults; documents with or without them decode the same', () => {
+    const env = envelope({ correlationId: envelope().id, causationId: undefined, version: 1 });
+    const slim = toStructured(env);
+    const doc = JSON.parse(Buffer.from(slim.body).toString());
+    expect(doc).not.toHaveProperty('correlationid');
+    expect(doc).not.toHaveProperty('schemaversion');
+    expect(doc).not.toHaveProperty('causationid');
+    expect(comparable(fromStructured(slim))).toEqual(comparable(env));
+    const old = { ...slim, body: json({ ...doc, correlationid: env.id, schemaversion: 1 }) };
+    expect(comparable(fromStructured(old))).toEqual(comparable(env));
   });
 
   it.each(['application/vnd.acme+json', 'text/json', 'Application/JSON; charset=utf-8'])(

@@ -121,8 +121,9 @@ export function toBinary(env: RawEnvelope, options: BinaryModeOptions): WireMess
   headers[n.source] = env.source;
   headers[n.time] = isoTime(env.time);
   headers[n.contentType] = env.contentType;
-  headers[n.correlationId] = env.correlationId;
-  headers[n.version] = String(env.version);
+  // Extensions equal to what a decoder assumes when they are absent stay off the wire (see fromBinary).
+  if (env.correlationId !== env.id) headers[n.correlationId] = env.correlationId;
+  if (env.version !== 1) headers[n.version] = String(env.version);
   if (env.causationId) headers[n.causationId] = env.causationId;
   if (env.key !== undefined) headers[n.key] = env.key;
   if (env.traceparent) headers.traceparent = env.traceparent;
@@ -130,7 +131,11 @@ export function toBinary(env: RawEnvelope, options: BinaryModeOptions): WireMess
   return { body: env.data, headers, key: env.key };
 }
 
-/** Headers + body → envelope. Throws DecodeError when required attributes are missing or malformed. */
+/**
+ * Headers + body → envelope. Throws DecodeError when required attributes are missing or malformed. Absent
+ * extensions take their defaults: `correlationid` the event's id, `schemaversion` 1 (what toBinary omits);
+ * messages that still carry them explicitly decode the same.
+ */
 export function fromBinary(msg: WireMessage, options: BinaryModeOptions): RawEnvelope {
   const n = binaryNames(options);
   const p = n.prefix;
@@ -183,9 +188,10 @@ export function toStructured(env: RawEnvelope): WireMessage {
     source: env.source,
     time: isoTime(env.time),
     datacontenttype: env.contentType,
-    [EXT.correlationId]: env.correlationId,
-    [EXT.version]: env.version,
   };
+  // As in binary mode, extensions equal to their defaults are left out.
+  if (env.correlationId !== env.id) attrs[EXT.correlationId] = env.correlationId;
+  if (env.version !== 1) attrs[EXT.version] = env.version;
   if (env.causationId) attrs[EXT.causationId] = env.causationId;
   if (env.key !== undefined) attrs[EXT.key] = env.key;
   if (env.traceparent) attrs.traceparent = env.traceparent;

@@ -144,8 +144,9 @@ describe('consume', () => {
     expect(dead!.content.toString()).toBe('{"orderId":"o-1"}');
     expect(dead!.properties.messageId).toBe(env.id);
     expect(dead!.properties.type).toBe('order.placed');
+    expect(dead!.properties.appId).toBe(env.source);
     expect(dead!.properties.headers).toMatchObject({
-      cloudEvents_id: env.id,
+      cloudEvents_specversion: '1.0',
       tenant: 'acme',
       [ControlHeader.reason]: 'max-attempts',
       [ControlHeader.error]: 'it broke',
