@@ -588,10 +588,7 @@ async function main(): Promise<void> {
   process.env.AWS_ACCESS_KEY_ID ??= 'chaos';
   process.env.AWS_SECRET_ACCESS_KEY ??= 'chaos';
 
-  const latest = existsSync(LATEST)
-    ? (JSON.parse(readFileSync(LATEST, 'utf8')) as Record<string, unknown>)
-    : {};
-  const byMode = (latest[mode] ?? {}) as Record<string, BrokerResults>;
+  const byMode: Record<string, BrokerResults> = {};
   let failed = false;
   for (const transport of selected) {
     console.log(`\n== ${transport} (${mode})`);
@@ -615,15 +612,25 @@ async function main(): Promise<void> {
       cores: cpus().length,
       scenarios: results,
     };
-    latest[mode] = byMode;
-    writeFileSync(LATEST, `${JSON.stringify(latest, null, 2)}\n`);
+    saveResults(transport, byMode[transport]!);
   }
-  writeReport(latest);
+  writeReport(readLatest());
   printSummary(byMode);
   if (failed) {
     console.error('chaos: FAILED (a message was lost, or a scenario could not run)');
     process.exit(1);
   }
+}
+
+function readLatest(): Record<string, Record<string, BrokerResults>> {
+  return existsSync(LATEST) ? JSON.parse(readFileSync(LATEST, 'utf8')) : {};
+}
+
+/** Merges one broker's results into latest.json, read again just now (another run may have written it). */
+function saveResults(transport: TransportName, results: BrokerResults): void {
+  const latest = readLatest();
+  latest[mode] = { ...latest[mode], [transport]: results };
+  writeFileSync(LATEST, `${JSON.stringify(latest, null, 2)}\n`);
 }
 
 function printSummary(byMode: Record<string, BrokerResults>): void {
