@@ -32,8 +32,13 @@ export const RABBITMQ_PASSWORD_ENV = 'OMNIBUS_CHAOS_RABBITMQ_PASSWORD';
 export interface BrokerProfile {
   /** The broker script in scripts/brokers (up, down, pid). */
   script: string;
-  /** Per-key order holds for one consumer process (ordered: true), the setting every scenario uses. */
-  orderPromised: boolean;
+  /**
+   * Where per-key order holds with `ordered: true` (the transport's ordering capability): across the group
+   * (Kafka: a partition's records in order, whichever process reads them), within one consumer process
+   * (RabbitMQ, NATS: a crashed consumer's messages come back after later ones were handled elsewhere), or
+   * nowhere (an SQS standard queue).
+   */
+  orderScope: 'group' | 'process' | 'none';
   /** What the chaos run changes from the adapter's defaults so that recovery is quick, and the price. */
   recoverySettings: string;
 }
@@ -41,14 +46,14 @@ export interface BrokerProfile {
 export const PROFILES: Record<TransportName, BrokerProfile> = {
   rabbitmq: {
     script: 'rabbitmq-private.sh',
-    orderPromised: true,
+    orderScope: 'process',
     recoverySettings:
       "adapter defaults (quorum queue, confirms). A killed consumer's TCP connection closes at once, so " +
       'its unacknowledged messages are requeued without waiting for a heartbeat.',
   },
   kafka: {
     script: 'kafka-private.sh',
-    orderPromised: true,
+    orderScope: 'group',
     recoverySettings:
       "consumer.sessionTimeoutMs 10 000 (default 30 000) and heartbeatIntervalMs 1 000: a killed member's " +
       'partitions move after 10 s instead of 30 s. Price: a consumer that cannot heartbeat for 10 s (a long GC ' +
@@ -56,7 +61,7 @@ export const PROFILES: Record<TransportName, BrokerProfile> = {
   },
   sqs: {
     script: 'elasticmq-private.sh',
-    orderPromised: false,
+    orderScope: 'none',
     recoverySettings:
       'visibilityTimeoutSeconds 10 (default 30): messages held by a killed consumer come back after 10 s. ' +
       "Price: more ChangeMessageVisibility calls from the adapter's lease heartbeat for handlers that run " +
@@ -64,7 +69,7 @@ export const PROFILES: Record<TransportName, BrokerProfile> = {
   },
   nats: {
     script: 'nats-private.sh',
-    orderPromised: true,
+    orderScope: 'process',
     recoverySettings:
       'ackWaitMs 10 000 (default 60 000): messages held by a killed consumer are redelivered after 10 s. ' +
       'Price: a handler that runs longer than 10 s without the adapter extending the lease sees its message ' +

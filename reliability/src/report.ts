@@ -31,7 +31,8 @@ interface Row {
 
 interface Broker {
   date: string;
-  orderPromised: boolean;
+  orderScope?: 'group' | 'process' | 'none';
+  orderPromised?: boolean;
   recoverySettings: string;
   loadAverage1m: number;
   cores: number;
@@ -44,6 +45,14 @@ const BROKER_NAMES: Record<string, string> = {
   sqs: 'SQS on ElasticMQ 1.7 (private `elasticmq-private`, standard queue)',
   nats: 'NATS JetStream 2.9 (private server `nats-private`)',
 };
+
+const ORDER_SCOPE = {
+  group: 'promised across the group (a partition is read in order by whichever process holds it).',
+  process:
+    'promised within one consumer process: where a consumer is killed, its messages come back after later ' +
+    'ones of their keys were handled, so violations there are counted but not promised against.',
+  none: 'not promised (a standard queue); violations are counted for information.',
+} as const;
 
 function recovery(r: Row): string {
   const known = r.recoveryMs.filter((x): x is number => x !== null);
@@ -60,10 +69,8 @@ function section(mode: string, brokers: Record<string, Broker>): string[] {
     lines.push(`### ${BROKER_NAMES[name] ?? name} — ${mode} run`, '');
     lines.push(
       `Measured ${b.date.slice(0, 16).replace('T', ' ')} UTC on ${b.cores} cores (load average ${b.loadAverage1m} ` +
-        'at the end, other work running). Per-key order is ' +
-        (b.orderPromised
-          ? 'promised (one consumer process, `ordered: true`).'
-          : 'not promised (standard queue).'),
+        'at the end, other work running). Per-key order (`ordered: true`) is ' +
+        ORDER_SCOPE[b.orderScope ?? (b.orderPromised ? 'process' : 'none')],
       '',
       `Settings for quick recovery: ${b.recoverySettings}`,
       '',
@@ -105,7 +112,8 @@ export function writeReport(
     '- **duplicates**: handler runs beyond the first for an id (at-least-once delivery; expected after kills);',
     '- **duplicate effects**: the same, with the Redis idempotency store (`@omnibus/redis`) in front of the',
     '  handler (scenario `consumer-kill-store`);',
-    "- **order violations**: a key's message handled for the first time after a later message of that key;",
+    "- **order violations**: a key's message handled for the first time after a later message of that key",
+    '  (marked “not promised” where the broker does not promise order across what the scenario does);',
     '- **recovery**: from the end of the fault (process respawned, broker answering again, SIGCONT, partition',
     '  healed, burst published) to the first message handled after it; for a producer kill, to the first',
     "  handled message of the replacement producer. A respawned process's start-up (about 1–2 s for Node.js",
