@@ -55,7 +55,7 @@ export const PROFILES: Record<TransportName, BrokerProfile> = {
     script: 'kafka-private.sh',
     orderScope: 'group',
     recoverySettings:
-      "consumer.sessionTimeoutMs 10 000 (default 30 000) and heartbeatIntervalMs 1 000: a killed member's " +
+      "sessionTimeoutMs 10 000 (default 30 000) and heartbeatIntervalMs 1 000: a killed member's " +
       'partitions move after 10 s instead of 30 s. Price: a consumer that cannot heartbeat for 10 s (a long GC ' +
       'pause, a blocked event loop) is evicted and its uncommitted records are handled again elsewhere.',
   },

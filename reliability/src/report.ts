@@ -141,6 +141,31 @@ export function writeReport(
     'records in `reliability/results/records/`.',
     '',
   ];
+  lines.push(
+    '## Notes on the figures',
+    '',
+    '- **Found by this run, fixed:** on NATS, the first publish of a process waited for its stream lookup while',
+    '  the publishes made right after it did not, so they overtook it (one per-key order violation per',
+    '  producer process), and on a topic whose stream did not exist yet they failed with "no responders".',
+    '  Every publish now waits until the lookup has finished (`packages/nats/test/publish-order.test.ts`).',
+    '  NATS figures measured before that fix show that one violation in scenarios with a single consumer.',
+    '- **Order and the idempotency store after a crash:** a message the killed consumer had claimed stays',
+    "  claimed until the store's lease ends (10 s here). The replacement consumer finds it held and sends it to",
+    "  delayed redelivery, while the key's later messages go on: its handling comes after theirs (RabbitMQ",
+    '  `consumer-kill-store`), and recovery includes the lease. Order within one process is what RabbitMQ and',
+    '  NATS promise, so this is counted, not promised against; a shorter lease shortens the wait, at the risk of',
+    '  a second run beside a slow handler.',
+    '- **Duplicates on Kafka after a pause or a partition:** 10 s without heartbeats evicts the member (the',
+    '  session timeout above), and the records handled since the last commit are handled again by the rejoined',
+    '  member. With the store (`consumer-kill-store`) no handler ran twice.',
+    '- **Published (resolved) vs handled:** a killed producer cannot record publishes that resolved in its last',
+    '  instant, and a publish that timed out during an outage (`OUTCOME_UNKNOWN`) may still have been stored;',
+    '  such messages are handled without a resolved record (more handled than published), never the reverse.',
+    '- **Recovery** on this shared 2-core machine (load average 25–40 from other work) is dominated by',
+    '  starting a Node.js process (consumer and producer kills) and by leases: the Kafka session (10 s), the',
+    '  SQS visibility timeout and NATS ack wait (10 s), the store lease (10 s). Expect less on a quiet machine.',
+    '',
+  );
   for (const mode of ['full', 'short']) {
     const brokers = latest[mode] as Record<string, Broker> | undefined;
     if (!brokers || Object.keys(brokers).length === 0) continue;
