@@ -26,7 +26,7 @@ import {
 } from './brokers.js';
 import { type CheckResult, check, type Fault, type Handled, type Published } from './checker.js';
 import { cleanup, readDeadLetterIds } from './deadletters.js';
-import { type ConsumerRole, isPoison, type ProducerRole, readRecords } from './records.js';
+import { type ConsumerRole, isPoison, type ProducerRole, RecordTail } from './records.js';
 import { writeReport } from './report.js';
 
 const RESULTS_DIR = fileURLToPath(new URL('../results/', import.meta.url));
@@ -88,7 +88,7 @@ async function until(
   const end = Date.now() + deadlineMs;
   while (!(await cond())) {
     if (Date.now() > end) throw new Error(`timed out after ${deadlineMs} ms waiting for ${what}`);
-    await sleep(100);
+    await sleep(250);
   }
 }
 
@@ -259,11 +259,13 @@ class Scenario {
       .map((f) => this.dir + f);
   }
 
+  readonly #tail = new RecordTail();
+
   published(): { resolved: Published[]; failed: number } {
     const resolved: Published[] = [];
     let failed = 0;
     for (const f of this.#files('producer')) {
-      for (const r of readRecords(f)) {
+      for (const r of this.#tail.rows(f)) {
         if (r[0] === 'R') resolved.push({ id: r[1]!, key: r[2]!, seq: Number(r[3]), at: Number(r[4]) });
         else if (r[0] === 'F') failed++;
       }
@@ -274,7 +276,7 @@ class Scenario {
   handled(): Handled[] {
     const out: Handled[] = [];
     for (const f of this.#files('consumer')) {
-      for (const r of readRecords(f)) {
+      for (const r of this.#tail.rows(f)) {
         if (r[0] === 'H')
           out.push({ id: r[1]!, key: r[2]!, seq: Number(r[3]), at: Number(r[4]), pid: Number(r[5]) });
       }
@@ -285,7 +287,7 @@ class Scenario {
   /** Lines of a kind in the current consumer's record (READY once it subscribed). */
   consumerReady(): boolean {
     const f = `${this.dir}consumer${this.#consumers}.rec`;
-    return readRecords(f).some((r) => r[0] === 'READY');
+    return this.#tail.rows(f).some((r) => r[0] === 'READY');
   }
 
   handledSince(at: number): number {
@@ -643,7 +645,7 @@ async function main(): Promise<void> {
       cores: cpus().length,
       scenarios: results,
     };
-    saveResults(transport, byMode[transport]!);
+    if (results.length > 0) saveResults(transport, byMode[transport]!);
   }
   writeReport(readLatest());
   printSummary(byMode);

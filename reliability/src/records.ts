@@ -3,7 +3,7 @@
  * tab-separated, written with a single write(2) each: once the call returns, the line is in the kernel's
  * page cache and survives a SIGKILL of the writer (only a machine crash could lose it).
  */
-import { closeSync, existsSync, openSync, readFileSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync, readSync, writeSync } from 'node:fs';
 import { defineMessage } from '@omnibus/core';
 import { z } from 'zod';
 
@@ -70,4 +70,45 @@ export interface ConsumerRole {
 /** True for the messages the consumer refuses for good, so that dead-lettering runs under faults too. */
 export function isPoison(seq: number, poisonEvery: number): boolean {
   return poisonEvery > 0 && seq % poisonEvery === poisonEvery - 1;
+}
+
+/**
+ * Follows a growing record file: each call parses only the lines appended since the last one, so that
+ * polling a file of many thousand lines stays cheap.
+ */
+export class RecordTail {
+  readonly #offsets = new Map<string, number>();
+  readonly #rest = new Map<string, string>();
+  readonly #rows = new Map<string, string[][]>();
+
+  rows(path: string): string[][] {
+    let rows = this.#rows.get(path);
+    if (!rows) {
+      rows = [];
+      this.#rows.set(path, rows);
+    }
+    if (!existsSync(path)) return rows;
+    const offset = this.#offsets.get(path) ?? 0;
+    const fd = openSync(path, 'r');
+    try {
+      const chunks: Buffer[] = [];
+      let position = offset;
+      for (;;) {
+        const buf = Buffer.alloc(1 << 20);
+        const n = readSync(fd, buf, 0, buf.length, position);
+        if (n === 0) break;
+        chunks.push(buf.subarray(0, n));
+        position += n;
+      }
+      this.#offsets.set(path, position);
+      const text = (this.#rest.get(path) ?? '') + Buffer.concat(chunks).toString('utf8');
+      const lines = text.split('\n');
+      // The last piece has no newline yet: keep it for the next call.
+      this.#rest.set(path, lines.pop() ?? '');
+      for (const l of lines) if (l.length > 0) rows.push(l.split('\t'));
+    } finally {
+      closeSync(fd);
+    }
+    return rows;
+  }
 }
