@@ -3,7 +3,7 @@
  * tab-separated, written with a single write(2) each: once the call returns, the line is in the kernel's
  * page cache and survives a SIGKILL of the writer (only a machine crash could lose it).
  */
-import { closeSync, existsSync, openSync, readFileSync, readSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readSync, writeSync } from 'node:fs';
 import { defineMessage } from '@omnibus/core';
 import { z } from 'zod';
 
@@ -25,15 +25,6 @@ export class RecordFile {
   close(): void {
     closeSync(this.#fd);
   }
-}
-
-/** The lines of a record file split into fields; a torn last line (never expected) is skipped. */
-export function readRecords(path: string): string[][] {
-  if (!existsSync(path)) return [];
-  return readFileSync(path, 'utf8')
-    .split('\n')
-    .filter((l) => l.length > 0)
-    .map((l) => l.split('\t'));
 }
 
 /** What a client process is told to do, passed as JSON in OMNIBUS_CHAOS_ROLE. */
