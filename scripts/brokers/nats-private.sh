@@ -2,7 +2,7 @@
 # A private NATS server with JetStream (127.0.0.1:4223, store under
 # $OMNIBUS_BROKER_DATA/nats-private) beside the shared one on 4222, for tests
 # that stop or restart the broker. Never touches the shared server.
-# Usage: nats-private.sh up|down|status|restart
+# Usage: nats-private.sh up|down|status|restart|pid
 set -euo pipefail
 
 # shellcheck disable=SC2034 # read by lib.sh
@@ -104,8 +104,10 @@ main() {
       start
       ;;
     status) status ;;
+    # The server's OS pid (empty when it is not running): what the chaos run SIGKILLs and SIGSTOPs.
+    pid) running_pid ;;
     *)
-      echo "usage: $0 up|down|status|restart" >&2
+      echo "usage: $0 up|down|status|restart|pid" >&2
       exit 2
       ;;
   esac

@@ -3,7 +3,7 @@
 # beside the shared one on 5672, for tests that stop, restart or kill the
 # broker. Uses the Debian rabbitmq-server package; never touches the
 # shared node rabbit@localhost.
-# Usage: rabbitmq-private.sh up|down|status|restart
+# Usage: rabbitmq-private.sh up|down|status|restart|pid
 set -euo pipefail
 
 # shellcheck disable=SC2034 # read by lib.sh
@@ -117,8 +117,10 @@ main() {
       start
       ;;
     status) status ;;
+    # The server's OS pid (empty when it is not running): what the chaos run SIGKILLs and SIGSTOPs.
+    pid) running_pid ;;
     *)
-      echo "usage: $0 up|down|status|restart" >&2
+      echo "usage: $0 up|down|status|restart|pid" >&2
       exit 2
       ;;
   esac

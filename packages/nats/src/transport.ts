@@ -67,6 +67,12 @@ export class NatsTransport implements Transport {
   private jsm: JetStreamManager | undefined;
   /** Streams known to exist (each name passed checkName). */
   private readonly streams = new Map<string, Promise<void>>();
+  /**
+   * Topics whose stream lookup has finished. Until then every publish waits for the lookup, not only the
+   * first: a publish that skipped it overtook the first one (per-key order broken) or, on a new topic,
+   * reached the server before the stream existed and failed with "no responders".
+   */
+  private readonly readyStreams = new Set<string>();
   private readonly subscriptions = new Set<NatsSubscription>();
   private closed = false;
 
@@ -181,7 +187,7 @@ export class NatsTransport implements Transport {
     call: PublishCall,
   ): Promise<void> {
     const { js } = this.require();
-    if (!this.streams.has(topic)) {
+    if (!this.readyStreams.has(topic)) {
       checkName('topic', topic);
       // Nothing is sent while the stream is looked up: a caller who gives up now withdrew the messages.
       call.onAbandon(() => 'withdrawn');
@@ -242,7 +248,10 @@ export class NatsTransport implements Transport {
     if (!pending) {
       pending = this.createStream(names.stream(topic), [`${topic}.>`]);
       this.streams.set(topic, pending);
-      pending.catch(() => this.streams.delete(topic));
+      pending.then(
+        () => this.readyStreams.add(topic),
+        () => this.streams.delete(topic),
+      );
     }
     return pending;
   }
