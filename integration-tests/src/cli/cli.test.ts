@@ -18,11 +18,7 @@ import {
 } from '@omnibus/core';
 import { eventually } from '@omnibus/core/testing';
 import { transportFromUrl as kafkaFromUrl } from '@omnibus/kafka';
-import {
-  type RabbitMqTransport,
-  transportFromUrl as rabbitFromUrl,
-  names as rabbitNames,
-} from '@omnibus/rabbitmq';
+import { transportFromUrl as rabbitFromUrl, names as rabbitNames } from '@omnibus/rabbitmq';
 import { transportFromUrl as sqsFromUrl } from '@omnibus/sqs';
 import { connect as amqpConnect } from 'amqplib';
 import { Kafka, logLevel } from 'kafkajs';
@@ -56,13 +52,8 @@ const brokers: Broker[] = [
       const conn = await amqpConnect(AMQP_URL);
       try {
         const ch = await conn.createChannel();
-        const queues = [
-          rabbitNames.groupQueue(topic, group),
-          rabbitNames.deadLetterQueue(topic, group),
-          ...(rabbitFromUrl(AMQP_URL) as RabbitMqTransport).options.delayTiersMs.map((t) =>
-            rabbitNames.retryQueue(topic, group, t),
-          ),
-        ];
+        // The delay tiers are shared by the vhost (omnibus.delay.*): other runs may be using them.
+        const queues = [rabbitNames.groupQueue(topic, group), rabbitNames.deadLetterQueue(topic, group)];
         for (const q of queues) await ch.deleteQueue(q);
         await ch.deleteExchange(rabbitNames.exchange(topic));
         await ch.close();
