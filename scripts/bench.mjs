@@ -28,7 +28,7 @@ const BROKERS = {
 };
 
 const args = process.argv.slice(2);
-const BOOLEAN_FLAGS = new Set(['--no-stages', '--no-write', '--help', '-h']);
+const BOOLEAN_FLAGS = new Set(['--no-stages', '--no-write', '--no-peer', '--peer-only', '--help', '-h']);
 let entry = 'index';
 if (args[0] === 'soak' || args[0] === 'profile' || args[0] === 'stores' || args[0] === 'postgres')
   entry = args.shift();
@@ -43,6 +43,7 @@ if (args.includes('--help') || args.includes('-h')) {
     [
       'pnpm bench [memory|rabbitmq|kafka|sqs …] [--reps N] [--scale F] [--sizes 200,16384]',
       '    raw client vs Omnibus, every transport by default; writes bench/results/latest.json and BENCHMARKS.md',
+      '    then Omnibus (zod schema) vs message-queue-toolkit where it has an adapter (--no-peer skips, --peer-only runs only that)',
       'pnpm bench soak [memory|kafka] [--messages N] [--max-entries N]',
       '    one million messages with a bounded idempotency store, resident memory sampled',
       'pnpm bench profile [memory|kafka|rabbitmq|sqs] [--messages N] [--size B] [--label L]',

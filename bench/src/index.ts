@@ -12,6 +12,7 @@ import { machine, nodeRun } from './lib/machine.js';
 import { readResults, resultsForThisNode, writeReport, writeResults } from './lib/report.js';
 import { runTransport } from './lib/runner.js';
 import { workerProcesses } from './lib/workers.js';
+import { comparePeer, keepPeer } from './peer/run.js';
 import { runStages } from './stages.js';
 
 const ALL = TRANSPORTS;
@@ -30,6 +31,9 @@ async function main(): Promise<number> {
       sizes: { type: 'string', default: '200,16384' },
       'no-stages': { type: 'boolean', default: false },
       'no-write': { type: 'boolean', default: false },
+      // The message-queue-toolkit comparison (peer/): skipped, or run alone (the main figures kept).
+      'no-peer': { type: 'boolean', default: false },
+      'peer-only': { type: 'boolean', default: false },
     },
   });
   const names = positionals.length === 0 ? [...ALL] : positionals;
@@ -66,11 +70,18 @@ async function main(): Promise<number> {
   for (const name of names as Name[]) {
     const bench = await loadBench(name);
     log(`${name}: start (${reps} alternating repetitions per figure, scale ${scale})`);
-    const exec = workerProcesses(name);
-    const r = await runTransport(bench, exec, { sizes, reps, scale, log }).finally(() => exec.close());
-    if (r.status !== 'ok') failed++;
-    target.transports[name] = r;
-    if (name === 'memory' && !values['no-stages']) {
+    if (!values['peer-only']) {
+      const exec = workerProcesses(name);
+      const r = await runTransport(bench, exec, { sizes, reps, scale, log }).finally(() => exec.close());
+      if (r.status !== 'ok') failed++;
+      target.transports[name] = r;
+    }
+    if (!values['no-peer']) {
+      const peer = await comparePeer(name, bench, { sizes, reps, scale, log });
+      if (peer?.status === 'failed') failed++;
+      keepPeer(target.transports[name], peer, log);
+    }
+    if (name === 'memory' && !values['no-stages'] && !values['peer-only']) {
       log('memory: pipeline stage costs');
       target.setStages(await runStages({ scale, reps: Math.max(reps, 5), log }));
     }

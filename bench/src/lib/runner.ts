@@ -5,6 +5,7 @@
  * process of its own (see workers.ts): one side's heap, JIT state and AsyncLocalStorage hooks never
  * slow the other down.
  */
+import type { PeerResult } from '../peer/run.js';
 import { type BenchData, makeData, sizeLabel, warmData } from './payload.js';
 import type { Consuming, Side, SideKind, TransportBench } from './side.js';
 import { topicName } from './side.js';
@@ -54,6 +55,8 @@ export interface TransportResult {
   settings: TransportBench['settings'];
   reps: number;
   sizes: SizeResult[];
+  /** Omnibus (with a zod schema) against message-queue-toolkit, where it has a side (peer/run.ts). */
+  peer?: PeerResult;
 }
 
 export interface ThroughputResult {
