@@ -1,4 +1,7 @@
-/** The Omnibus side of every transport's benchmark: one Bus, untyped publishes, one handler per subscription. */
+/**
+ * The Omnibus side of every transport's benchmark: one Bus, untyped publishes (typed ones in the peer
+ * comparison's worker), one handler per subscription.
+ */
 import {
   type Bus,
   connect,

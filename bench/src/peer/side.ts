@@ -1,6 +1,9 @@
 /**
  * What the peer comparison needs of each transport: a side built on message-queue-toolkit, the closest
  * TypeScript peer, loaded only where that library has an adapter that installs and runs here.
+ * Versions (bench/package.json): core 25.4.0, because 27.0.0 needs @message-queue-toolkit/schemas ^7.2.0,
+ * which is not published; amqp 23.1.0 declares amqplib ^0.10.8 as its peer and runs on the 2.3.1 the
+ * other sides use (pnpm warns about the range only).
  */
 import type { TransportName } from '../lib/load.js';
 import type { Side } from '../lib/side.js';
