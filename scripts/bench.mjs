@@ -29,7 +29,7 @@ const BROKERS = {
 };
 
 const args = process.argv.slice(2);
-const BOOLEAN_FLAGS = new Set(['--no-stages', '--no-write', '--help', '-h']);
+const BOOLEAN_FLAGS = new Set(['--no-stages', '--no-write', '--no-peer', '--peer-only', '--help', '-h']);
 let entry = 'index';
 if (args[0] === 'soak' || args[0] === 'profile' || args[0] === 'stores' || args[0] === 'postgres')
   entry = args.shift();
@@ -46,6 +46,7 @@ if (args.includes('--help') || args.includes('-h')) {
       '    raw client vs Omnibus, every transport by default; writes bench/results/latest.json and BENCHMARKS.md',
       '    --only throughput,latency,naive: the parts to run (naive: a service publishing one event per request,',
       '    one at a time and 64 at once, against the raw client sending one message per call); others keep their figures',
+      '    then Omnibus (zod schema) vs message-queue-toolkit where it has an adapter (--no-peer skips, --peer-only runs only that)',
       'pnpm bench soak [memory|kafka] [--messages N] [--max-entries N]',
       '    one million messages with a bounded idempotency store, resident memory sampled',
       'pnpm bench profile [memory|kafka|rabbitmq|sqs] [--messages N] [--size B] [--label L]',

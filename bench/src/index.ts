@@ -13,6 +13,7 @@ import { machine, nodeRun } from './lib/machine.js';
 import { readResults, resultsForThisNode, writeReport, writeResults } from './lib/report.js';
 import { BENCH_PARTS, type BenchPart, runTransport } from './lib/runner.js';
 import { workerProcesses } from './lib/workers.js';
+import { comparePeer, keepPeer } from './peer/run.js';
 import { runStages } from './stages.js';
 
 const ALL = TRANSPORTS;
@@ -32,6 +33,9 @@ async function main(): Promise<number> {
       only: { type: 'string', default: BENCH_PARTS.join(',') },
       'no-stages': { type: 'boolean', default: false },
       'no-write': { type: 'boolean', default: false },
+      // The message-queue-toolkit comparison (peer/): skipped, or run alone (the main figures kept).
+      'no-peer': { type: 'boolean', default: false },
+      'peer-only': { type: 'boolean', default: false },
     },
   });
   const names = positionals.length === 0 ? [...ALL] : positionals;
@@ -76,15 +80,23 @@ async function main(): Promise<number> {
   for (const name of names as Name[]) {
     const bench = await loadBench(name);
     log(`${name}: start (${reps} alternating repetitions per figure, scale ${scale})`);
-    const exec = workerProcesses(name);
-    const r = await runTransport(bench, exec, { sizes, reps, scale, log, parts }).finally(() => exec.close());
-    if (r.status !== 'ok') failed++;
-    // Parts not run keep their last figures.
-    const previous = target.transports[name];
-    if (previous && !parts.has('throughput')) r.sizes = previous.sizes;
-    if (previous?.naive && !parts.has('naive')) r.naive = previous.naive;
-    target.transports[name] = r;
-    if (name === 'memory' && !values['no-stages'] && parts.has('throughput')) {
+    if (!values['peer-only']) {
+      const exec = workerProcesses(name);
+      const r = await runTransport(bench, exec, { sizes, reps, scale, log, parts }).finally(() => exec.close());
+      if (r.status !== 'ok') failed++;
+      // Parts not run keep their last figures.
+      const previous = target.transports[name];
+      if (previous && !parts.has('throughput')) r.sizes = previous.sizes;
+      if (previous?.naive && !parts.has('naive')) r.naive = previous.naive;
+      if (previous?.peer) r.peer = previous.peer;
+      target.transports[name] = r;
+    }
+    if (!values['no-peer'] && (values['peer-only'] || parts.has('throughput'))) {
+      const peer = await comparePeer(name, bench, { sizes, reps, scale, log });
+      if (peer?.status === 'failed') failed++;
+      keepPeer(target.transports[name], peer, log);
+    }
+    if (name === 'memory' && !values['no-stages'] && !values['peer-only'] && parts.has('throughput')) {
       log('memory: pipeline stage costs');
       target.setStages(await runStages({ scale, reps: Math.max(reps, 5), log }));
     }

@@ -1,7 +1,12 @@
-/** The Omnibus side of every transport's benchmark: one Bus, untyped publishes, one handler per subscription. */
+/**
+ * The Omnibus side of every transport's benchmark: one Bus, untyped publishes (typed ones in the peer
+ * comparison's worker), one handler per subscription.
+ */
 import {
+  type Bus,
   connect,
   type Handler,
+  type MessageDefinition,
   type TelemetryOptions,
   type Transport,
   uuidv7,
@@ -24,6 +29,21 @@ export interface OmnibusSideOptions {
   cleanup(topic: string): Promise<void>;
 }
 
+/**
+ * Set by the peer comparison's worker (peer/worker.ts, a process of its own): publish and subscribe
+ * through this definition, so its zod schema runs on both ends like the peer's. Unset, messages are untyped.
+ */
+let definition: MessageDefinition<BenchData> | undefined;
+
+export function useMessageDefinition(def: MessageDefinition<BenchData>): void {
+  definition = def;
+}
+
+/** `bus.publish()` of one message, through the definition when one is set. */
+function publishData(bus: Bus, topic: string, data: BenchData): Promise<unknown> {
+  return definition ? bus.publish(topic, definition, data) : bus.publish(topic, { type: MESSAGE_TYPE, data });
+}
+
 export async function omnibusSide(o: OmnibusSideOptions): Promise<Side> {
   const bus = await connect({
     transport: o.transport,
@@ -34,7 +54,7 @@ export async function omnibusSide(o: OmnibusSideOptions): Promise<Side> {
     kind: 'omnibus',
     prepare: (topic) => bus.provision(topic, [{ group: GROUP }]),
     publishMany: (topic, count, size) =>
-      windowed(count, o.window, (i) => bus.publish(topic, { type: MESSAGE_TYPE, data: makeData(i, size) })),
+      windowed(count, o.window, (i) => publishData(bus, topic, makeData(i, size))),
     publishBatches: (topic, count, size) => {
       const batches = Math.ceil(count / o.batch.size);
       return windowed(batches, o.batch.outstanding, (b) => {
@@ -46,7 +66,7 @@ export async function omnibusSide(o: OmnibusSideOptions): Promise<Side> {
       });
     },
     publishOne: async (topic, data) => {
-      await bus.publish(topic, { type: MESSAGE_TYPE, data });
+      await publishData(bus, topic, data);
     },
     subscribe: async (topic, onMessage) => {
       const handler: Handler<BenchData> = (data) => {
@@ -55,7 +75,7 @@ export async function omnibusSide(o: OmnibusSideOptions): Promise<Side> {
       const sub = await bus.subscribe({
         topic,
         group: GROUP,
-        handlers: { [MESSAGE_TYPE]: handler },
+        handlers: { [MESSAGE_TYPE]: definition ? definition.handle(handler) : handler },
         concurrency: o.concurrency,
         prefetch: o.prefetch,
       });

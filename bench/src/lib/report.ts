@@ -2,6 +2,7 @@
 import { existsSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { peerSection } from '../peer/report.js';
 import { type Machine, nodeMajor, nodeRun } from './machine.js';
 import { sizeLabel } from './payload.js';
 import type { Pair, TransportResult } from './runner.js';
@@ -459,6 +460,10 @@ export async function writeReport(r: Results): Promise<string> {
     '## A service publishing one event per request (naive client)',
     '',
     ...naiveTable(r),
+    '',
+    '## Omnibus against message-queue-toolkit',
+    '',
+    ...peerSection(r),
     '',
     '## Omnibus/raw by Node.js version',
     '',

@@ -6,6 +6,7 @@
  * slow the other down.
  */
 import { NAIVE_CONCURRENCY, NAIVE_SIZE, type NaiveJob, type NaiveOnceResult, naiveOnce } from './naive.js';
+import type { PeerResult } from '../peer/run.js';
 import { type BenchData, makeData, sizeLabel, warmData } from './payload.js';
 import type { Consuming, Side, SideKind, TransportBench } from './side.js';
 import { topicName } from './side.js';
@@ -81,6 +82,8 @@ export interface TransportResult {
   reps: number;
   sizes: SizeResult[];
   naive?: NaiveResult;
+  /** Omnibus (with a zod schema) against message-queue-toolkit, where it has a side (peer/run.ts). */
+  peer?: PeerResult;
 }
 
 export interface ThroughputResult {

@@ -14,7 +14,8 @@ export interface Consuming {
 }
 
 export interface Side {
-  readonly kind: SideKind;
+  /** 'peer': message-queue-toolkit, in the peer comparison (peer/). */
+  readonly kind: SideKind | 'peer';
   /** Creates what keeps a backlog for `topic` before anything is published (queue, binding, group). */
   prepare(topic: string): Promise<void>;
   /** Publishes `count` messages the way this side publishes fastest; resolves once all are confirmed. */

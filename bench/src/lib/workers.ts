@@ -9,7 +9,6 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { NaiveJob, NaiveOnceResult } from './naive.js';
 import type { Executor, ThroughputResult } from './runner.js';
-import type { SideKind } from './side.js';
 
 export type WorkerJob =
   | { op: 'throughput'; size: number; n: number; label: string }
@@ -29,15 +28,16 @@ export type WorkerReply =
 const WORKER = join(fileURLToPath(import.meta.url), '..', '..', 'worker.ts');
 const JOB_TIMEOUT_MS = 15 * 60_000;
 
-class Worker {
+/** One side's worker process; `script` is the entry it runs (worker.ts, or peer/worker.ts). */
+export class Worker {
   readonly #child: ChildProcess;
   readonly #pending = new Map<number, { resolve(v: unknown): void; reject(e: Error): void }>();
   #next = 0;
   #exited: Error | undefined;
 
-  constructor(transport: string, kind: SideKind) {
+  constructor(transport: string, kind: string, script = WORKER) {
     // The same Node flags as this process (tsx's loader).
-    this.#child = fork(WORKER, [transport, kind], { execArgv: process.execArgv, stdio: 'inherit' });
+    this.#child = fork(script, [transport, kind], { execArgv: process.execArgv, stdio: 'inherit' });
     this.#child.on('message', (m: WorkerReply) => {
       const p = this.#pending.get(m.id);
       if (!p) return;
