@@ -82,7 +82,9 @@ async function main(): Promise<number> {
     log(`${name}: start (${reps} alternating repetitions per figure, scale ${scale})`);
     if (!values['peer-only']) {
       const exec = workerProcesses(name);
-      const r = await runTransport(bench, exec, { sizes, reps, scale, log, parts }).finally(() => exec.close());
+      const r = await runTransport(bench, exec, { sizes, reps, scale, log, parts }).finally(() =>
+        exec.close(),
+      );
       if (r.status !== 'ok') failed++;
       // Parts not run keep their last figures.
       const previous = target.transports[name];

@@ -5,8 +5,9 @@
  * process of its own (see workers.ts): one side's heap, JIT state and AsyncLocalStorage hooks never
  * slow the other down.
  */
-import { NAIVE_CONCURRENCY, NAIVE_SIZE, type NaiveJob, type NaiveOnceResult, naiveOnce } from './naive.js';
+
 import type { PeerResult } from '../peer/run.js';
+import { NAIVE_CONCURRENCY, NAIVE_SIZE, type NaiveJob, type NaiveOnceResult, naiveOnce } from './naive.js';
 import { type BenchData, makeData, sizeLabel, warmData } from './payload.js';
 import type { Consuming, Side, SideKind, TransportBench } from './side.js';
 import { topicName } from './side.js';
