@@ -107,7 +107,7 @@ function parseVersion(value: unknown): number {
  * Sets one user header as an own property. A plain assignment of `__proto__` would go to the prototype
  * setter instead (and silently lose the header); defining it keeps it as data like any other name.
  */
-export function setHeader(headers: Record<string, string>, name: string, value: string): void {
+export function setHeader<T = string>(headers: Record<string, T>, name: string, value: T): void {
   if (name === '__proto__') {
     Object.defineProperty(headers, name, { value, enumerable: true, writable: true, configurable: true });
   } else headers[name] = value;

@@ -2,7 +2,7 @@
  * Maps between the core's WireMessage (bytes + string headers) and AMQP 0-9-1 messages: CloudEvents binary
  * mode with `cloudEvents_` headers, the native AMQP properties, and defensive reading of whatever arrives.
  */
-import type { BinaryModeOptions, WireMessage } from '@omnibus/core';
+import { type BinaryModeOptions, setHeader, type WireMessage } from '@omnibus/core';
 import type { Message, Options } from 'amqplib';
 
 export const CE_PREFIX = 'cloudEvents_';
@@ -69,7 +69,7 @@ export function wireFromAmqp(msg: Message): WireMessage {
       const value = raw[name];
       // Omnibus publishers send only strings: take those as they are, convert the rest.
       const v = typeof value === 'string' ? value : headerString(value);
-      if (v !== undefined) headers[name] = v;
+      if (v !== undefined) setHeader(headers, name, v);
     }
   }
   const ct = headerString(msg.properties.contentType);

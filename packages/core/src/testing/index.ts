@@ -177,3 +177,5 @@ export {
   type StoreContractOptions,
   storeContract,
 } from './store-contract.js';
+
+export { checkDecode, envelopeProblems, prototypeChanges } from './decode-contract.js';
