@@ -5,8 +5,18 @@
  */
 import { randomUUID } from 'node:crypto';
 import net from 'node:net';
-import { CreateTopicCommand, type MessageAttributeValue as SnsAttribute, PublishCommand, SNSClient } from '@aws-sdk/client-sns';
-import { GetQueueUrlCommand, type MessageAttributeValue, SendMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
+import {
+  CreateTopicCommand,
+  PublishCommand,
+  SNSClient,
+  type MessageAttributeValue as SnsAttribute,
+} from '@aws-sdk/client-sns';
+import {
+  GetQueueUrlCommand,
+  type MessageAttributeValue,
+  SendMessageCommand,
+  SQSClient,
+} from '@aws-sdk/client-sqs';
 import { jetstream } from '@nats-io/jetstream';
 import { connect as natsConnect, headers as natsHeaders } from '@nats-io/transport-node';
 import { memoryBroker } from '@omnibus/core';
@@ -43,7 +53,12 @@ const CREDENTIALS = { accessKeyId: 'omnibus', secretAccessKey: 'omnibus' };
 function own<T>(entries: Record<string, T>): Record<string, T> {
   const out: Record<string, T> = {};
   for (const k of Object.keys(entries)) {
-    Object.defineProperty(out, k, { value: entries[k], enumerable: true, writable: true, configurable: true });
+    Object.defineProperty(out, k, {
+      value: entries[k],
+      enumerable: true,
+      writable: true,
+      configurable: true,
+    });
   }
   return out;
 }
@@ -125,7 +140,9 @@ async function hpub(server: string, subject: string, headerBlock: Buffer, body: 
           const head = Buffer.concat([Buffer.from('NATS/1.0\r\n'), headerBlock, Buffer.from('\r\n')]);
           socket.write(
             Buffer.concat([
-              Buffer.from('CONNECT {"verbose":false,"pedantic":false,"headers":true,"no_responders":true}\r\n'),
+              Buffer.from(
+                'CONNECT {"verbose":false,"pedantic":false,"headers":true,"no_responders":true}\r\n',
+              ),
               Buffer.from(`HPUB ${subject} ${head.length} ${head.length + body.length}\r\n`),
               head,
               body,
@@ -133,7 +150,8 @@ async function hpub(server: string, subject: string, headerBlock: Buffer, body: 
             ]),
           );
         }
-        if (seen.includes('-ERR')) reject(new Error(`nats server refused: ${seen.slice(seen.indexOf('-ERR'))}`));
+        if (seen.includes('-ERR'))
+          reject(new Error(`nats server refused: ${seen.slice(seen.indexOf('-ERR'))}`));
         else if (seen.includes('PONG')) resolve();
       });
     });
@@ -155,7 +173,11 @@ async function nats(): Promise<Injector> {
       const entries = Object.keys(m.headers).map((k) => [k, m.headers[k]!] as const);
       if (entries.some(([, v]) => typeof v !== 'string')) {
         // Header bytes the client cannot express go out on a bare socket; the stream stores them as sent.
-        const block = Buffer.concat(entries.map(([k, v]) => Buffer.concat([Buffer.from(`${k}: `), Buffer.from(v), Buffer.from('\r\n')])));
+        const block = Buffer.concat(
+          entries.map(([k, v]) =>
+            Buffer.concat([Buffer.from(`${k}: `), Buffer.from(v), Buffer.from('\r\n')]),
+          ),
+        );
         await hpub(server, subject, block, m.body);
         return;
       }
@@ -197,7 +219,11 @@ function sqsInjector(): Injector {
         urls.set(topic, url);
       }
       await client.send(
-        new SendMessageCommand({ QueueUrl: url, MessageBody: m.body.toString('utf8'), MessageAttributes: attributes(m.headers) }),
+        new SendMessageCommand({
+          QueueUrl: url,
+          MessageBody: m.body.toString('utf8'),
+          MessageAttributes: attributes(m.headers),
+        }),
       );
     },
     async close() {
@@ -215,11 +241,15 @@ function snsInjector(): Injector {
     contentTypeHeader: 'datacontenttype',
     async send(topic, m) {
       // CreateTopic is idempotent: it answers the ARN of the topic the transport created.
-      const { TopicArn } = await client.send(new CreateTopicCommand({ Name: topic.replace(/[^A-Za-z0-9_-]/g, '_') }));
+      const { TopicArn } = await client.send(
+        new CreateTopicCommand({ Name: topic.replace(/[^A-Za-z0-9_-]/g, '_') }),
+      );
       const attrs = attributes(m.headers) as Record<string, SnsAttribute>;
       // The group's subscription filters on this attribute, as a producer that wants delivery sets it.
       if (m.routeType !== undefined) attrs['omnibus-type'] = { DataType: 'String', StringValue: m.routeType };
-      await client.send(new PublishCommand({ TopicArn, Message: m.body.toString('utf8'), MessageAttributes: attrs }));
+      await client.send(
+        new PublishCommand({ TopicArn, Message: m.body.toString('utf8'), MessageAttributes: attrs }),
+      );
     },
     async close() {
       client.destroy();

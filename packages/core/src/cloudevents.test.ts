@@ -352,7 +352,9 @@ describe('CloudEvents decoding of hostile input', () => {
     const doc = { specversion: '1.0', id: '1', type: 't', source: 's', datacontenttype: 'text/plain' };
     const ok = fromStructured({ body: json({ ...doc, data: 'hello' }), headers: {} });
     expect(Buffer.from(ok.data).toString()).toBe('hello');
-    expect(() => fromStructured({ body: json({ ...doc, data: { a: 1 } }), headers: {} })).toThrow(DecodeError);
+    expect(() => fromStructured({ body: json({ ...doc, data: { a: 1 } }), headers: {} })).toThrow(
+      DecodeError,
+    );
   });
 
   it('refuses data_base64 that is not base64 and a document with both data members', () => {
@@ -360,12 +362,12 @@ describe('CloudEvents decoding of hostile input', () => {
     expect(() => fromStructured({ body: json({ ...doc, data_base64: 'not base64!' }), headers: {} })).toThrow(
       DecodeError,
     );
-    expect(() => fromStructured({ body: json({ ...doc, data: 1, data_base64: 'AQ==' }), headers: {} })).toThrow(
-      DecodeError,
-    );
-    expect(Buffer.from(fromStructured({ body: json({ ...doc, data_base64: 'AQI=' }), headers: {} }).data)).toEqual(
-      Buffer.from([1, 2]),
-    );
+    expect(() =>
+      fromStructured({ body: json({ ...doc, data: 1, data_base64: 'AQ==' }), headers: {} }),
+    ).toThrow(DecodeError);
+    expect(
+      Buffer.from(fromStructured({ body: json({ ...doc, data_base64: 'AQI=' }), headers: {} }).data),
+    ).toEqual(Buffer.from([1, 2]));
   });
 
   it('refuses a time that is not a string rather than replacing it with the time of receipt', () => {

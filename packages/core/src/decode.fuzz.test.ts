@@ -22,7 +22,11 @@ const TIMEOUT_MS = 60_000;
 const BINDINGS = {
   memory: { prefix: 'ce_' },
   kafka: { prefix: 'ce_', contentTypeHeader: 'content-type' },
-  nats: { prefix: 'ce_', contentTypeHeader: 'content-type', isBrokerHeader: (n: string) => /^nats-/i.test(n) },
+  nats: {
+    prefix: 'ce_',
+    contentTypeHeader: 'content-type',
+    isBrokerHeader: (n: string) => /^nats-/i.test(n),
+  },
   rabbitmq: { prefix: 'cloudEvents_', contentTypeHeader: 'content-type' },
 } as const;
 
@@ -71,13 +75,22 @@ const deepJson = fc
   );
 
 const jsonWithTrickyKeys = fc
-  .dictionary(fc.oneof(fc.constantFrom(...TRICKY_NAMES), fc.string({ maxLength: 8 })), fc.jsonValue({ maxDepth: 2 }), { maxKeys: 4 })
-  .map((o) => JSON.stringify(o).replace(/^\{/, '{"__proto__":{"polluted":true},"constructor":{"prototype":{"x":1}},'))
+  .dictionary(
+    fc.oneof(fc.constantFrom(...TRICKY_NAMES), fc.string({ maxLength: 8 })),
+    fc.jsonValue({ maxDepth: 2 }),
+    { maxKeys: 4 },
+  )
+  .map((o) =>
+    JSON.stringify(o).replace(/^\{/, '{"__proto__":{"polluted":true},"constructor":{"prototype":{"x":1}},'),
+  )
   .map((s) => s.replace(/,}$/, '}'));
 
 const body = fc.oneof(
   { weight: 3, arbitrary: fc.uint8Array({ maxLength: 64 }) },
-  { weight: 3, arbitrary: fc.jsonValue({ maxDepth: 2 }).map((v) => Buffer.from(JSON.stringify(v) ?? 'null', 'utf8')) },
+  {
+    weight: 3,
+    arbitrary: fc.jsonValue({ maxDepth: 2 }).map((v) => Buffer.from(JSON.stringify(v) ?? 'null', 'utf8')),
+  },
   { weight: 2, arbitrary: jsonWithTrickyKeys.map((s) => Buffer.from(s, 'utf8')) },
   { weight: 1, arbitrary: deepJson.map((s) => Buffer.from(s, 'utf8')) },
 );
@@ -93,7 +106,12 @@ const envelope: fc.Arbitrary<RawEnvelope> = fc.record({
   traceparent: fc.option(fc.string({ minLength: 1, maxLength: 60 }), { nil: undefined }),
   tracestate: fc.option(fc.string({ minLength: 1, maxLength: 20 }), { nil: undefined }),
   version: fc.integer({ min: 1, max: 1_000_000 }),
-  contentType: fc.constantFrom('application/json', 'application/octet-stream', 'text/plain', 'application/x+json'),
+  contentType: fc.constantFrom(
+    'application/json',
+    'application/octet-stream',
+    'text/plain',
+    'application/x+json',
+  ),
   headers: fc.constant({}),
   data: body,
 });
@@ -104,9 +122,16 @@ const edits = (prefix: string) =>
     fc.record({
       name: fc.oneof(
         fc.constantFrom(
-          ...['specversion', 'id', 'type', 'source', 'time', 'schemaversion', 'correlationid', 'partitionkey'].map(
-            (a) => `${prefix}${a}`,
-          ),
+          ...[
+            'specversion',
+            'id',
+            'type',
+            'source',
+            'time',
+            'schemaversion',
+            'correlationid',
+            'partitionkey',
+          ].map((a) => `${prefix}${a}`),
           'content-type',
           'traceparent',
           'tracestate',
@@ -168,7 +193,12 @@ describe('decode fuzzing (core)', () => {
         const seen = { envelope: 0, 'decode-error': 0 };
         fc.assert(
           fc.property(binaryWire(options), (wire) => {
-            seen[checkDecode(withData((w) => fromBinary(w, options)), wire)]++;
+            seen[
+              checkDecode(
+                withData((w) => fromBinary(w, options)),
+                wire,
+              )
+            ]++;
           }),
           params(5_000),
         );
@@ -220,8 +250,9 @@ describe('decode fuzzing (core)', () => {
 
   /** Structured-mode bodies: a valid document with edits, deep data, or byte-level damage. */
   const structuredWire: fc.Arbitrary<WireMessage> = fc.oneof(
-    fc.tuple(envelope, docEdits, fc.array(fc.tuple(fc.constantFrom(...TRICKY_NAMES, 'tenant'), text))).map(
-      ([env, list, hdrs]) => {
+    fc
+      .tuple(envelope, docEdits, fc.array(fc.tuple(fc.constantFrom(...TRICKY_NAMES, 'tenant'), text)))
+      .map(([env, list, hdrs]) => {
         const written = Buffer.from(toStructured(env).body).toString('utf8');
         let doc: Record<string, unknown>;
         try {
@@ -232,7 +263,13 @@ describe('decode fuzzing (core)', () => {
         }
         for (const e of list) {
           if (e.value === null) delete doc[e.name];
-          else Object.defineProperty(doc, e.name, { value: e.value, enumerable: true, writable: true, configurable: true });
+          else
+            Object.defineProperty(doc, e.name, {
+              value: e.value,
+              enumerable: true,
+              writable: true,
+              configurable: true,
+            });
         }
         const headers: Record<string, string> = {};
         for (const [n, v] of hdrs) setHeader(headers, n, v);
@@ -243,10 +280,11 @@ describe('decode fuzzing (core)', () => {
           edited = written; // data too deep to write again: the document as the producer wrote it
         }
         return { body: Buffer.from(edited, 'utf8'), headers };
-      },
-    ),
+      }),
     fc.tuple(envelope, deepJson).map(([env, deep]) => {
-      const text = Buffer.from(toStructured({ ...env, contentType: 'application/json', data: Buffer.from('0') }).body)
+      const text = Buffer.from(
+        toStructured({ ...env, contentType: 'application/json', data: Buffer.from('0') }).body,
+      )
         .toString('utf8')
         .replace(/"data":0}$/, `"data":${deep}}`);
       return { body: Buffer.from(text, 'utf8'), headers: {} };
@@ -277,14 +315,22 @@ describe('decode fuzzing (core)', () => {
 
   it('100,000 levels of nesting: a DecodeError or an envelope on every path, never a stack overflow', () => {
     const depth = 100_000;
-    for (const deep of [`${'['.repeat(depth)}${']'.repeat(depth)}`, `${'{"a":'.repeat(depth)}1${'}'.repeat(depth)}`]) {
+    for (const deep of [
+      `${'['.repeat(depth)}${']'.repeat(depth)}`,
+      `${'{"a":'.repeat(depth)}1${'}'.repeat(depth)}`,
+    ]) {
       const doc = `{"specversion":"1.0","id":"1","type":"t","source":"s","data":${deep}}`;
-      expect(checkDecode(withData(fromStructured), { body: Buffer.from(doc), headers: {} })).toBe('decode-error');
+      expect(checkDecode(withData(fromStructured), { body: Buffer.from(doc), headers: {} })).toBe(
+        'decode-error',
+      );
       const headers = { ce_specversion: '1.0', ce_id: '1', ce_type: 't', ce_source: 's' };
       // Binary mode carries the bytes as they are; JSON.parse is iterative, so the data decodes too.
-      expect(checkDecode(withData((w) => fromBinary(w, BINDINGS.kafka)), { body: Buffer.from(deep), headers })).toBe(
-        'envelope',
-      );
+      expect(
+        checkDecode(
+          withData((w) => fromBinary(w, BINDINGS.kafka)),
+          { body: Buffer.from(deep), headers },
+        ),
+      ).toBe('envelope');
     }
   });
 

@@ -13,7 +13,16 @@ import { KafkaTransport } from './transport.js';
 const SEED = Number(process.env.OMNIBUS_FUZZ_SEED ?? Math.floor(Math.random() * 2 ** 31));
 const transport = new KafkaTransport({ brokers: ['127.0.0.1:1'] });
 
-const NAMES = ['specversion', 'id', 'type', 'source', 'time', 'schemaversion', 'correlationid', 'partitionkey'];
+const NAMES = [
+  'specversion',
+  'id',
+  'type',
+  'source',
+  'time',
+  'schemaversion',
+  'correlationid',
+  'partitionkey',
+];
 const name = fc.oneof(
   fc.constantFrom(...NAMES.map((n) => `ce_${n}`), 'content-type', '__proto__', 'constructor', 'traceparent'),
   fc.string({ unit: 'binary', maxLength: 12 }),
@@ -44,7 +53,10 @@ const valid = fc.record({
 
 const record = fc
   .tuple(
-    fc.oneof(headers, fc.tuple(valid, headers).map(([a, b]) => ({ ...a, ...b }))),
+    fc.oneof(
+      headers,
+      fc.tuple(valid, headers).map(([a, b]) => ({ ...a, ...b })),
+    ),
     fc.option(fc.uint8Array({ maxLength: 64 }), { nil: null }),
     fc.option(fc.uint8Array({ maxLength: 8 }), { nil: null }),
     fc.oneof(fc.integer({ min: 0 }).map(String), fc.string({ maxLength: 5 })),

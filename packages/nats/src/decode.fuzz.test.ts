@@ -14,7 +14,16 @@ import { NatsTransport } from './transport.js';
 const SEED = Number(process.env.OMNIBUS_FUZZ_SEED ?? Math.floor(Math.random() * 2 ** 31));
 const transport = new NatsTransport({ servers: ['127.0.0.1:1'] });
 
-const NAMES = ['specversion', 'id', 'type', 'source', 'time', 'schemaversion', 'correlationid', 'partitionkey'];
+const NAMES = [
+  'specversion',
+  'id',
+  'type',
+  'source',
+  'time',
+  'schemaversion',
+  'correlationid',
+  'partitionkey',
+];
 // NATS header names are HTTP-like tokens; the client refuses others at set(), as it would for a publisher.
 const name = fc.oneof(
   fc.constantFrom(...NAMES.map((n) => `ce_${n}`), 'content-type', '__proto__', 'constructor', 'Nats-Msg-Id'),
@@ -27,7 +36,11 @@ const value = fc.oneof(
 const valid = fc.tuple(fc.string({ minLength: 1 }), fc.string({ minLength: 1 }), fc.string({ minLength: 1 }));
 
 const msg = fc
-  .tuple(fc.option(valid, { nil: undefined }), fc.array(fc.tuple(name, value), { maxLength: 8 }), fc.uint8Array({ maxLength: 64 }))
+  .tuple(
+    fc.option(valid, { nil: undefined }),
+    fc.array(fc.tuple(name, value), { maxLength: 8 }),
+    fc.uint8Array({ maxLength: 64 }),
+  )
   .map(([base, entries, data]) => {
     const h = natsHeaders();
     const set = (k: string, v: string) => {

@@ -13,7 +13,16 @@ import { wireFromAmqp } from './wire.js';
 const SEED = Number(process.env.OMNIBUS_FUZZ_SEED ?? Math.floor(Math.random() * 2 ** 31));
 const transport = new RabbitMqTransport({ url: 'amqp://127.0.0.1:1' });
 
-const NAMES = ['specversion', 'id', 'type', 'source', 'time', 'schemaversion', 'correlationid', 'partitionkey'];
+const NAMES = [
+  'specversion',
+  'id',
+  'type',
+  'source',
+  'time',
+  'schemaversion',
+  'correlationid',
+  'partitionkey',
+];
 const name = fc.oneof(
   fc.constantFrom(
     ...NAMES.map((n) => `cloudEvents_${n}`),
@@ -60,7 +69,10 @@ const validTable = fc.record({
 
 const message: fc.Arbitrary<Message> = fc
   .tuple(
-    fc.oneof(table, fc.tuple(validTable, table).map(([a, b]) => ({ ...a, ...b }))),
+    fc.oneof(
+      table,
+      fc.tuple(validTable, table).map(([a, b]) => ({ ...a, ...b })),
+    ),
     fc.option(fc.oneof(fc.constantFrom('application/json', 'text/xml'), fc.string({ maxLength: 10 })), {
       nil: undefined,
     }),
@@ -68,7 +80,11 @@ const message: fc.Arbitrary<Message> = fc
   )
   .map(
     ([headers, contentType, content]) =>
-      ({ content: Buffer.from(content), fields: {}, properties: { headers, contentType } }) as unknown as Message,
+      ({
+        content: Buffer.from(content),
+        fields: {},
+        properties: { headers, contentType },
+      }) as unknown as Message,
   );
 
 describe('decode fuzzing (rabbitmq)', () => {

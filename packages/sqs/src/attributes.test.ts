@@ -4,7 +4,8 @@ import { attributesToHeaders, PACKED_HEADERS_ATTRIBUTE } from './attributes.js';
 describe('attributesToHeaders and hostile names', () => {
   const own = (entries: Record<string, unknown>) => {
     const out: Record<string, never> = {};
-    for (const k of Object.keys(entries)) Object.defineProperty(out, k, { value: entries[k], enumerable: true });
+    for (const k of Object.keys(entries))
+      Object.defineProperty(out, k, { value: entries[k], enumerable: true });
     return out;
   };
 
@@ -16,7 +17,9 @@ describe('attributesToHeaders and hostile names', () => {
 
   it('keeps __proto__ and constructor from packed headers, without touching any prototype', () => {
     const packed = '{"__proto__":"p","constructor":"c","tenant":"t"}';
-    const h = attributesToHeaders({ [PACKED_HEADERS_ATTRIBUTE]: { DataType: 'String', StringValue: packed } });
+    const h = attributesToHeaders({
+      [PACKED_HEADERS_ATTRIBUTE]: { DataType: 'String', StringValue: packed },
+    });
     expect(Object.getPrototypeOf(h)).toBe(Object.prototype);
     expect(Object.keys(h).sort()).toEqual(['__proto__', 'constructor', 'tenant']);
     expect(Object.getOwnPropertyDescriptor(h, '__proto__')?.value).toBe('p');

@@ -19,7 +19,13 @@ const name = fc.oneof(
   fc.stringMatching(/^[A-Za-z0-9_.-]{1,12}$/),
 );
 const packed = fc
-  .array(fc.tuple(fc.oneof(fc.constantFrom('__proto__', 'constructor', 'tenant'), fc.string({ maxLength: 6 })), fc.oneof(fc.string({ maxLength: 8 }), fc.integer())), { maxLength: 4 })
+  .array(
+    fc.tuple(
+      fc.oneof(fc.constantFrom('__proto__', 'constructor', 'tenant'), fc.string({ maxLength: 6 })),
+      fc.oneof(fc.string({ maxLength: 8 }), fc.integer()),
+    ),
+    { maxLength: 4 },
+  )
   .map((entries) => `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${JSON.stringify(v)}`).join(',')}}`);
 const attribute: fc.Arbitrary<MessageAttributeValue> = fc.oneof(
   fc.oneof(fc.string({ maxLength: 20 }), packed).map((StringValue) => ({ DataType: 'String', StringValue })),
@@ -29,7 +35,8 @@ const attribute: fc.Arbitrary<MessageAttributeValue> = fc.oneof(
 // The SDK builds attribute maps from JSON, so every name arrives as an own property.
 const attributes = fc.array(fc.tuple(name, attribute), { maxLength: 6 }).map((entries) => {
   const out: Record<string, MessageAttributeValue> = {};
-  for (const [k, v] of entries) Object.defineProperty(out, k, { value: v, enumerable: true, writable: true, configurable: true });
+  for (const [k, v] of entries)
+    Object.defineProperty(out, k, { value: v, enumerable: true, writable: true, configurable: true });
   return out;
 });
 
@@ -45,7 +52,14 @@ const body = fc.oneof(
     })
     .map((e) =>
       Buffer.from(
-        toStructured({ ...e, time: 0, correlationId: e.id, version: 1, headers: {}, data: Buffer.from(e.data) }).body,
+        toStructured({
+          ...e,
+          time: 0,
+          correlationId: e.id,
+          version: 1,
+          headers: {},
+          data: Buffer.from(e.data),
+        }).body,
       ).toString('utf8'),
     ),
 );

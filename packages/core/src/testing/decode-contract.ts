@@ -74,7 +74,8 @@ export function envelopeProblems(env: RawEnvelope): string[] {
   if (!nonEmpty(env.source)) problems.push('source is not a non-empty string');
   if (typeof env.correlationId !== 'string') problems.push('correlationId is not a string');
   if (typeof env.contentType !== 'string') problems.push('contentType is not a string');
-  if (typeof env.time !== 'number' || !Number.isFinite(env.time)) problems.push('time is not a finite number');
+  if (typeof env.time !== 'number' || !Number.isFinite(env.time))
+    problems.push('time is not a finite number');
   if (!Number.isInteger(env.version) || env.version < 1) problems.push('version is not a positive integer');
   for (const f of ['key', 'causationId', 'traceparent', 'tracestate'] as const) {
     if (!optional(env[f])) problems.push(`${f} is neither a string nor absent`);
@@ -84,7 +85,8 @@ export function envelopeProblems(env: RawEnvelope): string[] {
     problems.push('headers is not a plain object');
   } else {
     for (const name of Object.keys(env.headers)) {
-      if (typeof env.headers[name] !== 'string') problems.push(`header ${JSON.stringify(name)} is not a string`);
+      if (typeof env.headers[name] !== 'string')
+        problems.push(`header ${JSON.stringify(name)} is not a string`);
     }
   }
   return problems;

@@ -172,10 +172,9 @@ export async function eventually<T>(
   }
 }
 
+export { checkDecode, envelopeProblems, prototypeChanges } from './decode-contract.js';
 export {
   type ContractRunner,
   type StoreContractOptions,
   storeContract,
 } from './store-contract.js';
-
-export { checkDecode, envelopeProblems, prototypeChanges } from './decode-contract.js';
