@@ -352,7 +352,7 @@ describe(`bad input: ${T}`, () => {
 
   for (const c of CASES) {
     it(`${c.name}: answered as the table says, and the next good message is handled`, async () => {
-      let id = uniqueId();
+      let id: string = uniqueId();
       lastStructuredId = '';
       const message = c.raw ? c.raw(inj) : encode(inj, c.event!(id));
       if (lastStructuredId) id = lastStructuredId;
