@@ -357,3 +357,65 @@ describe('CloudEvents structured mode', () => {
     );
   });
 });
+
+describe('CloudEvents decoding of hostile input', () => {
+  const kafka = { prefix: 'ce_', contentTypeHeader: 'content-type' };
+  const attrs = { ce_specversion: '1.0', ce_id: 'x-1', ce_type: 't', ce_source: 's' };
+
+  it('keeps a user header named __proto__ as an own header without touching any prototype', () => {
+    const headers: Record<string, string> = { ...attrs };
+    Object.defineProperty(headers, '__proto__', { value: 'p', enumerable: true, writable: true });
+    headers.constructor = 'c' as never;
+    const env = fromBinary({ body: Buffer.alloc(0), headers }, kafka);
+    expect(Object.getPrototypeOf(env.headers)).toBe(Object.prototype);
+    expect(Object.keys(env.headers).sort()).toEqual(['__proto__', 'constructor']);
+    expect(Object.getOwnPropertyDescriptor(env.headers, '__proto__')?.value).toBe('p');
+    expect(env.headers.constructor).toBe('c');
+  });
+
+  it('turns data nested too deeply to re-encode into a DecodeError, not a stack overflow', () => {
+    const depth = 100_000;
+    const body = Buffer.from(
+      `{"specversion":"1.0","id":"1","type":"t","source":"s","data":${'['.repeat(depth)}${']'.repeat(depth)}}`,
+    );
+    expect(() => fromStructured({ body, headers: {} })).toThrow(DecodeError);
+  });
+
+  it('refuses non-string data for a content type that is not JSON instead of sending "[object Object]"', () => {
+    const doc = { specversion: '1.0', id: '1', type: 't', source: 's', datacontenttype: 'text/plain' };
+    const ok = fromStructured({ body: json({ ...doc, data: 'hello' }), headers: {} });
+    expect(Buffer.from(ok.data).toString()).toBe('hello');
+    expect(() => fromStructured({ body: json({ ...doc, data: { a: 1 } }), headers: {} })).toThrow(
+      DecodeError,
+    );
+  });
+
+  it('refuses data_base64 that is not base64 and a document with both data members', () => {
+    const doc = { specversion: '1.0', id: '1', type: 't', source: 's' };
+    expect(() => fromStructured({ body: json({ ...doc, data_base64: 'not base64!' }), headers: {} })).toThrow(
+      DecodeError,
+    );
+    expect(() =>
+      fromStructured({ body: json({ ...doc, data: 1, data_base64: 'AQ==' }), headers: {} }),
+    ).toThrow(DecodeError);
+    expect(
+      Buffer.from(fromStructured({ body: json({ ...doc, data_base64: 'AQI=' }), headers: {} }).data),
+    ).toEqual(Buffer.from([1, 2]));
+  });
+
+  it('refuses a time that is not a string rather than replacing it with the time of receipt', () => {
+    const doc = { specversion: '1.0', id: '1', type: 't', source: 's', time: 1700000000000 };
+    expect(() => fromStructured({ body: json(doc), headers: {} })).toThrow(DecodeError);
+  });
+
+  it('keeps a structured-mode header named __proto__ as an own header', () => {
+    const headers: Record<string, string> = {};
+    Object.defineProperty(headers, '__proto__', { value: 'p', enumerable: true, writable: true });
+    const env = fromStructured({
+      body: json({ specversion: '1.0', id: '1', type: 't', source: 's' }),
+      headers,
+    });
+    expect(Object.getPrototypeOf(env.headers)).toBe(Object.prototype);
+    expect(Object.getOwnPropertyDescriptor(env.headers, '__proto__')?.value).toBe('p');
+  });
+});

@@ -3,6 +3,7 @@
  * binary content mode (attributes as prefixed headers; Kafka `ce_`, AMQP `cloudEvents_`) and
  * structured content mode (one `application/cloudevents+json` body; used on SQS).
  */
+import { isUtf8 } from 'node:buffer';
 import { CONTROL_HEADER_PREFIX, type RawEnvelope, type WireMessage } from './envelope.js';
 import { DecodeError } from './errors.js';
 
@@ -102,6 +103,16 @@ function parseVersion(value: unknown): number {
   return n;
 }
 
+/**
+ * Sets one user header as an own property. A plain assignment of `__proto__` would go to the prototype
+ * setter instead (and silently lose the header); defining it keeps it as data like any other name.
+ */
+export function setHeader<T = string>(headers: Record<string, T>, name: string, value: T): void {
+  if (name === '__proto__') {
+    Object.defineProperty(headers, name, { value, enumerable: true, writable: true, configurable: true });
+  } else headers[name] = value;
+}
+
 function required(value: unknown, name: string): string {
   if (typeof value !== 'string' || value === '')
     throw new DecodeError(`missing CloudEvents attribute "${name}"`);
@@ -150,7 +161,7 @@ export function fromBinary(msg: WireMessage, options: BinaryModeOptions): RawEnv
       continue;
     if (name.startsWith(CONTROL_HEADER_PREFIX)) continue;
     if (isBrokerHeader?.(name)) continue;
-    headers[name] = h[name]!;
+    setHeader(headers, name, h[name]!);
   }
   const id = required(h[n.id], 'id');
   return {
@@ -208,6 +219,7 @@ export function toStructured(env: RawEnvelope): WireMessage {
 
 export function fromStructured(msg: WireMessage): RawEnvelope {
   let doc: Record<string, unknown>;
+  if (!isUtf8(msg.body)) throw new DecodeError('structured CloudEvent is not valid UTF-8');
   try {
     const parsed: unknown = JSON.parse(Buffer.from(msg.body).toString('utf8'));
     if (!parsed || typeof parsed !== 'object' || Array.isArray(parsed)) throw new Error('not a JSON object');
@@ -224,14 +236,13 @@ export function fromStructured(msg: WireMessage): RawEnvelope {
   }
   const id = required(doc.id, 'id');
   const contentType = typeof doc.datacontenttype === 'string' ? doc.datacontenttype : 'application/json';
-  let data: Uint8Array;
-  if (typeof doc.data_base64 === 'string') data = Buffer.from(doc.data_base64, 'base64');
-  else if (doc.data === undefined) data = Buffer.alloc(0);
-  else if (isJsonType(contentType)) data = Buffer.from(JSON.stringify(doc.data), 'utf8');
-  else data = Buffer.from(String(doc.data), 'utf8');
+  const data = structuredData(doc, contentType);
   const headers: Record<string, string> = {};
   for (const name in msg.headers) {
-    if (!name.startsWith(CONTROL_HEADER_PREFIX)) headers[name] = msg.headers[name]!;
+    if (!name.startsWith(CONTROL_HEADER_PREFIX)) setHeader(headers, name, msg.headers[name]!);
+  }
+  if (doc.time !== undefined && typeof doc.time !== 'string') {
+    throw new DecodeError(`CloudEvents time must be an RFC 3339 string, got ${typeof doc.time}`);
   }
   const str = (v: unknown) => (typeof v === 'string' ? v : undefined);
   return {
@@ -249,4 +260,39 @@ export function fromStructured(msg: WireMessage): RawEnvelope {
     headers,
     data,
   };
+}
+
+// Standard base64 with padding, as the CloudEvents JSON format writes `data_base64`.
+const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+
+/** The data bytes of a structured document; a member that cannot be turned back into bytes is a DecodeError. */
+function structuredData(doc: Record<string, unknown>, contentType: string): Uint8Array {
+  const base64 = doc.data_base64;
+  if (base64 !== undefined) {
+    if (doc.data !== undefined) throw new DecodeError('structured CloudEvent has both data and data_base64');
+    // Buffer.from skips characters outside the alphabet: checked first, so bytes are never quietly lost.
+    if (typeof base64 !== 'string' || !BASE64.test(base64)) {
+      throw new DecodeError('structured CloudEvent data_base64 is not base64');
+    }
+    return Buffer.from(base64, 'base64');
+  }
+  const data = doc.data;
+  if (data === undefined) return Buffer.alloc(0);
+  if (isJsonType(contentType)) {
+    let text: string;
+    try {
+      text = JSON.stringify(data);
+    } catch (err) {
+      // A document nested deeper than the stack can re-encode (JSON.parse itself is iterative).
+      throw new DecodeError(`structured CloudEvent data cannot be re-encoded: ${(err as Error).message}`, {
+        cause: err,
+      });
+    }
+    return Buffer.from(text, 'utf8');
+  }
+  // Any other content type travels as a JSON string (or as data_base64); an object here has no bytes.
+  if (typeof data !== 'string') {
+    throw new DecodeError(`structured CloudEvent data of content type ${contentType} must be a string`);
+  }
+  return Buffer.from(data, 'utf8');
 }

@@ -87,3 +87,11 @@ describe('CodecRegistry', () => {
     expect(() => r.require('application/x-protobuf')).toThrow('"application/x-protobuf"');
   });
 });
+
+describe('jsonCodec and invalid UTF-8', () => {
+  it('refuses a body that is not UTF-8 instead of handing U+FFFD to the handler', () => {
+    const body = Buffer.concat([Buffer.from('{"name":"'), Buffer.from([0xc3, 0x28]), Buffer.from('"}')]);
+    expect(() => jsonCodec.decode(body)).toThrow(DecodeError);
+    expect(() => jsonCodec.decode(body)).toThrow(/UTF-8/);
+  });
+});

@@ -1,4 +1,5 @@
 /** Codecs turn message data into bytes and back; chosen by content type. */
+import { isUtf8 } from 'node:buffer';
 import { DecodeError } from './errors.js';
 
 export interface Codec {
@@ -15,6 +16,8 @@ export const jsonCodec: Codec = {
     return Buffer.from(text, 'utf8');
   },
   decode(bytes) {
+    // JSON is UTF-8 (RFC 8259): a body that is not would reach the handler with U+FFFD in place of bytes.
+    if (!isUtf8(bytes)) throw new DecodeError('body is not valid UTF-8, so not JSON');
     try {
       return JSON.parse(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8'));
     } catch (err) {

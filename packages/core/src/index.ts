@@ -31,6 +31,7 @@ export {
   fromBinary,
   fromStructured,
   STRUCTURED_CONTENT_TYPE,
+  setHeader,
   toBinary,
   toStructured,
 } from './cloudevents.js';

@@ -39,6 +39,16 @@ describe('resolveTransport', () => {
     expect(t.name).toBe('memory');
   });
 
+  it.each(['memory://orders?maxMessageBytes=10', 'memory://?retention=lots', 'memory://a/b'])(
+    '%s is refused: a query or path is not silently part of the broker name',
+    async (url) => {
+      const err = await resolveTransport(url).catch((e: Error) => e);
+      expect(err).toBeInstanceOf(ConfigError);
+      expect((err as ConfigError).field).toBe('transport');
+      expect((err as Error).message).toContain('transportOptions');
+    },
+  );
+
   it('an unknown scheme lists the known ones and hides the password', async () => {
     const err = await resolveTransport('redis://u:pw-123@host').catch((e: Error) => e);
     expect(err).toBeInstanceOf(ConfigError);

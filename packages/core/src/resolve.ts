@@ -78,6 +78,13 @@ export async function resolveTransport(url: string, options?: Record<string, unk
  */
 function memoryFromUrl(url: string, options: Record<string, unknown> = {}): Transport {
   const fromUrl = url.slice('memory://'.length);
+  // A query or path here would otherwise become part of the broker's name, and its options be ignored.
+  if (/[?#/]/.test(fromUrl)) {
+    throw new ConfigError(
+      'transport',
+      `a memory:// URL names a broker and nothing else (options go in transportOptions): ${redactUrl(url)}`,
+    );
+  }
   if (fromUrl && options.name !== undefined && options.name !== fromUrl) {
     throw new ConfigError('transportOptions.name', `conflicts with the broker named in the URL (${fromUrl})`);
   }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { type TopicRecords, unanswered } from './driver.js';
+import { FetchedRecord, type TopicRecords, unanswered } from './driver.js';
 
 const rec = (n: number) => ({ body: new Uint8Array([n]), headers: {} });
 const ok = (topicName: string, partition: number) => ({ topicName, partition, errorCode: 0 });
@@ -34,5 +34,21 @@ describe('unanswered: records kafkajs resolved without sending', () => {
       { topic: 'a', records: [rec(1)] },
       { topic: 'b', records: [{ ...rec(3), partition: 0 }] },
     ]);
+  });
+});
+
+describe('FetchedRecord and hostile header names', () => {
+  it('keeps a __proto__ header as an own header, in the strings and in the raw copy a retry is written from', () => {
+    // kafkajs builds header objects with computed keys, so `__proto__` arrives as an own property.
+    const headers = { ...{ ['__proto__']: Buffer.from('p') }, constructor: Buffer.from('c') };
+    const r = new FetchedRecord({ offset: '0', timestamp: '1', key: null, value: null, headers } as never);
+    expect(Object.getOwnPropertyDescriptor(r.headers, '__proto__')?.value).toBe('p');
+    expect(r.headers.constructor).toBe('c');
+    const raw = r.rawHeaders;
+    // Assigned plainly, the Buffer became the prototype and its byte indices looked like headers.
+    expect(Object.getPrototypeOf(raw)).toBe(Object.prototype);
+    const names: string[] = [];
+    for (const name in raw) names.push(name);
+    expect(names.sort()).toEqual(['__proto__', 'constructor']);
   });
 });

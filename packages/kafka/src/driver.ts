@@ -4,7 +4,7 @@
  * replace this file later.
  */
 import type { ConnectionOptions } from 'node:tls';
-import type { Logger } from '@omnibus/core';
+import { type Logger, setHeader } from '@omnibus/core';
 import { withConnectDeadline } from '@omnibus/core/kit';
 import type {
   Admin,
@@ -185,7 +185,7 @@ type KafkaMessage = EachBatchPayload['batch']['messages'][number];
 const EMPTY = new Uint8Array(0);
 
 /** A fetched record; the string headers every delivery reads are decoded at once, the bytes copy on demand. */
-class FetchedRecord implements ConsumedRecord {
+export class FetchedRecord implements ConsumedRecord {
   readonly offset: string;
   readonly key: string | undefined;
   readonly value: Uint8Array;
@@ -205,7 +205,7 @@ class FetchedRecord implements ConsumedRecord {
     if (received) {
       for (const name in received) {
         const bytes = headerBytes(received[name]);
-        if (bytes !== undefined) this.headers[name] = bytes.toString();
+        if (bytes !== undefined) setHeader(this.headers, name, bytes.toString());
       }
     }
   }
@@ -217,7 +217,8 @@ class FetchedRecord implements ConsumedRecord {
       if (received) {
         for (const name in received) {
           const bytes = headerBytes(received[name]);
-          if (bytes !== undefined) raw[name] = bytes;
+          // `raw.__proto__ = bytes` would make a Buffer the prototype and its indices headers of the copy.
+          if (bytes !== undefined) setHeader(raw, name, bytes);
         }
       }
       this.raw = raw;

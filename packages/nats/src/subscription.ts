@@ -11,6 +11,7 @@ import {
   matchesPattern,
   redactText,
   type SubscribeSpec,
+  setHeader,
   type TransportSubscription,
   UnsupportedError,
   type WireMessage,
@@ -41,7 +42,7 @@ export function wireFromMsg(msg: JsMsg): WireMessage {
   const headers: Record<string, string> = {};
   const h = msg.headers;
   // Nats-Msg-Id, Nats-Expected-Stream…: publish instructions to the server, not part of the message.
-  if (h) for (const name of h.keys()) if (!/^nats-/i.test(name)) headers[name] = h.get(name);
+  if (h) for (const name of h.keys()) if (!/^nats-/i.test(name)) setHeader(headers, name, h.get(name));
   const data = msg.data;
   return { body: Buffer.from(data.buffer, data.byteOffset, data.byteLength), headers };
 }

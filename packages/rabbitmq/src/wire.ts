@@ -4,7 +4,7 @@
  * content_type, correlation_id), the rest as `cloudEvents_` headers, and whatever arrives is read defensively,
  * including the earlier form that carried every attribute as a header.
  */
-import { type BinaryModeOptions, CE_SPEC_VERSION, type WireMessage } from '@omnibus/core';
+import { type BinaryModeOptions, CE_SPEC_VERSION, setHeader, type WireMessage } from '@omnibus/core';
 import type { Message, Options } from 'amqplib';
 
 export const CE_PREFIX = 'cloudEvents_';
@@ -100,7 +100,7 @@ export function wireFromAmqp(msg: Message): WireMessage {
       const value = raw[name];
       // Omnibus publishers send only strings: take those as they are, convert the rest.
       const v = typeof value === 'string' ? value : headerString(value);
-      if (v !== undefined) headers[name] = v;
+      if (v !== undefined) setHeader(headers, name, v);
     }
   }
   const ct = headerString(p.contentType);

@@ -4,6 +4,7 @@
  * as JSON in the single attribute `omnibus-headers`.
  */
 import type { MessageAttributeValue } from '@aws-sdk/client-sqs';
+import { setHeader } from '@omnibus/core';
 
 export const PACKED_HEADERS_ATTRIBUTE = 'omnibus-headers';
 /** SNS mode's copy of the envelope type, for subscription filter policies; never a header. */
@@ -89,11 +90,11 @@ export function attributesToHeaders(
     if (name === PACKED_HEADERS_ATTRIBUTE) {
       const unpacked = parsePacked(text);
       if (unpacked) {
-        Object.assign(headers, unpacked);
+        for (const k of Object.keys(unpacked)) setHeader(headers, k, unpacked[k]!);
         continue;
       }
     }
-    headers[name] = text;
+    setHeader(headers, name, text);
   }
   return headers;
 }
@@ -109,7 +110,7 @@ function parsePacked(text: string): Record<string, string> | undefined {
   const out: Record<string, string> = {};
   for (const [k, v] of Object.entries(parsed)) {
     if (typeof v !== 'string') return undefined;
-    out[k] = v;
+    setHeader(out, k, v);
   }
   return out;
 }

@@ -172,6 +172,7 @@ export async function eventually<T>(
   }
 }
 
+export { checkDecode, envelopeProblems, prototypeChanges } from './decode-contract.js';
 export {
   type ContractRunner,
   type StoreContractOptions,
