@@ -8,7 +8,7 @@ work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
 mkdir -p "$work/packs"
-for pkg in core rabbitmq kafka sqs; do
+for pkg in core rabbitmq kafka sqs cli; do
   (cd "$root/packages/$pkg" && pnpm pack --pack-destination "$work/packs" >/dev/null)
 done
 tarballs=("$work"/packs/*.tgz)
@@ -53,3 +53,17 @@ for kind in esm cjs; do
   (cd "$dir" && npm install --no-audit --no-fund --loglevel=error "${tarballs[@]}" zod@4 >/dev/null)
   (cd "$dir" && timeout 120 node main.js)
 done
+
+# The omnibus command from the packed CLI: it runs, and finds the adapter installed beside it (a closed
+# port is a failed operation, exit 1, never "install the package", exit 2), with the password redacted.
+cli_dir="$work/esm"
+(cd "$cli_dir" && timeout 60 node_modules/.bin/omnibus --help >/dev/null)
+set +e
+cli_err="$(cd "$cli_dir" && timeout 60 node_modules/.bin/omnibus --url amqp://guest:hunter2@127.0.0.1:1 peek -t x -g y 2>&1)"
+cli_code=$?
+set -e
+if [ "$cli_code" != 1 ] || grep -q hunter2 <<<"$cli_err"; then
+  echo "omnibus CLI: expected exit 1 without credentials, got $cli_code: $cli_err" >&2
+  exit 1
+fi
+echo "cli: omnibus ok"

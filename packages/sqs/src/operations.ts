@@ -4,6 +4,7 @@
  * never created, by an operation.
  */
 import {
+  ChangeMessageVisibilityBatchCommand,
   ChangeMessageVisibilityCommand,
   DeleteMessageCommand,
   GetQueueAttributesCommand,
@@ -112,6 +113,7 @@ export class SqsOperations implements TransportOperations {
     try {
       while (found.size < limit && empty < PEEK_EMPTY_ROUNDS) {
         const messages = await this.#receive(url, Math.min(10, limit - found.size), 0);
+        await this.#showAgain(url, messages);
         let fresh = 0;
         for (const m of messages) {
           if (!m.MessageId || found.has(m.MessageId)) continue;
@@ -128,6 +130,21 @@ export class SqsOperations implements TransportOperations {
       throw this.deps.brokerError(err, `peeking at ${target.topic}/${target.group}`);
     }
     return [...found.values()].slice(0, limit);
+  }
+
+  /**
+   * Visibility 0 once more, per message: some emulators (fauxqs) read a receive's VisibilityTimeout of 0
+   * as "the queue's default" and would hide the peeked messages. On SQS itself the messages are already
+   * visible and the call fails harmlessly (MessageNotInflight), which is ignored.
+   */
+  async #showAgain(url: string, messages: Message[]): Promise<void> {
+    const entries = messages
+      .filter((m) => m.ReceiptHandle)
+      .map((m, i) => ({ Id: String(i), ReceiptHandle: m.ReceiptHandle!, VisibilityTimeout: 0 }));
+    if (entries.length === 0) return;
+    await this.deps.client
+      .send(new ChangeMessageVisibilityBatchCommand({ QueueUrl: url, Entries: entries }))
+      .catch(() => {});
   }
 
   #receive(url: string, max: number, visibilitySeconds: number): Promise<Message[]> {
