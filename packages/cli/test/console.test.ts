@@ -15,7 +15,11 @@ import { DeleteQueueCommand, GetQueueUrlCommand, SQSClient } from '@aws-sdk/clie
 import { type Bus, connect, NonRetryableError, type Transport } from '@omnibus/core';
 import { eventually } from '@omnibus/core/testing';
 import { transportFromUrl as kafkaFromUrl } from '@omnibus/kafka';
-import { transportFromUrl as rabbitFromUrl, names as rabbitNames } from '@omnibus/rabbitmq';
+import {
+  type RabbitMqTransport,
+  transportFromUrl as rabbitFromUrl,
+  names as rabbitNames,
+} from '@omnibus/rabbitmq';
 import { transportFromUrl as sqsFromUrl } from '@omnibus/sqs';
 import { connect as amqpConnect } from 'amqplib';
 import { Kafka, logLevel } from 'kafkajs';
@@ -26,7 +30,6 @@ const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 const BIN = `${ROOT}packages/cli/dist/bin.js`;
 const RESULTS = `${ROOT}integration-tests/results`;
 const CHROMIUM = '/usr/bin/chromium';
-const DELAY_TIERS_MS = [1000, 5000, 30000, 120000, 600000];
 
 const AMQP_URL = process.env.AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
 const SQS_URL = 'sqs+http://omnibus:omnibus@127.0.0.1:9324';
@@ -52,7 +55,10 @@ const brokers: Broker[] = [
         for (const q of [
           rabbitNames.groupQueue(topic, group),
           rabbitNames.deadLetterQueue(topic, group),
-          ...DELAY_TIERS_MS.map((t) => rabbitNames.retryQueue(topic, group, t)),
+          // Every retry tier the transport declares, whatever its defaults are today.
+          ...(rabbitFromUrl(AMQP_URL) as RabbitMqTransport).options.delayTiersMs.map((t) =>
+            rabbitNames.retryQueue(topic, group, t),
+          ),
         ])
           await ch.deleteQueue(q);
         await ch.deleteExchange(rabbitNames.exchange(topic));
