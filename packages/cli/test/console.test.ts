@@ -4,7 +4,7 @@
  * page finds them, shows them escaped and redacted, redrives one (the consumer handles it) and purges the
  * rest after typed confirmation; without the token the page and the API refuse.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
@@ -205,6 +205,45 @@ beforeAll(async () => {
 afterAll(async () => {
   await browser?.close();
   if (profile) rmSync(profile, { recursive: true, force: true });
+});
+
+describe('omnibus console options', () => {
+  it('refuses a non-loopback --host without --allow-remote, and warns with it', async () => {
+    const refused = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
+      execFile(
+        process.execPath,
+        [BIN, '--url', AMQP_URL, 'console', '--host', '0.0.0.0', '--port', '0'],
+        { cwd: ROOT, timeout: 60_000 },
+        (err, _stdout, stderr) => resolve({ code: err ? (err.code as number) : 0, stderr }),
+      );
+    });
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toContain('pass --allow-remote');
+    expect(refused.stderr).not.toContain('guest:guest');
+
+    const child = spawn(
+      process.execPath,
+      [BIN, '--url', AMQP_URL, 'console', '--host', '0.0.0.0', '--port', '0', '--allow-remote'],
+      { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    let out = '';
+    child.stdout!.on('data', (d) => {
+      out += String(d);
+    });
+    child.stderr!.on('data', (d) => {
+      out += String(d);
+    });
+    try {
+      await eventually(() => /#token=/.test(out), { timeoutMs: 60_000, what: 'the console to start' });
+      expect(out).toContain('warning: the console listens on 0.0.0.0');
+      const [origin] = /http:\/\/\S+(?=\/#token=)/.exec(out)!;
+      // The token still guards it.
+      expect((await fetch(`${origin}/api/overview`)).status).toBe(401);
+    } finally {
+      await stop(child);
+    }
+    expect(child.exitCode).toBe(0);
+  });
 });
 
 describe.each(brokers)('omnibus console on $name', (broker) => {

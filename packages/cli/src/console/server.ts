@@ -153,6 +153,7 @@ export async function startConsole(options: ConsoleOptions): Promise<RunningCons
   });
 
   let allowedHosts: Set<string> = new Set();
+  const anyHost = options.host === '0.0.0.0' || options.host === '::';
 
   const authorized = (req: IncomingMessage): boolean => {
     const auth = req.headers.authorization;
@@ -164,7 +165,8 @@ export async function startConsole(options: ConsoleOptions): Promise<RunningCons
   const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     // A page on another site that resolves its own name to 127.0.0.1 (DNS rebinding) still sends its
     // own name as Host: only the names this server was opened under are served.
-    if (!allowedHosts.has(req.headers.host ?? '')) throw new HttpError(421, 'unknown Host');
+    // A wildcard bind (0.0.0.0, ::) has no one name to check: there the token alone guards it.
+    if (!anyHost && !allowedHosts.has(req.headers.host ?? '')) throw new HttpError(421, 'unknown Host');
     const url = new URL(req.url ?? '/', 'http://console.invalid');
     const asset = assets.get(url.pathname);
     if (asset && req.method === 'GET') {
@@ -174,7 +176,7 @@ export async function startConsole(options: ConsoleOptions): Promise<RunningCons
       return;
     }
     if (!url.pathname.startsWith('/api/')) throw new HttpError(404, 'not found');
-    if (req.method === 'POST') checkOrigin(req, allowedHosts);
+    if (req.method === 'POST') checkOrigin(req, anyHost ? new Set([req.headers.host ?? '']) : allowedHosts);
     else if (req.method !== 'GET') throw new HttpError(405, 'method not allowed');
 
     if (url.pathname === '/api/login' && req.method === 'POST') {
