@@ -44,6 +44,8 @@ export default defineConfig({
         test: {
           name: 'adapters',
           include: ['packages/*/test/**/*.test.ts'],
+          // The console's browser tests are their own project (below).
+          exclude: [...configDefaults.exclude, 'packages/cli/test/console*.test.ts'],
           environment: 'node',
           testTimeout: 60_000,
           hookTimeout: 120_000,
@@ -76,6 +78,18 @@ export default defineConfig({
         test: {
           name: 'cli',
           include: ['integration-tests/src/cli/**/*.test.ts'],
+          environment: 'node',
+          testTimeout: 240_000,
+          hookTimeout: 120_000,
+          fileParallelism: false,
+        },
+      },
+      // `omnibus console`, spawned as built, driven in Debian's chromium against RabbitMQ, SQS and Kafka.
+      {
+        extends: true,
+        test: {
+          name: 'console',
+          include: ['packages/cli/test/console*.test.ts'],
           environment: 'node',
           testTimeout: 240_000,
           hookTimeout: 120_000,

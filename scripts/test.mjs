@@ -54,9 +54,15 @@ if (mode === 'conformance' || mode === 'contract') {
   projects = clusters.map((c) => `conformance:${c}`);
   brokers = clusters;
 } else if (mode === 'all') {
-  projects = ['unit', 'adapters', 'cli', ...ENABLED.flatMap((t) => [`conformance:${t}`, `contract:${t}`])];
+  projects = [
+    'unit',
+    'adapters',
+    'cli',
+    'console',
+    ...ENABLED.flatMap((t) => [`conformance:${t}`, `contract:${t}`]),
+  ];
   // The adapters project also holds the stores' suites (Redis, PostgreSQL), whose replica tests use RabbitMQ.
-  // The CLI project spawns the built `omnibus` against RabbitMQ, ElasticMQ and Kafka.
+  // The CLI and console projects spawn the built `omnibus` against RabbitMQ, ElasticMQ and Kafka.
   brokers = [
     ...new Set([
       ...ENABLED.flatMap((t) => TRANSPORTS[t] ?? []),

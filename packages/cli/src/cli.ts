@@ -22,6 +22,7 @@ import {
   type TransportFactory,
 } from '@omnibus/core';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { registerConsole } from './console/command.js';
 import { iso, messageJson, oneLine, ProgressBar, parseTime, table } from './format.js';
 
 export const EXIT_OK = 0;
@@ -429,6 +430,8 @@ export async function run(argv: string[], io: Io): Promise<number> {
         o.timeoutMs,
       );
     });
+
+  registerConsole(program, { bus, io, url: () => globals().url });
 
   try {
     await program.parseAsync(argv, { from: 'user' });
