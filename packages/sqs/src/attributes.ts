@@ -84,9 +84,13 @@ export function attributesToHeaders(
 ): Record<string, string> {
   const headers: Record<string, string> = {};
   if (!attrs) return headers;
-  for (const name in attrs) {
+  // Own names only, and only attribute-shaped values: a foreign producer's attribute named `__proto__`
+  // or `constructor` must neither pull in inherited names nor stop the receive loop.
+  for (const name of Object.keys(attrs)) {
     if (name === TYPE_ATTRIBUTE) continue;
-    const text = attributeText(attrs[name]!);
+    const value: unknown = attrs[name];
+    if (value === null || typeof value !== 'object') continue;
+    const text = attributeText(value as MessageAttributeValue);
     if (name === PACKED_HEADERS_ATTRIBUTE) {
       const unpacked = parsePacked(text);
       if (unpacked) {
