@@ -5,7 +5,7 @@
  */
 import type { ConnectionOptions } from 'node:tls';
 import type { Logger } from '@omnibus/core';
-import { withConnectDeadline } from '@omnibus/core/kit';
+import { tlsFailure, withConnectDeadline } from '@omnibus/core/kit';
 import type {
   Admin,
   Consumer,
@@ -365,7 +365,8 @@ export class KafkaDriver {
         break;
       } catch (err) {
         // Anything but "nobody answers" (TLS, SASL, a bad broker list) fails at once: waiting won't fix it.
-        if (classifyError(err) !== 'connection') throw err;
+        // kafkajs reports an untrusted certificate as a connection error too; its socket error code tells.
+        if (classifyError(err) !== 'connection' || tlsFailure(err)) throw err;
       } finally {
         await probe.disconnect().catch(() => {});
       }
