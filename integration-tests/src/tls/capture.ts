@@ -44,7 +44,13 @@ export function errorTexts(err: unknown): string[] {
     if (e === undefined || e === null) continue;
     out.push(String(e), toText(e));
     if (typeof e === 'object') {
-      const o = e as { message?: unknown; stack?: unknown; cause?: unknown; originalError?: unknown; errors?: unknown };
+      const o = e as {
+        message?: unknown;
+        stack?: unknown;
+        cause?: unknown;
+        originalError?: unknown;
+        errors?: unknown;
+      };
       if (typeof o.message === 'string') out.push(o.message);
       if (typeof o.stack === 'string') out.push(o.stack);
       queue.push(o.cause, o.originalError);

@@ -27,7 +27,11 @@ describe('SASL/SCRAM on Kafka', () => {
 
   it.each(['scram-sha-512', 'scram-sha-256'] as const)('logs in with %s', async (mechanism) => {
     const b = await connect({
-      transport: kafka({ brokers: [BROKER], ssl: { ca }, sasl: { mechanism, username: KAFKA_SCRAM_USER, password } }),
+      transport: kafka({
+        brokers: [BROKER],
+        ssl: { ca },
+        sasl: { mechanism, username: KAFKA_SCRAM_USER, password },
+      }),
       service: 'sasl-test',
     });
     buses.push(b);
@@ -47,12 +51,21 @@ describe('SASL/SCRAM on Kafka', () => {
     const wrong = `wrong-${password.split('').reverse().join('')}`;
     const logger = captureLogger();
     const texts: string[] = [];
-    const sasl = (pw: string) => ({ mechanism: 'scram-sha-512' as const, username: KAFKA_SCRAM_USER, password: pw });
+    const sasl = (pw: string) => ({
+      mechanism: 'scram-sha-512' as const,
+      username: KAFKA_SCRAM_USER,
+      password: pw,
+    });
 
     // The wrong password: refused at once (waiting cannot fix credentials) and typed.
     const started = performance.now();
     const refused = await connect({
-      transport: kafka({ brokers: [BROKER], ssl: { ca }, sasl: sasl(wrong), connectTimeoutMs: CONNECT_TIMEOUT_MS }),
+      transport: kafka({
+        brokers: [BROKER],
+        ssl: { ca },
+        sasl: sasl(wrong),
+        connectTimeoutMs: CONNECT_TIMEOUT_MS,
+      }),
       service: 'sasl-test',
       logger,
     }).catch((e: unknown) => e);
@@ -65,8 +78,10 @@ describe('SASL/SCRAM on Kafka', () => {
 
     // The same through the URL form, and a URL the parser rejects: the error quotes the URL redacted.
     const urlRefused = await connect({
-      transport: `kafka+ssl://${KAFKA_SCRAM_USER}:${encodeURIComponent(wrong)}@${BROKER}?sasl=scram-sha-512`,
-      transportOptions: { ssl: { ca }, connectTimeoutMs: CONNECT_TIMEOUT_MS },
+      transport: transportFromUrl(
+        `kafka+ssl://${KAFKA_SCRAM_USER}:${encodeURIComponent(wrong)}@${BROKER}?sasl=scram-sha-512`,
+        { ssl: { ca }, connectTimeoutMs: CONNECT_TIMEOUT_MS },
+      ),
       service: 'sasl-test',
       logger,
     }).catch((e: unknown) => e);

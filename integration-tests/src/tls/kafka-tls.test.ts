@@ -49,7 +49,11 @@ describe('TLS on Kafka', () => {
 
   it('connects with the CA and a client certificate, and reports verified TLS in health()', async () => {
     const logger = captureLogger();
-    const b = await connect({ transport: kafka({ brokers, ssl: { ca, cert, key } }), service: 'tls-test', logger });
+    const b = await connect({
+      transport: kafka({ brokers, ssl: { ca, cert, key } }),
+      service: 'tls-test',
+      logger,
+    });
     buses.push(b);
     const health = await b.health();
     expect(health.ok).toBe(true);
@@ -63,7 +67,9 @@ describe('TLS on Kafka', () => {
     const e = err as ConnectionError;
     expect(e.retryable).toBe(false);
     expect(e.details).toMatchObject({ tls: 'certificate' });
-    expect(e.message).toMatch(/certificate is not trusted \(\w+\): give the CA that signed it in the tls ca option/);
+    expect(e.message).toMatch(
+      /certificate is not trusted \(\w+\): give the CA that signed it in the tls ca option/,
+    );
     expect(elapsedMs).toBeLessThan(CONNECT_TIMEOUT_MS / 2);
   });
 

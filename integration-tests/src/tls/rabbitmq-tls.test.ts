@@ -8,7 +8,7 @@ import { promisify } from 'node:util';
 import { type Bus, ConnectionError, connect } from '@omnibus/core';
 import { INSECURE_TLS_WARNING } from '@omnibus/core/kit';
 import { eventually } from '@omnibus/core/testing';
-import { RabbitMqTransport } from '@omnibus/rabbitmq';
+import { RabbitMqTransport, transportFromUrl } from '@omnibus/rabbitmq';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { captureLogger, errorTexts, leaks } from './capture.js';
 import {
@@ -50,7 +50,8 @@ async function failure(transport: RabbitMqTransport): Promise<{ err: unknown; el
 
 /** Closes one transport's connection from the broker's side, as a network fault or a node restart would. */
 async function dropConnection(connectionName: string): Promise<void> {
-  const ctl = (args: string[]) => run('rabbitmqctl', ['-n', RABBITMQ_TLS_NODE, '-q', ...args], { timeout: 60_000 });
+  const ctl = (args: string[]) =>
+    run('rabbitmqctl', ['-n', RABBITMQ_TLS_NODE, '-q', ...args], { timeout: 60_000 });
   const { stdout } = await ctl(['list_connections', '--no-table-headers', 'pid', 'client_properties']);
   const line = stdout.split('\n').find((l) => l.includes(`{"connection_name","${connectionName}"}`));
   if (!line) throw new Error(`connection ${connectionName} is not open on ${RABBITMQ_TLS_NODE}`);
@@ -80,18 +81,27 @@ describe('TLS on RabbitMQ', () => {
   it.each([
     ["Node's built-in CAs only", () => ({})],
     ['the wrong CA', () => ({ ca: wrongCa })],
-  ])('refuses a broker certificate not signed by the CA it trusts (%s), at once and typed', async (_, tls) => {
-    const { err, elapsedMs } = await failure(
-      new RabbitMqTransport({ url: `amqps://guest:guest@${AMQPS}`, tls: tls(), connectTimeoutMs: CONNECT_TIMEOUT_MS }),
-    );
-    expect(err).toBeInstanceOf(ConnectionError);
-    const e = err as ConnectionError;
-    expect(e.retryable).toBe(false);
-    expect(e.details).toMatchObject({ tls: 'certificate' });
-    expect(e.message).toMatch(/certificate is not trusted \(\w+\): give the CA that signed it in the tls ca option/);
-    // Not the connect deadline: the handshake's verdict, long before it.
-    expect(elapsedMs).toBeLessThan(CONNECT_TIMEOUT_MS / 2);
-  });
+  ])(
+    'refuses a broker certificate not signed by the CA it trusts (%s), at once and typed',
+    async (_, tls) => {
+      const { err, elapsedMs } = await failure(
+        new RabbitMqTransport({
+          url: `amqps://guest:guest@${AMQPS}`,
+          tls: tls(),
+          connectTimeoutMs: CONNECT_TIMEOUT_MS,
+        }),
+      );
+      expect(err).toBeInstanceOf(ConnectionError);
+      const e = err as ConnectionError;
+      expect(e.retryable).toBe(false);
+      expect(e.details).toMatchObject({ tls: 'certificate' });
+      expect(e.message).toMatch(
+        /certificate is not trusted \(\w+\): give the CA that signed it in the tls ca option/,
+      );
+      // Not the connect deadline: the handshake's verdict, long before it.
+      expect(elapsedMs).toBeLessThan(CONNECT_TIMEOUT_MS / 2);
+    },
+  );
 
   it('refuses a certificate that does not name the server it was asked for', async () => {
     const { err } = await failure(
@@ -102,7 +112,10 @@ describe('TLS on RabbitMQ', () => {
       }),
     );
     expect(err).toBeInstanceOf(ConnectionError);
-    expect((err as ConnectionError).details).toMatchObject({ tls: 'certificate', code: 'ERR_TLS_CERT_ALTNAME_INVALID' });
+    expect((err as ConnectionError).details).toMatchObject({
+      tls: 'certificate',
+      code: 'ERR_TLS_CERT_ALTNAME_INVALID',
+    });
     expect((err as Error).message).toMatch(/does not name the host/);
   });
 
@@ -136,20 +149,24 @@ describe('TLS on RabbitMQ', () => {
     const url = (pw: string) => `amqps://${RABBITMQ_TLS_USER}:${encodeURIComponent(pw)}@${AMQPS}`;
 
     // The wrong password: refused by the broker; the error says who was refused, not with what.
+    // URL-form transports (what `connect({ transport: url })` builds), made from this package's source.
     const refused = await connect({
-      transport: url(wrong),
-      transportOptions: { tls: { ca }, connectTimeoutMs: CONNECT_TIMEOUT_MS },
+      transport: transportFromUrl(url(wrong), { tls: { ca }, connectTimeoutMs: CONNECT_TIMEOUT_MS }),
       service: 'tls-test',
       logger,
     }).catch((e: unknown) => e);
     expect(refused).toBeInstanceOf(ConnectionError);
     expect((refused as Error).message).toMatch(/ACCESS.REFUSED/);
+    expect((refused as ConnectionError).retryable).toBe(false);
+    expect((refused as ConnectionError).details).toMatchObject({ auth: 'failed' });
     texts.push(...errorTexts(refused));
 
     // The right password, through the URL form; then a dropped connection so the reconnect path logs too.
     const b = await connect({
-      transport: url(password),
-      transportOptions: { tls: { ca }, reconnect: { initialMs: 100, maxMs: 1_000 } },
+      transport: transportFromUrl(url(password), {
+        tls: { ca },
+        reconnect: { initialMs: 100, maxMs: 1_000 },
+      }),
       service: 'tls-test',
       logger,
     });

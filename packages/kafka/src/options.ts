@@ -127,6 +127,9 @@ export type ResolvedKafkaOptions = z.output<typeof kafkaOptionsSchema> & { broke
 
 /** Validates options once; a bad or unknown one throws ConfigError naming it. */
 export function resolveOptions(input: unknown): ResolvedKafkaOptions {
+  // TLS options first and on their own: inside the `true | {…}` union a mistake would be reported as "ssl".
+  const ssl = (input as { ssl?: unknown } | undefined)?.ssl;
+  if (typeof ssl === 'object' && ssl !== null) parseOptions(tlsSchema, ssl, 'ssl');
   const options = parseOptions(kafkaOptionsSchema, input ?? {});
   let brokers = options.brokers;
   if (!brokers) {

@@ -121,8 +121,11 @@ export class ConnectionManager {
           details: { tls: tls.kind, code: tls.code },
         });
       }
+      // Refused credentials stay refused: retrying the same connect cannot help.
+      const refused = /ACCESS.REFUSED/.test(errorText(err));
       throw new ConnectionError(`cannot connect to RabbitMQ at ${this.#safeUrl}: ${errorText(err)}`, {
         cause: err,
+        ...(refused ? { retryable: false, details: { auth: 'failed' } } : {}),
       });
     }
     if ((this.#state as ConnectionState) === 'closed') {

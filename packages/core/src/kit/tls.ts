@@ -9,7 +9,8 @@ import type { Logger } from '../logger.js';
 /** PEM text as a string or a Buffer holding it (what `fs.readFileSync` returns). */
 const pem = (what: string) =>
   z.union([z.string(), z.instanceof(Buffer)]).superRefine((value, ctx) => {
-    const text = typeof value === 'string' ? value : value.toString('latin1', 0, Math.min(value.length, 4096));
+    const text =
+      typeof value === 'string' ? value : value.toString('latin1', 0, Math.min(value.length, 4096));
     if (!text.includes('-----BEGIN ')) {
       // The usual mistake is a file name: say so, without echoing the value (it may be a key).
       ctx.addIssue({
