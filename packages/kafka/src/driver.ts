@@ -307,7 +307,8 @@ export class KafkaDriver {
       clientId: config.clientId,
       brokers: () => (this.stopped ? [] : config.brokers),
       ssl: config.ssl,
-      sasl: config.sasl as SASLOptions | undefined,
+      // A copy: kafkajs writes into the object it is given (its authentication provider).
+      sasl: config.sasl ? ({ ...config.sasl } as SASLOptions) : undefined,
       connectionTimeout: config.connectionTimeoutMs,
       requestTimeout: config.requestTimeoutMs,
       retry,
