@@ -91,8 +91,6 @@ export default defineConfig({
           include: ['integration-tests/src/conformance.test.ts', tlsTests(t)],
           environment: 'node',
           env: { OMNIBUS_TRANSPORT: t },
-          // kafka-tls and kafka-sasl share one broker, which the restart scenario restarts: never at once.
-          sequence: { groupOrder: t === 'kafka-sasl' ? 1 : 0 },
           testTimeout: 90_000,
           hookTimeout: 300_000,
           fileParallelism: false,
