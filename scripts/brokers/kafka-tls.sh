@@ -18,7 +18,9 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 KAFKA_VERSION="${OMNIBUS_KAFKA_VERSION:-4.1.2}"
 LOG4J_VERSION="${OMNIBUS_LOG4J_VERSION:-2.24.3}"
 KAFKA_HEAP="${OMNIBUS_KAFKA_TLS_HEAP:--Xmx512m}"
-START_DEADLINE="${OMNIBUS_KAFKA_START_DEADLINE:-90}"
+# Two TLS listeners and SCRAM to be ready: slower than kafka.sh to answer on a loaded machine
+# (77 s from launch at load 30 here), so a longer default.
+START_DEADLINE="${OMNIBUS_KAFKA_TLS_START_DEADLINE:-180}"
 STOP_GRACE=60
 HOST=127.0.0.1
 PORT=9395
