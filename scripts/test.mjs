@@ -56,7 +56,7 @@ if (mode === 'conformance' || mode === 'contract') {
   projects = clusters.map((c) => `conformance:${c}`);
   brokers = clusters;
 } else if (mode === 'tls') {
-  // Its own mode: about 5-7 minutes on 2 cores (two more brokers to start, a Kafka restart per Kafka variant),
+  // Its own mode: 10 minutes on 2 cores at load 30-88 (two more brokers to start, a Kafka restart per Kafka variant),
   // too long to add to `all`. The two TLS brokers are started here and left running, like the others.
   projects = ['conformance:rabbitmq-tls', 'conformance:kafka-tls', 'conformance:kafka-sasl'];
   brokers = ['rabbitmq-tls', 'kafka-tls'];
