@@ -75,10 +75,8 @@ async function rabbitCleanup(topic: string, group: string): Promise<void> {
   const { names } = await import('@omnibus/rabbitmq');
   const { conn, ch } = await rabbitChannel();
   try {
+    // The delay tiers are shared by the vhost (omnibus.delay.*), not the group's: they stay.
     const queues = [names.groupQueue(topic, group), names.deadLetterQueue(topic, group)];
-    for (const tier of [1_000, 5_000, 30_000, 120_000, 600_000, 3_600_000]) {
-      queues.push(names.retryQueue(topic, group, tier));
-    }
     for (const q of queues) await ch.deleteQueue(q).catch(() => {});
     await ch.deleteExchange(names.exchange(topic)).catch(() => {});
   } finally {
