@@ -208,7 +208,7 @@ wait_ready() {
     dump_tail 5 "$LOG_DIR/probe.err"
     fail_start "no answer on $ENDPOINTS within ${START_DEADLINE}s"
   fi
-  until new_log | grep -q 'Kafka Server started'; do
+  until new_log_has 'Kafka Server started'; do
     ((SECONDS < deadline)) || fail_start "answers on $ENDPOINTS, but no 'Kafka Server started' in $SERVER_LOG"
     sleep 0.25
   done

@@ -192,6 +192,12 @@ SPAWNED_PID=
 # Lines this start wrote to the server log.
 new_log() { tail -c +"$((LOG_OFFSET + 1))" "$SERVER_LOG" 2>/dev/null; }
 
+# True when this start wrote a line containing $1 to the server log. grep
+# reads to the end: `grep -q` would close the pipe at the first match, and
+# with pipefail the SIGPIPE to tail (when much was logged after the match,
+# as when Kafka loads many groups) would read as "not found".
+new_log_has() { new_log | grep -F -- "$1" >/dev/null; }
+
 # shellcheck disable=SC2153 # MARKER, OUT_FILE and SERVER_LOG are set by the sourcing script.
 fail_start() {
   warn "$1"
