@@ -10,6 +10,11 @@ const extraEnv: Record<string, Record<string, string>> = {
 // The 3-node clusters of scripts/brokers/: run only when asked (`pnpm test:clusters`), never by `pnpm test`.
 const clusters = ['rabbitmq-cluster', 'kafka-cluster'] as const;
 const clusterOnly = 'integration-tests/src/cluster/**/*.test.ts';
+// The TLS brokers of scripts/brokers/ (rabbitmq-tls, kafka-tls): the conformance suite over amqps, over Kafka's
+// SSL listener and over its SASL_SSL listener, plus the TLS checks (verification, warnings, credentials).
+const tlsVariants = ['rabbitmq-tls', 'kafka-tls', 'kafka-sasl'] as const;
+const tlsOnly = 'integration-tests/src/tls/**/*.test.ts';
+const tlsTests = (t: string) => `integration-tests/src/tls/${t}.test.ts`;
 
 export default defineConfig({
   resolve,
@@ -63,6 +68,7 @@ export default defineConfig({
             'integration-tests/src/contract/**',
             'integration-tests/src/cli/**',
             clusterOnly,
+            tlsOnly,
           ],
           environment: 'node',
           env: { OMNIBUS_TRANSPORT: t, ...extraEnv[t] },
@@ -107,6 +113,18 @@ export default defineConfig({
           globalSetup: ['integration-tests/src/global-setup.ts'],
           testTimeout: 60_000,
           hookTimeout: 120_000,
+          fileParallelism: false,
+        },
+      })),
+      ...tlsVariants.map((t) => ({
+        extends: true,
+        test: {
+          name: `conformance:${t}`,
+          include: ['integration-tests/src/conformance.test.ts', tlsTests(t)],
+          environment: 'node',
+          env: { OMNIBUS_TRANSPORT: t },
+          testTimeout: 90_000,
+          hookTimeout: 300_000,
           fileParallelism: false,
         },
       })),

@@ -6,6 +6,8 @@
 //   node scripts/test.mjs containers          the conformance suites against brokers in containers
 //   node scripts/test.mjs clusters            conformance + node-kill on the 3-node RabbitMQ and Kafka clusters
 //                                             (never part of `all`; OMNIBUS_CLUSTERS=rabbitmq-cluster picks one)
+//   node scripts/test.mjs tls                 conformance + TLS checks over amqps (rabbitmq-tls), Kafka SSL
+//                                             (kafka-tls) and Kafka SASL_SSL/SCRAM (kafka-sasl); not part of `all`
 import { spawnSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdirSync, readFileSync, rmSync } from 'node:fs';
@@ -53,6 +55,11 @@ if (mode === 'conformance' || mode === 'contract') {
   }
   projects = clusters.map((c) => `conformance:${c}`);
   brokers = clusters;
+} else if (mode === 'tls') {
+  // Its own mode: 10 minutes on 2 cores at load 30-88 (two more brokers to start, a Kafka restart per Kafka variant),
+  // too long to add to `all`. The two TLS brokers are started here and left running, like the others.
+  projects = ['conformance:rabbitmq-tls', 'conformance:kafka-tls', 'conformance:kafka-sasl'];
+  brokers = ['rabbitmq-tls', 'kafka-tls'];
 } else if (mode === 'all') {
   projects = [
     'unit',
@@ -83,7 +90,7 @@ if (mode === 'conformance' || mode === 'contract') {
   prepareContainers();
 } else {
   console.error(
-    'usage: node scripts/test.mjs all | conformance <transport> | contract <transport> | containers | clusters',
+    'usage: node scripts/test.mjs all | conformance <transport> | contract <transport> | containers | clusters | tls',
   );
   process.exit(2);
 }

@@ -21,9 +21,15 @@ export async function loadHarness(
       return (await import('./transports/rabbitmq-cluster.js')).harness;
     case 'kafka-cluster':
       return (await import('./transports/kafka-cluster.js')).harness;
+    case 'rabbitmq-tls':
+      return (await import('./transports/rabbitmq-tls.js')).harness;
+    case 'kafka-tls':
+      return (await import('./transports/kafka-tls.js')).harness;
+    case 'kafka-sasl':
+      return (await import('./transports/kafka-sasl.js')).harness;
     default:
       throw new Error(
-        `unknown OMNIBUS_TRANSPORT ${JSON.stringify(name)} (memory, rabbitmq, kafka, sqs, sns, nats, rabbitmq-cluster, kafka-cluster)`,
+        `unknown OMNIBUS_TRANSPORT ${JSON.stringify(name)} (memory, rabbitmq, kafka, sqs, sns, nats, rabbitmq-cluster, kafka-cluster, rabbitmq-tls, kafka-tls, kafka-sasl)`,
       );
   }
 }

@@ -1,7 +1,11 @@
 // Readiness probe for kafka.sh: exits 0 once the broker answers a real
 // admin request (DescribeCluster lists a node and ListTopics answers),
-// 1 when the deadline passes first.
-// Usage: java -cp 'lib/*:classes' KafkaReady <bootstrap> <deadline-seconds>
+// 1 when the deadline passes first. The optional third argument is a client properties file
+// (security.protocol, ssl.*, sasl.*) for brokers that need TLS or SASL.
+// Usage: java -cp 'lib/*:classes' KafkaReady <bootstrap> <deadline-seconds> [client.properties]
+import java.io.FileInputStream;
+import java.io.IOException;
+import java.io.InputStream;
 import java.util.Collection;
 import java.util.Properties;
 import java.util.concurrent.TimeUnit;
@@ -13,7 +17,7 @@ import org.apache.kafka.clients.admin.ListTopicsOptions;
 import org.apache.kafka.common.Node;
 
 public final class KafkaReady {
-  public static void main(String[] args) throws InterruptedException {
+  public static void main(String[] args) throws InterruptedException, IOException {
     String bootstrap = args.length > 0 ? args[0] : "127.0.0.1:9092";
     long seconds = args.length > 1 ? Long.parseLong(args[1]) : 30;
     long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(seconds);
@@ -26,6 +30,11 @@ public final class KafkaReady {
     props.put(AdminClientConfig.RETRY_BACKOFF_MS_CONFIG, "100");
     props.put(AdminClientConfig.RECONNECT_BACKOFF_MS_CONFIG, "100");
     props.put(AdminClientConfig.RECONNECT_BACKOFF_MAX_MS_CONFIG, "500");
+    if (args.length > 2) {
+      try (InputStream in = new FileInputStream(args[2])) {
+        props.load(in);
+      }
+    }
 
     String last = "no attempt made";
     try (Admin admin = Admin.create(props)) {

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Run one action (up|down|status) over a set of brokers, in parallel, and
 # print each broker's report in a fixed order. Used by up.sh and down.sh.
-# Usage: each.sh up|down|status [all|rabbitmq|rabbitmq-private|kafka|sqs|redis|postgres|fauxqs|nats|nats-private|rabbitmq-cluster|kafka-cluster|kafka-private|elasticmq-private|chaos-net]...
-# The 3-node clusters and the chaos run's private brokers are never part of `all`: they run only when named.
+# Usage: each.sh up|down|status [all|rabbitmq|rabbitmq-private|kafka|sqs|redis|postgres|fauxqs|nats|nats-private|rabbitmq-cluster|kafka-cluster|kafka-private|elasticmq-private|chaos-net|rabbitmq-tls|kafka-tls]...
+# The 3-node clusters, the chaos run's private brokers and the TLS brokers are never part of `all`: they run only when named.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ALL=(rabbitmq rabbitmq-private kafka sqs redis postgres fauxqs nats nats-private)
-NAMED_ONLY=(rabbitmq-cluster kafka-cluster kafka-private elasticmq-private chaos-net)
+NAMED_ONLY=(rabbitmq-cluster kafka-cluster kafka-private elasticmq-private chaos-net rabbitmq-tls kafka-tls)
 
 usage() {
   local IFS='|'
@@ -29,7 +29,7 @@ add() {
 for arg in "$@"; do
   case "$arg" in
     all) for t in "${ALL[@]}"; do add "$t"; done ;;
-    rabbitmq | rabbitmq-private | kafka | redis | postgres | fauxqs | nats | nats-private | rabbitmq-cluster | kafka-cluster | kafka-private | elasticmq-private | chaos-net) add "$arg" ;;
+    rabbitmq | rabbitmq-private | kafka | redis | postgres | fauxqs | nats | nats-private | rabbitmq-cluster | kafka-cluster | kafka-private | elasticmq-private | chaos-net | rabbitmq-tls | kafka-tls) add "$arg" ;;
     sqs | elasticmq) add sqs ;;
     *) usage ;;
   esac
@@ -45,6 +45,8 @@ script_for() {
     kafka-private) echo kafka-private.sh ;;
     elasticmq-private) echo elasticmq-private.sh ;;
     chaos-net) echo chaos-net.sh ;;
+    rabbitmq-tls) echo rabbitmq-tls.sh ;;
+    kafka-tls) echo kafka-tls.sh ;;
     sqs) echo elasticmq.sh ;;
     redis) echo redis.sh ;;
     postgres) echo postgres.sh ;;

@@ -174,7 +174,7 @@ start() {
   done
   # Stored queues are restored after the endpoint opens, one log line each.
   until (($(new_log | grep -c 'Restored [0-9]* messages in queue') >= expected)); do
-    ! new_log | grep -q 'Failed to restore persisted queues' ||
+    ! new_log_has 'Failed to restore persisted queues' ||
       fail_start "ElasticMQ failed to restore its stored queues"
     pid_alive_with "$pid" "$CONF_MARKER" || fail_start "process $pid exited while restoring queues"
     ((SECONDS < deadline)) || fail_start "only $(new_log | grep -c 'Restored [0-9]* messages in queue') of $expected stored queues restored within ${START_DEADLINE}s"

@@ -188,7 +188,7 @@ await_node() {
   local deadline=$((SECONDS + START_DEADLINE)) pid
   pid="$(running_pid)"
   [[ -n $pid ]] || fail_start "node $N is not running"
-  until new_log | grep -q 'Kafka Server started'; do
+  until new_log_has 'Kafka Server started'; do
     pid_alive_with "$pid" "$MARKER" || fail_start "node $N (pid $pid) exited during startup"
     ((SECONDS < deadline)) || fail_start "node $N: no 'Kafka Server started' within ${START_DEADLINE}s"
     sleep 0.25

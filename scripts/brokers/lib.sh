@@ -192,6 +192,12 @@ SPAWNED_PID=
 # Lines this start wrote to the server log.
 new_log() { tail -c +"$((LOG_OFFSET + 1))" "$SERVER_LOG" 2>/dev/null; }
 
+# True when this start wrote a line containing $1 to the server log. grep
+# reads to the end: `grep -q` would close the pipe at the first match, and
+# with pipefail the SIGPIPE to tail (when much was logged after the match,
+# as when Kafka loads many groups) would read as "not found".
+new_log_has() { new_log | grep -F -- "$1" >/dev/null; }
+
 # shellcheck disable=SC2153 # MARKER, OUT_FILE and SERVER_LOG are set by the sourcing script.
 fail_start() {
   warn "$1"
@@ -215,15 +221,44 @@ node_arg() {
 }
 
 # --- RabbitMQ nodes from the Debian rabbitmq-server package ---------------
-# rabbitmq-private.sh and rabbitmq-cluster.sh. The /usr/sbin wrappers run
-# the real scripts as user rabbitmq (via su when called by root), so every
-# node and rabbitmqctl share /var/lib/rabbitmq/.erlang.cookie. Before
-# calling these, the script sets NODE, HOST, PORT, DIST_PORT, PID_FILE,
-# DIR, LOG_DIR, NODE_LOG, STARTUP_OUT, AWAIT_OUT, START_DEADLINE, exports
-# the RABBITMQ_* variables that make its node separate, and defines
-# write_config (usually a call of rabbit_write_config).
+# One implementation for every private node: rabbitmq-private.sh and
+# rabbitmq-tls.sh (one node each, through rabbit_main) and
+# rabbitmq-cluster.sh (three nodes, through rabbit_launch, rabbit_await and
+# rabbit_stop). The /usr/sbin wrappers run the real scripts as user rabbitmq
+# (via su when called by root), so every node and rabbitmqctl share
+# /var/lib/rabbitmq/.erlang.cookie.
+# Before calling these, the script sets NODE, HOST, PORT, DIST_PORT and DIR,
+# calls rabbit_node_env, and defines write_config (usually a call of
+# rabbit_write_config). It may define node_ready (an extra readiness check,
+# e.g. a TLS listener), node_started (run after every successful start,
+# under the lock) and node_url (what the report lines name).
 RABBITMQ_SERVER=/usr/sbin/rabbitmq-server
 RABBITMQCTL=/usr/sbin/rabbitmqctl
+
+# The paths, deadlines and exported RABBITMQ_* variables of the current
+# node. They keep it apart from every other node: the env file replaces
+# /etc/rabbitmq/rabbitmq-env.conf (whose NODENAME is the shared node's), the
+# config file /etc/rabbitmq/rabbitmq.conf (whose listener is 5672).
+rabbit_node_env() {
+  START_DEADLINE="${OMNIBUS_RABBITMQ_START_DEADLINE:-90}"
+  STOP_GRACE=60
+  PID_FILE="$DIR/$NODE.pid"
+  LOG_DIR="$DIR/log"
+  NODE_LOG="$LOG_DIR/$NODE.log"
+  STARTUP_OUT="$DIR/startup.out"
+  AWAIT_OUT="$DIR/await_startup.out"
+  export RABBITMQ_CONF_ENV_FILE="$DIR/rabbitmq-env.conf"
+  export RABBITMQ_CONFIG_FILE="$DIR/rabbitmq.conf"
+  export RABBITMQ_ADVANCED_CONFIG_FILE="$DIR/advanced.config"
+  export RABBITMQ_ENABLED_PLUGINS_FILE="$DIR/enabled_plugins"
+  export RABBITMQ_NODENAME="$NODE"
+  export RABBITMQ_NODE_IP_ADDRESS="$HOST"
+  export RABBITMQ_NODE_PORT="$PORT"
+  export RABBITMQ_DIST_PORT="$DIST_PORT"
+  export RABBITMQ_MNESIA_BASE="$DIR/mnesia"
+  export RABBITMQ_LOG_BASE="$LOG_DIR"
+  export RABBITMQ_PID_FILE="$PID_FILE"
+}
 
 rabbit_check_user() {
   [[ -x $RABBITMQ_SERVER && -x $RABBITMQCTL ]] || die "the rabbitmq-server package is not installed"
@@ -231,6 +266,9 @@ rabbit_check_user() {
   me="$(id -un)"
   [[ $me == root || $me == rabbitmq ]] || die "run as root or rabbitmq (the Debian wrappers refuse other users)"
 }
+
+# rabbitmqctl against the current node, never waiting forever.
+rabbit_ctl() { timeout 60 "$RABBITMQCTL" -q -n "$NODE" "$@"; }
 
 # True when pid is a live beam.smp of the current node (its environment
 # names this node and this data folder).
@@ -269,8 +307,28 @@ amqp_answers() {
   [[ $first == 01 ]]
 }
 
-# Write the current node's env, config and plugins files (they replace
-# /etc/rabbitmq's, which name the shared node and port 5672); the lines on
+# The same over TLS, verifying the server's certificate against CA file $3.
+amqps_answers() {
+  local first
+  first="$(printf 'AMQP\x00\x00\x09\x01' |
+    timeout 5 openssl s_client -quiet -connect "$1:$2" -CAfile "$3" -verify_return_error 2>/dev/null |
+    head -c 1 | od -An -tx1 | tr -d ' ')" || true
+  [[ $first == 01 ]]
+}
+
+# What the report lines name: the caller's node_url, or the AMQP listener.
+rabbit_url() {
+  if declare -F node_url >/dev/null; then node_url; else printf 'amqp://%s:%s' "$HOST" "$PORT"; fi
+}
+
+# Every check that says the current node serves clients (AMQP, plus the
+# caller's node_ready).
+rabbit_answers() {
+  amqp_answers "$HOST" "$PORT" || return 1
+  if declare -F node_ready >/dev/null; then node_ready; fi
+}
+
+# Write the current node's env, config and plugins files; the lines on
 # stdin are added to the config. The node runs as rabbitmq and dies
 # silently when it cannot write its folders: they are checked here.
 rabbit_write_config() {
@@ -296,6 +354,7 @@ log.file.level = info
 $extra
 CONF
   printf '[].\n' >"$RABBITMQ_ENABLED_PLUGINS_FILE"
+  # (The pid file is written by the node into $DIR itself.)
   if [[ $(id -u) == 0 ]]; then
     chown -R rabbitmq:rabbitmq "$DIR"
     su rabbitmq -s /bin/sh -c "test -w '$DIR' && test -w '$RABBITMQ_MNESIA_BASE' && test -w '$LOG_DIR'" ||
@@ -336,9 +395,9 @@ rabbit_launch() {
     rabbit_fail_start "rabbitmq-server -detached failed"
 }
 
-# Wait until the current node has booted and answers AMQP. await_startup
-# fails at once while the node is not yet registered with epmd: retry it,
-# and give up early if the process is gone.
+# Wait until the current node has booted and answers (rabbit_answers).
+# await_startup fails at once while the node is not yet registered with
+# epmd: retry it, and give up early if the process is gone.
 rabbit_await() {
   local launched=$SECONDS deadline=$((SECONDS + START_DEADLINE))
   until timeout 60 "$RABBITMQCTL" -q -n "$NODE" await_startup --timeout "$((deadline - SECONDS))" \
@@ -350,8 +409,90 @@ rabbit_await() {
     sleep 0.5
   done
   deadline=$((SECONDS + 10))
-  until amqp_answers "$HOST" "$PORT"; do
-    ((SECONDS < deadline)) || rabbit_fail_start "node $NODE is up but AMQP $HOST:$PORT does not answer"
+  until rabbit_answers; do
+    ((SECONDS < deadline)) || rabbit_fail_start "node $NODE is up but $(rabbit_url) does not answer"
     sleep 0.25
   done
+}
+
+# Start the current node (or check the running one) and wait until it
+# answers; then the caller's node_started.
+rabbit_start() {
+  local started pid was
+  started="$(now_ms)"
+  rabbit_check_user
+  was="$(rabbit_running_pid)"
+  rabbit_launch
+  rabbit_await
+  pid="$(rabbit_running_pid)"
+  [[ -n $pid ]] || rabbit_fail_start "node $NODE started but its pid file $PID_FILE names no live process"
+  if declare -F node_started >/dev/null; then node_started; fi
+  if [[ -n $was ]]; then
+    say "already running ($NODE, pid $pid, $(rabbit_url))"
+  else
+    say "up ($NODE, pid $pid, $(rabbit_url), ready in $(elapsed_since "$started"))"
+  fi
+}
+
+# Stop the current node and make sure its process is gone.
+rabbit_stop() {
+  local pid started
+  started="$(now_ms)"
+  rabbit_check_user
+  pid="$(rabbit_running_pid)"
+  if [[ -z $pid ]]; then
+    say "not running"
+    return 0
+  fi
+  # A frozen (SIGSTOPped) node cannot stop itself.
+  kill -CONT "$pid" 2>/dev/null || true
+  # rabbitmqctl stop <pid file> returns once the OS process has exited.
+  if ! timeout "$STOP_GRACE" "$RABBITMQCTL" -q -n "$NODE" stop "$PID_FILE" >>"$STARTUP_OUT" 2>&1; then
+    warn "rabbitmqctl stop failed or timed out: signalling pid $pid"
+  fi
+  # Make sure the process is really gone before anyone starts it again.
+  stop_pid "$pid" beam.smp 20
+  say "stopped ($NODE, pid $pid, in $(elapsed_since "$started"))"
+}
+
+rabbit_status() {
+  local pid
+  rabbit_check_user
+  pid="$(rabbit_running_pid)"
+  if [[ -z $pid ]]; then
+    say "stopped"
+    return 3
+  fi
+  if rabbit_answers; then
+    say "running ($NODE, pid $pid, $(rabbit_url))"
+  else
+    warn "node $NODE (pid $pid) is running but does not answer"
+    return 1
+  fi
+}
+
+# The command line of a single-node script.
+rabbit_main() {
+  case "${1:-}" in
+    up | start)
+      take_lock "$BROKER_NAME"
+      rabbit_start
+      ;;
+    down | stop)
+      take_lock "$BROKER_NAME"
+      rabbit_stop
+      ;;
+    restart)
+      take_lock "$BROKER_NAME"
+      rabbit_stop >/dev/null
+      rabbit_start
+      ;;
+    status) rabbit_status ;;
+    # The node's OS pid (empty when it is not running): what the chaos run SIGKILLs and SIGSTOPs.
+    pid) rabbit_running_pid ;;
+    *)
+      echo "usage: $0 up|down|status|restart|pid" >&2
+      exit 2
+      ;;
+  esac
 }

@@ -19,8 +19,6 @@ NODES=(1 2 3)
 HOST=127.0.0.1
 BASE_PORT=5680
 BASE_DIST_PORT=25680
-START_DEADLINE="${OMNIBUS_RABBITMQ_START_DEADLINE:-90}"
-STOP_GRACE=60
 # The Debian wrappers (lib.sh) run every node and rabbitmqctl as user
 # rabbitmq, so all share one cookie: one for the whole cluster without
 # writing one.
@@ -30,35 +28,17 @@ node_name() { printf 'omnibus-c%s@localhost' "$1"; }
 node_port() { printf '%s' $((BASE_PORT + $1)); }
 node_dir() { printf '%s/c%s' "$ROOT" "$1"; }
 
-# Export the environment that makes node N separate from every other node
-# (the env and config files replace /etc/rabbitmq's, which name the shared
-# node and port 5672). Call it in a subshell.
+# Make node N the current node of lib.sh's RabbitMQ helpers (its paths and
+# the exported environment that keeps it apart from every other node).
+# Call it in a subshell when another node follows.
 use_node() {
-  local n=$1 dir
-  dir="$(node_dir "$n")"
+  local n=$1
   NODE="$(node_name "$n")"
   PORT="$(node_port "$n")"
   DIST_PORT=$((BASE_DIST_PORT + n))
-  DIR="$dir"
-  PID_FILE="$dir/$NODE.pid"
-  LOG_DIR="$dir/log"
-  NODE_LOG="$LOG_DIR/$NODE.log"
-  STARTUP_OUT="$dir/startup.out"
-  AWAIT_OUT="$dir/await_startup.out"
-  export RABBITMQ_CONF_ENV_FILE="$dir/rabbitmq-env.conf"
-  export RABBITMQ_CONFIG_FILE="$dir/rabbitmq.conf"
-  export RABBITMQ_ADVANCED_CONFIG_FILE="$dir/advanced.config"
-  export RABBITMQ_ENABLED_PLUGINS_FILE="$dir/enabled_plugins"
-  export RABBITMQ_NODENAME="$NODE"
-  export RABBITMQ_NODE_IP_ADDRESS="$HOST"
-  export RABBITMQ_NODE_PORT="$PORT"
-  export RABBITMQ_DIST_PORT="$DIST_PORT"
-  export RABBITMQ_MNESIA_BASE="$dir/mnesia"
-  export RABBITMQ_LOG_BASE="$LOG_DIR"
-  export RABBITMQ_PID_FILE="$PID_FILE"
+  DIR="$(node_dir "$n")"
+  rabbit_node_env
 }
-
-ctl() { timeout 60 "$RABBITMQCTL" -q -n "$NODE" "$@"; }
 
 write_config() {
   # The node (user rabbitmq) must be able to enter the cluster's folder.
@@ -74,11 +54,11 @@ CONF
 
 # The nodes the current node counts as cluster members (running or not).
 members() {
-  ctl cluster_status --formatter json 2>/dev/null |
+  rabbit_ctl cluster_status --formatter json 2>/dev/null |
     tr ',[]{}' '\n\n\n\n\n' | grep -o '"omnibus-c[0-9]@localhost"' | tr -d '"' | sort -u || true
 }
 running_members() {
-  ctl eval 'io:format("~p~n", [rabbit_nodes:all_running()]).' 2>/dev/null |
+  rabbit_ctl eval 'io:format("~p~n", [rabbit_nodes:all_running()]).' 2>/dev/null |
     grep -o 'omnibus-c[0-9]@localhost' | sort -u || true
 }
 
@@ -87,11 +67,11 @@ join_first() {
   local first
   first="$(node_name 1)"
   if members | grep -qx "$first"; then return 0; fi
-  ctl stop_app >>"$STARTUP_OUT" 2>&1 || rabbit_fail_start "rabbitmqctl stop_app failed on $NODE"
+  rabbit_ctl stop_app >>"$STARTUP_OUT" 2>&1 || rabbit_fail_start "rabbitmqctl stop_app failed on $NODE"
   # A node that has been in another cluster must forget it before joining.
-  ctl reset >>"$STARTUP_OUT" 2>&1 || rabbit_fail_start "rabbitmqctl reset failed on $NODE"
-  ctl join_cluster "$first" >>"$STARTUP_OUT" 2>&1 || rabbit_fail_start "$NODE could not join $first"
-  ctl start_app >>"$STARTUP_OUT" 2>&1 || rabbit_fail_start "rabbitmqctl start_app failed on $NODE after joining"
+  rabbit_ctl reset >>"$STARTUP_OUT" 2>&1 || rabbit_fail_start "rabbitmqctl reset failed on $NODE"
+  rabbit_ctl join_cluster "$first" >>"$STARTUP_OUT" 2>&1 || rabbit_fail_start "$NODE could not join $first"
+  rabbit_ctl start_app >>"$STARTUP_OUT" 2>&1 || rabbit_fail_start "rabbitmqctl start_app failed on $NODE after joining"
 }
 
 # Start node N and wait for it; with join=1, make it join node 1 first.
@@ -109,15 +89,8 @@ start_node() {
 }
 
 stop_node() {
-  local n=$1 pid
-  use_node "$n"
-  pid="$(rabbit_running_pid)"
-  [[ -n $pid ]] || return 0
-  thaw_current
-  if ! timeout "$STOP_GRACE" "$RABBITMQCTL" -q -n "$NODE" stop "$PID_FILE" >>"$STARTUP_OUT" 2>&1; then
-    warn "rabbitmqctl stop failed or timed out: signalling pid $pid"
-  fi
-  stop_pid "$pid" beam.smp 20
+  use_node "$1"
+  rabbit_stop >/dev/null
 }
 
 # SIGKILL node N: no goodbye to its peers, as in a crash or a lost machine.

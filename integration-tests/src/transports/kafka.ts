@@ -8,8 +8,8 @@ import net from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import type { WireMessage } from '@omnibus/core';
-import { kafka } from '@omnibus/kafka';
-import { Kafka, logLevel } from 'kafkajs';
+import { type KafkaTransportOptions, kafka } from '@omnibus/kafka';
+import { Kafka, type KafkaConfig, logLevel } from 'kafkajs';
 import type { ContractHooks } from '../contract/hooks.js';
 import type { TransportHarness } from '../harness.js';
 
@@ -22,8 +22,23 @@ const TOPIC_PREFIX = 'conf-';
 
 let topicsBefore = new Set<string>();
 
+/**
+ * What a variant harness (TLS, SASL) changes before the first use: the options of the raw client and of
+ * every transport made here, and the script that starts and restarts its broker.
+ */
+export const variant: {
+  raw: Partial<KafkaConfig>;
+  transport: Partial<KafkaTransportOptions>;
+  script: string | undefined;
+} = { raw: {}, transport: {}, script: undefined };
+
 function client(): Kafka {
-  return new Kafka({ clientId: 'omnibus-conformance-raw', brokers: BROKERS, logLevel: logLevel.NOTHING });
+  return new Kafka({
+    clientId: 'omnibus-conformance-raw',
+    brokers: BROKERS,
+    logLevel: logLevel.NOTHING,
+    ...variant.raw,
+  });
 }
 
 async function reachable(timeoutMs: number): Promise<boolean> {
@@ -79,7 +94,9 @@ export const harness: TransportHarness = {
   name: 'kafka',
 
   async setup() {
-    if (!(await reachable(3_000))) {
+    if (variant.script) {
+      await run('bash', [variant.script, 'up'], { timeout: 300_000 });
+    } else if (!(await reachable(3_000))) {
       if (FROM_ENV) throw new Error(`no Kafka broker at KAFKA_BROKERS=${FROM_ENV}`);
       // The script is idempotent and waits until the broker answers.
       await run('bash', [SCRIPT, 'up'], { timeout: 300_000 });
@@ -110,10 +127,12 @@ export const harness: TransportHarness = {
       // Quicker group reactions than the production defaults, for a suite full of joins and leaves.
       heartbeatIntervalMs: 1_000,
       sessionTimeoutMs: 10_000,
+      ...variant.transport,
     }),
 
   createUnreachable: () =>
     kafka({
+      ...variant.transport,
       brokers: ['127.0.0.1:1'],
       // The transport's own connect deadline, not tuned client retries, is what makes this fail fast.
       connectTimeoutMs: 2_000,
@@ -180,7 +199,7 @@ export const harness: TransportHarness = {
     // container's own filesystem, which a restart keeps), never the process-based Kafka.
     const container = process.env.OMNIBUS_KAFKA_CONTAINER;
     if (container) await run('docker', ['restart', '-t', '30', container], { timeout: 300_000 });
-    else await run('bash', [SCRIPT, 'restart'], { timeout: 300_000 });
+    else await run('bash', [variant.script ?? SCRIPT, 'restart'], { timeout: 300_000 });
     if (!(await reachable(60_000))) throw new Error('Kafka did not come back after the restart');
     // A container's port answers TCP (docker's proxy) long before the JVM inside does: wait for answers.
     await answering(container ? 180_000 : 60_000);

@@ -38,7 +38,8 @@ const run = promisify(execFile);
 const CTL_NODE = process.env.OMNIBUS_RABBITMQCTL_NODE;
 const ctlArgs = (args: string[]) => (CTL_NODE ? ['-n', CTL_NODE, ...args] : args);
 
-const BASE: Partial<RabbitMqOptions> = {
+// Exported so a variant harness (TLS) can add its options before the first transport is made.
+export const BASE: Partial<RabbitMqOptions> = {
   // Fast recovery keeps the restart scenario short; streams make the replay scenario run.
   reconnect: { initialMs: 100, maxMs: 2_000 },
   streams: { maxAge: '1h' },

@@ -5,7 +5,7 @@
  */
 import type { ConnectionOptions } from 'node:tls';
 import { type Logger, setHeader } from '@omnibus/core';
-import { withConnectDeadline } from '@omnibus/core/kit';
+import { tlsFailure, withConnectDeadline } from '@omnibus/core/kit';
 import type {
   Admin,
   Consumer,
@@ -308,7 +308,8 @@ export class KafkaDriver {
       clientId: config.clientId,
       brokers: () => (this.stopped ? [] : config.brokers),
       ssl: config.ssl,
-      sasl: config.sasl as SASLOptions | undefined,
+      // A copy: kafkajs writes into the object it is given (its authentication provider).
+      sasl: config.sasl ? ({ ...config.sasl } as SASLOptions) : undefined,
       connectionTimeout: config.connectionTimeoutMs,
       requestTimeout: config.requestTimeoutMs,
       retry,
@@ -366,7 +367,8 @@ export class KafkaDriver {
         break;
       } catch (err) {
         // Anything but "nobody answers" (TLS, SASL, a bad broker list) fails at once: waiting won't fix it.
-        if (classifyError(err) !== 'connection') throw err;
+        // kafkajs reports an untrusted certificate as a connection error too; its socket error code tells.
+        if (classifyError(err) !== 'connection' || tlsFailure(err)) throw err;
       } finally {
         await probe.disconnect().catch(() => {});
       }

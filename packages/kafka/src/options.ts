@@ -5,6 +5,7 @@ import {
   DEFAULT_DELAY_TIERS_MS,
   delayTiersSchema,
   parseOptions,
+  tlsSchema,
 } from '@omnibus/core/kit';
 import { z } from 'zod';
 
@@ -27,13 +28,18 @@ export const kafkaOptionsSchema = z
     brokers: z.array(hostPort).min(1).optional(),
     /** Client id sent to the broker; defaults to `omnibus-<service>`. */
     clientId: z.string().min(1).optional(),
-    /** `true` or Node TLS options, passed to the client as is. */
-    ssl: z.union([z.boolean(), z.record(z.string(), z.unknown())]).optional(),
+    /**
+     * TLS to the brokers: `true` (Node's built-in CAs) or `{ ca, cert, key, passphrase, servername,
+     * rejectUnauthorized }`. Broker certificates are verified unless rejectUnauthorized is false, which logs
+     * a warning at every connect.
+     */
+    ssl: z.union([z.boolean(), tlsSchema]).optional(),
+    /** SASL authentication; use it with `ssl` (PLAIN and SCRAM over plaintext expose the exchange). */
     sasl: z
       .strictObject({
         mechanism: z.enum(['plain', 'scram-sha-256', 'scram-sha-512']),
         username: z.string().min(1),
-        password: z.string(),
+        password: z.string().min(1),
       })
       .optional(),
     /** `connect()` fails with a ConnectionError when the cluster has not answered within this time. */
@@ -126,6 +132,9 @@ export type ResolvedKafkaOptions = z.output<typeof kafkaOptionsSchema> & { broke
 
 /** Validates options once; a bad or unknown one throws ConfigError naming it. */
 export function resolveOptions(input: unknown): ResolvedKafkaOptions {
+  // TLS options first and on their own: inside the `true | {…}` union a mistake would be reported as "ssl".
+  const ssl = (input as { ssl?: unknown } | undefined)?.ssl;
+  if (typeof ssl === 'object' && ssl !== null) parseOptions(tlsSchema, ssl, 'ssl');
   const options = parseOptions(kafkaOptionsSchema, input ?? {});
   let brokers = options.brokers;
   if (!brokers) {

@@ -18,7 +18,13 @@ import {
   toBinary,
   type WireMessage,
 } from '@omnibus/core';
-import { emptyStats, type PublishCall, type TransportStats } from '@omnibus/core/kit';
+import {
+  emptyStats,
+  type PublishCall,
+  type TransportStats,
+  tlsFailure,
+  warnIfInsecure,
+} from '@omnibus/core/kit';
 import { Accumulator, toPublishError } from './accumulator.js';
 import { classifyError, type DriverProducer, KafkaDriver } from './driver.js';
 import { checkName, deadLetterTopic, groupId, redriveGroupId, retryGroupId, retryTopic } from './naming.js';
@@ -87,6 +93,13 @@ export class KafkaTransport implements Transport {
     if (this.driver) return;
     this.logger = ctx.logger;
     const o = this.options;
+    warnIfInsecure(ctx.logger, o.ssl, { transport: 'kafka', brokers: o.brokers.join(',') });
+    if (o.sasl && !o.ssl) {
+      ctx.logger.warn(
+        { transport: 'kafka', mechanism: o.sasl.mechanism },
+        'kafka: SASL without ssl: the authentication exchange and every message travel unencrypted',
+      );
+    }
     const driver = new KafkaDriver({
       brokers: o.brokers,
       clientId: o.clientId ?? `omnibus-${ctx.service}`,
@@ -111,8 +124,19 @@ export class KafkaTransport implements Transport {
       await producer.disconnect().catch(() => {});
       await driver.close().catch(() => {});
       if (err instanceof ConnectionError) throw err;
+      const tls = tlsFailure(err);
+      if (tls) {
+        throw new ConnectionError(`cannot connect to kafka at ${o.brokers.join(',')}: ${tls.explanation}`, {
+          cause: err,
+          retryable: false,
+          details: { tls: tls.kind, code: tls.code },
+        });
+      }
+      const auth = (err as { name?: unknown })?.name === 'KafkaJSSASLAuthenticationError';
       throw new ConnectionError(`cannot connect to kafka at ${o.brokers.join(',')}: ${describe(err)}`, {
         cause: err,
+        // Wrong credentials stay wrong: retrying the connect cannot help.
+        ...(auth ? { retryable: false, details: { auth: 'failed' } } : {}),
       });
     }
     this.driver = driver;
@@ -341,6 +365,15 @@ export class KafkaTransport implements Transport {
           clusterId: cluster.clusterId,
           controller: cluster.controller,
           brokers: cluster.brokers.length,
+          ...(this.options.ssl
+            ? {
+                tls:
+                  typeof this.options.ssl === 'object' && this.options.ssl.rejectUnauthorized === false
+                    ? 'unverified'
+                    : 'verified',
+              }
+            : {}),
+          ...(this.options.sasl ? { sasl: this.options.sasl.mechanism } : {}),
         },
       };
     } catch (err) {

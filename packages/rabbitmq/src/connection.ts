@@ -5,7 +5,7 @@
  * and a reconnect starts with the host after the one that was lost, moving on at each failed attempt.
  */
 import { ConnectionError, type Logger, redactText } from '@omnibus/core';
-import { withConnectDeadline } from '@omnibus/core/kit';
+import { tlsFailure, warnIfInsecure, withConnectDeadline } from '@omnibus/core/kit';
 import { type ChannelModel, connect } from 'amqplib';
 import { errorText } from './amqp-errors.js';
 
@@ -15,6 +15,8 @@ export interface ConnectionManagerOptions {
   /** One URL per host, tried in this order. */
   urls: readonly string[];
   socketOptions: Record<string, unknown>;
+  /** TLS verification is off (`tls.rejectUnauthorized: false`): every new connection logs a warning. */
+  insecureTls?: boolean;
   connectTimeoutMs: number;
   reconnect: { initialMs: number; maxMs: number };
   logger: Logger;
@@ -91,6 +93,9 @@ export class ConnectionManager {
       url: this.#safeUrls[this.#host],
       ...(this.#safeUrls.length > 1 ? { urls: this.#safeUrls } : {}),
       serverVersion: this.#serverVersion,
+      ...(this.#safeUrls[this.#host]!.toLowerCase().startsWith('amqps:')
+        ? { tls: this.#opts.insecureTls ? 'unverified' : 'verified' }
+        : {}),
       reconnects: this.#reconnects,
       blocked: this.#blocked,
       lastError: this.#lastError,
@@ -107,8 +112,20 @@ export class ConnectionManager {
     } catch (err) {
       this.#state = 'idle';
       if (err instanceof ConnectionError) throw err;
+      // A certificate the client does not trust stays untrusted: fail now, and say which option fixes it.
+      const tls = tlsFailure(err);
+      if (tls) {
+        throw new ConnectionError(`cannot connect to RabbitMQ at ${this.#safeUrl}: ${tls.explanation}`, {
+          cause: err,
+          retryable: false,
+          details: { tls: tls.kind, code: tls.code },
+        });
+      }
+      // Refused credentials stay refused: retrying the same connect cannot help.
+      const refused = /ACCESS.REFUSED/.test(errorText(err));
       throw new ConnectionError(`cannot connect to RabbitMQ at ${this.#safeUrl}: ${errorText(err)}`, {
         cause: err,
+        ...(refused ? { retryable: false, details: { auth: 'failed' } } : {}),
       });
     }
     if ((this.#state as ConnectionState) === 'closed') {
@@ -218,6 +235,13 @@ export class ConnectionManager {
     this.#state = 'open';
     this.#blocked = undefined;
     this.#serverVersion = model.connection.serverProperties?.version;
+    if (this.#opts.insecureTls) {
+      warnIfInsecure(
+        this.#opts.logger,
+        { rejectUnauthorized: false },
+        { transport: 'rabbitmq', url: this.#safeUrls[this.#host], generation },
+      );
+    }
     // Without these listeners a channel-level error or a dropped socket would crash the process.
     model.on('error', (err: Error) => {
       this.#lastError = errorText(err);

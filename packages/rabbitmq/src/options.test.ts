@@ -64,3 +64,35 @@ describe("onNoSubscribers: 'reject'", () => {
     );
   });
 });
+
+describe('tls', () => {
+  const CA = '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n';
+  const fieldOf = (options: Record<string, unknown>) => {
+    try {
+      resolveOptions(options);
+    } catch (err) {
+      if (err instanceof ConfigError) return err.field;
+      throw err;
+    }
+    return undefined;
+  };
+
+  it('verifies the broker by default', () => {
+    expect(resolveOptions({ url: 'amqps://h', tls: { ca: CA } }).tls).toEqual({
+      ca: CA,
+      rejectUnauthorized: true,
+    });
+  });
+
+  it('refuses TLS options for a plain amqp:// URL, which would ignore them', () => {
+    expect(fieldOf({ url: 'amqp://u:secret@h', tls: { ca: CA } })).toBe('tls');
+    expect(fieldOf({ urls: ['amqps://h1', 'amqp://h2'], tls: {} })).toBe('tls');
+    expect(() => resolveOptions({ url: 'amqp://u:secret@h', tls: { ca: CA } })).toThrow(/u:\*\*\*@h/);
+  });
+
+  it('names the TLS field that is wrong', () => {
+    expect(fieldOf({ url: 'amqps://h', tls: { ca: 'ca.pem' } })).toBe('tls.ca');
+    expect(fieldOf({ url: 'amqps://h', tls: { verify: false } })).toBe('tls.verify');
+    expect(fieldOf({ url: 'amqps://h', tls: { cert: CA } })).toBe('tls.key');
+  });
+});

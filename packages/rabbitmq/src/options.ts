@@ -8,6 +8,7 @@ import {
   DEFAULT_DELAY_TIERS_MS,
   delayTiersSchema,
   parseOptions,
+  tlsSchema,
 } from '@omnibus/core/kit';
 import { z } from 'zod';
 import { DEFAULT_DELAY_QUEUE_PREFIX } from './naming.js';
@@ -83,8 +84,12 @@ const optionsSchema = z.strictObject({
     .max(512 * 1024 * 1024)
     .default(DEFAULT_MAX_MESSAGE_BYTES),
   heartbeatSeconds: z.number().int().min(0).optional(),
-  /** Passed to `tls.connect` for `amqps:` URLs (ca, cert, key, passphrase, servername, rejectUnauthorized…). */
-  tls: z.record(z.string(), z.unknown()).optional(),
+  /**
+   * TLS for `amqps://` URLs, passed to `tls.connect`: `ca` (the broker's CA, PEM), `cert` + `key` (a client
+   * certificate), `passphrase`, `servername`, `rejectUnauthorized` (default true: the broker's certificate
+   * is verified; false logs a warning on every connection).
+   */
+  tls: tlsSchema.optional(),
   /** Shown in the management UI and `rabbitmqctl list_connections user_provided_name`. */
   connectionName: z.string().min(1).optional(),
 });
@@ -161,6 +166,16 @@ export function resolveOptions(input: unknown): ResolvedOptions {
     );
   }
   const urls = (parsed ?? []).map((p) => withHeartbeat(p.url as string, heartbeatSeconds));
+  if (o.tls !== undefined) {
+    // amqplib hands these to tls.connect only for amqps://: on amqp:// they would be ignored in silence.
+    const plain = urls.findIndex((u) => !u.toLowerCase().startsWith('amqps:'));
+    if (plain >= 0) {
+      throw new ConfigError(
+        'tls',
+        `TLS options need amqps:// URLs, but ${redactText(urls[plain]!)} is plain amqp://`,
+      );
+    }
+  }
   return {
     ...rest,
     url: urls[0]!,

@@ -83,6 +83,7 @@ export class RabbitMqTransport implements Transport {
         ...o.tls,
         clientProperties: { connection_name: this.connectionName, omnibus_service: ctx.service },
       },
+      insecureTls: o.tls?.rejectUnauthorized === false,
       connectTimeoutMs: o.connectTimeoutMs,
       reconnect: o.reconnect,
       logger,

@@ -52,3 +52,12 @@ export {
   withConnectDeadline,
 } from './publish.js';
 export { emptyStats } from './stats.js';
+export {
+  INSECURE_TLS_WARNING,
+  type ResolvedTlsOptions,
+  type TlsFailure,
+  type TlsOptions,
+  tlsFailure,
+  tlsSchema,
+  warnIfInsecure,
+} from './tls.js';
