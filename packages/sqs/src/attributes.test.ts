@@ -28,7 +28,10 @@ describe('attributesToHeaders and hostile names', () => {
   it('reads own attributes only and skips values that are not attributes, so one message cannot stop the receive loop', () => {
     // What `attrs.__proto__ = {…}` leaves behind: inherited enumerable names whose values are not attributes.
     const attrs = Object.create({ DataType: 'String', StringValue: 'p' }) as Record<string, never>;
-    Object.defineProperty(attrs, 'tenant', { value: { DataType: 'String', StringValue: 't' }, enumerable: true });
+    Object.defineProperty(attrs, 'tenant', {
+      value: { DataType: 'String', StringValue: 't' },
+      enumerable: true,
+    });
     Object.defineProperty(attrs, 'broken', { value: undefined, enumerable: true });
     const h = attributesToHeaders(attrs);
     expect(h).toEqual({ tenant: 't' });
