@@ -2,7 +2,7 @@
  * message-queue-toolkit on SQS (@message-queue-toolkit/sqs, ElasticMQ here): a queue publisher and a
  * consumer (sqs-consumer underneath) with a dead-letter queue, zod-validated on both ends.
  */
-import { CreateQueueCommand, DeleteQueueCommand, GetQueueUrlCommand, SQSClient } from '@aws-sdk/client-sqs';
+import { CreateQueueCommand, DeleteQueueCommand, GetQueueUrlCommand } from '@aws-sdk/client-sqs';
 import { MessageHandlerConfigBuilder } from '@message-queue-toolkit/core';
 import {
   AbstractSqsConsumer,
@@ -15,35 +15,12 @@ import type { BenchData } from '../lib/payload.js';
 import { makeData } from '../lib/payload.js';
 import type { Side } from '../lib/side.js';
 import { windowed } from '../lib/window.js';
+// The Omnibus side's window, pollers, long-poll and visibility, and the same SDK client settings.
+import { POLLERS, sdkClient, VISIBILITY_SECONDS, WAIT_SECONDS, WINDOW } from '../transports/sqs.js';
 import { type PeerMessage, PeerMessageSchema, peerMessage } from './schema.js';
 import { errorReporter, type PeerBench, quietLogger, SUCCESS } from './side.js';
 
-const ENDPOINT = process.env.SQS_ENDPOINT ?? 'http://127.0.0.1:9324';
-const REGION = 'us-east-1';
-const CREDENTIALS = { accessKeyId: 'omnibus-bench', secretAccessKey: 'omnibus-bench' };
-/** The Omnibus side's window in the SQS benchmark. */
-const WINDOW = 200;
-/** The Omnibus side's pollers and receive batch, given to the peer's consumers. */
-const POLLERS = 2;
-const WAIT_SECONDS = 20;
-const VISIBILITY_SECONDS = 30;
 const MAX_RECEIVE_COUNT = 5;
-
-/** The same client settings as the raw and Omnibus sides (transports/sqs.ts). */
-function sdkClient(): SQSClient {
-  return new SQSClient({
-    endpoint: ENDPOINT,
-    region: REGION,
-    credentials: CREDENTIALS,
-    maxAttempts: 3,
-    requestHandler: {
-      connectionTimeout: 5_000,
-      requestTimeout: (WAIT_SECONDS + 10) * 1000,
-      httpAgent: { keepAlive: true, maxSockets: 512 },
-      httpsAgent: { keepAlive: true, maxSockets: 512 },
-    },
-  });
-}
 
 const dlqOf = (topic: string) => `${topic}-dlq`;
 

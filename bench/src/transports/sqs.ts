@@ -26,15 +26,16 @@ const REGION = 'us-east-1';
 const CREDENTIALS = { accessKeyId: 'omnibus-bench', secretAccessKey: 'omnibus-bench' };
 /** The adapter's defaults, given to the raw client too. */
 const BATCHES_IN_FLIGHT = 8;
-const POLLERS = 2;
-const WAIT_SECONDS = 20;
-const VISIBILITY_SECONDS = 30;
+export const POLLERS = 2;
+export const WAIT_SECONDS = 20;
+export const VISIBILITY_SECONDS = 30;
 /** Unsettled publishes at once: enough to keep 8 batches of 10 in flight. */
-const WINDOW = 200;
+export const WINDOW = 200;
 const CONCURRENCY = 32;
 const PREFETCH = 64;
 
-function sdkClient(): SQSClient {
+/** The client settings every side of the SQS benchmark uses (raw, Omnibus, the peer). */
+export function sdkClient(): SQSClient {
   return new SQSClient({
     endpoint: ENDPOINT,
     region: REGION,
