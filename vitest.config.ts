@@ -33,7 +33,7 @@ export default defineConfig({
         extends: true,
         test: {
           name: 'unit',
-          include: ['packages/*/src/**/*.test.ts'],
+          include: ['packages/*/src/**/*.test.ts', 'reliability/src/**/*.test.ts'],
           environment: 'node',
           // Type-level tests (*.test-d.ts) run with the unit tests: tsc checks them, and a type error (or a
           // `@ts-expect-error` line that compiles) fails the run like a failed assertion.

@@ -28,6 +28,7 @@ import { type CheckResult, check, type Fault, type Handled, type Published } fro
 import { cleanup, readDeadLetterIds } from './deadletters.js';
 import { type ConsumerRole, isPoison, type ProducerRole, RecordTail } from './records.js';
 import { writeReport } from './report.js';
+import { findLeaks } from './secrets.js';
 
 const RESULTS_DIR = fileURLToPath(new URL('../results/', import.meta.url));
 const LOG_DIR = `${RESULTS_DIR}logs/`;
@@ -599,6 +600,8 @@ interface BrokerResults {
   recoverySettings: string;
   loadAverage1m: number;
   cores: number;
+  /** Lines of this run's client and nemesis logs that held a secret given to the clients (must be 0). */
+  credentialLeaks: number;
   scenarios: ScenarioResult[];
 }
 
@@ -615,11 +618,16 @@ async function main(): Promise<void> {
   const scenarios = scenarioArg
     ? (scenarioArg.split(',') as ScenarioName[]).filter((n) => SCENARIOS.includes(n))
     : SCENARIOS;
-  // A fresh RabbitMQ password per run: the credentials check searches the logs for it.
+  // Fresh secrets per run, which the credentials check then searches the logs for: the RabbitMQ password
+  // of the private node's chaos user, and an AWS secret key (ElasticMQ ignores credentials, but the SDK
+  // signs every request with them; a run never sends the caller's own AWS keys to the local server).
   process.env[RABBITMQ_PASSWORD_ENV] ??= randomBytes(18).toString('base64url');
-  // ElasticMQ ignores credentials, but the AWS SDK wants some from its provider chain.
-  process.env.AWS_ACCESS_KEY_ID ??= 'chaos';
-  process.env.AWS_SECRET_ACCESS_KEY ??= 'chaos';
+  process.env.AWS_ACCESS_KEY_ID = 'chaos';
+  process.env.AWS_SECRET_ACCESS_KEY = randomBytes(18).toString('base64url');
+  const secrets = {
+    'RabbitMQ password': process.env[RABBITMQ_PASSWORD_ENV]!,
+    'AWS secret key': process.env.AWS_SECRET_ACCESS_KEY,
+  };
 
   const byMode: Record<string, BrokerResults> = {};
   let failed = false;
@@ -637,12 +645,17 @@ async function main(): Promise<void> {
       }
     }
     for (const r of results) if (r.lost > 0) failed = true;
+    const leaks = findLeaks(LOG_DIR, `${transport}-`, secrets);
+    for (const l of leaks)
+      console.error(`${transport}: the ${l.secret} appears in ${LOG_DIR}${l.file}:${l.line}`);
+    if (leaks.length > 0) failed = true;
     byMode[transport] = {
       date: new Date().toISOString(),
       orderScope: PROFILES[transport].orderScope,
       recoverySettings: PROFILES[transport].recoverySettings,
       loadAverage1m: round1(loadavg()[0] ?? 0),
       cores: cpus().length,
+      credentialLeaks: leaks.length,
       scenarios: results,
     };
     if (results.length > 0) saveResults(transport, byMode[transport]!);
@@ -650,7 +663,7 @@ async function main(): Promise<void> {
   writeReport(readLatest());
   printSummary(byMode);
   if (failed) {
-    console.error('chaos: FAILED (a message was lost, or a scenario could not run)');
+    console.error('chaos: FAILED (a message was lost, a secret was logged, or a scenario could not run)');
     process.exit(1);
   }
 }

@@ -36,6 +36,8 @@ interface Broker {
   recoverySettings: string;
   loadAverage1m: number;
   cores: number;
+  /** Absent in results from before the credentials check. */
+  credentialLeaks?: number;
   scenarios: Row[];
 }
 
@@ -73,6 +75,10 @@ function section(mode: string, brokers: Record<string, Broker>): string[] {
         ORDER_SCOPE[b.orderScope ?? (b.orderPromised ? 'process' : 'none')],
       '',
       `Settings for quick recovery: ${b.recoverySettings}`,
+      '',
+      b.credentialLeaks === undefined
+        ? 'Credentials in the logs: not checked in this run.'
+        : `Credentials in the logs: ${b.credentialLeaks === 0 ? 'none' : `**${b.credentialLeaks} line(s)**`} (the run's RabbitMQ password and AWS secret key, searched for in every client and nemesis log it wrote, as given, percent-encoded and in base64).`,
       '',
       '| scenario | fault | published (resolved) | publishes failed | handled | dead-lettered | **lost** | duplicates | duplicate effects (store) | order violations | recovery after the fault | peak RSS |',
       '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|',
