@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { attributesToHeaders, PACKED_HEADERS_ATTRIBUTE } from './attributes.js';
+import { attributesToHeaders, headersToAttributes, PACKED_HEADERS_ATTRIBUTE } from './attributes.js';
 
 describe('attributesToHeaders and hostile names', () => {
   const own = (entries: Record<string, unknown>) => {
@@ -35,5 +35,19 @@ describe('attributesToHeaders and hostile names', () => {
     Object.defineProperty(attrs, 'broken', { value: undefined, enumerable: true });
     const h = attributesToHeaders(attrs);
     expect(h).toEqual({ tenant: 't' });
+  });
+
+  it('sends a header named __proto__ as an attribute of its own, and leaves the prototype alone', () => {
+    const headers: Record<string, string> = { tenant: 't' };
+    Object.defineProperty(headers, '__proto__', { value: 'p', enumerable: true, writable: true });
+    const attrs = headersToAttributes(headers);
+    expect(Object.getPrototypeOf(attrs)).toBe(Object.prototype);
+    expect(Object.keys(attrs).sort()).toEqual(['__proto__', 'tenant']);
+    expect(Object.getOwnPropertyDescriptor(attrs, '__proto__')?.value).toEqual({
+      DataType: 'String',
+      StringValue: 'p',
+    });
+    // And it comes back as the same header.
+    expect(Object.getOwnPropertyDescriptor(attributesToHeaders(attrs), '__proto__')?.value).toBe('p');
   });
 });

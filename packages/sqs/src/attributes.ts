@@ -64,7 +64,8 @@ export function headersToAttributes(
     attrs[PACKED_HEADERS_ATTRIBUTE] = { DataType: STRING, StringValue: xmlSafeJson(headers) };
     return attrs;
   }
-  for (const name of names) attrs[name] = { DataType: STRING, StringValue: headers[name]! };
+  // setHeader: a header named `__proto__` stays an attribute instead of becoming the object's prototype.
+  for (const name of names) setHeader(attrs, name, { DataType: STRING, StringValue: headers[name]! });
   return attrs;
 }
 
