@@ -2,11 +2,12 @@
  * RELIABILITY.md, generated from reliability/results/latest.json: per broker and scenario the messages,
  * lost, duplicates, order violations and recovery time, the settings used, and how to reproduce.
  */
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
 const OUT = fileURLToPath(new URL('../../RELIABILITY.md', import.meta.url));
 const LATEST = fileURLToPath(new URL('../results/latest.json', import.meta.url));
+const result = (name: string) => fileURLToPath(new URL(`../results/${name}`, import.meta.url));
 
 interface Row {
   scenario: string;
@@ -97,6 +98,81 @@ function section(mode: string, brokers: Record<string, Broker>): string[] {
   return lines;
 }
 
+/** A node-kill result written by integration-tests/src/cluster/node-kill.test.ts. */
+interface ClusterKill {
+  broker: string;
+  cluster: string;
+  date: string;
+  messages: number;
+  handledUnique: number;
+  lost: number;
+  redeliveries: number;
+  publishRejections: Record<string, number>;
+  killedNode: number;
+  killedRole: string;
+  publishRecoveryMs: number;
+  consumeRecoveryMs: number;
+  rejoinMs: number;
+  loadAverage1m: number;
+}
+
+/** The election race result written by integration-tests/src/cluster/election.rabbitmq-cluster.test.ts. */
+interface ClusterElection {
+  scenario: string;
+  date: string;
+  published: number;
+  lost: number;
+  refusedWhileFrozen: number;
+  publishChannelsReplaced: number;
+  recoveryAfterThawMs: number;
+  loadAverage1m: number;
+}
+
+function readResult<T>(name: string): T | undefined {
+  const file = result(name);
+  return existsSync(file) ? (JSON.parse(readFileSync(file, 'utf8')) as T) : undefined;
+}
+
+/** The node kills on the 3-node clusters (`pnpm test:clusters`), from their own result files. */
+function clusterSection(): string[] {
+  const kills = ['rabbitmq', 'kafka']
+    .map((b) => readResult<ClusterKill>(`cluster-${b}.json`))
+    .filter((k): k is ClusterKill => k !== undefined);
+  const election = readResult<ClusterElection>('cluster-rabbitmq-election.json');
+  if (kills.length === 0 && !election) return [];
+  const s = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
+  const lines = [
+    '## Results: a node killed on the 3-node clusters',
+    '',
+    'Measured by `pnpm test:clusters` (not by `pnpm chaos`: it starts two 3-node clusters, about 9 minutes',
+    "here), which writes `reliability/results/cluster-*.json`. Producer and consumer use Omnibus's public API",
+    'against all three nodes; the node holding the leader of what they use is SIGKILLed mid-stream, then',
+    'started again to rejoin. RabbitMQ uses a quorum queue, Kafka a topic with replication factor 3 and',
+    'min.insync.replicas 2.',
+    '',
+    '| cluster | killed | published (resolved) | handled | **lost** | redelivered | publishes refused | publish recovery | consume recovery | rejoin | load |',
+    '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+  ];
+  for (const k of kills) {
+    const refused = Object.values(k.publishRejections).reduce((a, b) => a + b, 0);
+    lines.push(
+      `| ${k.cluster} (${k.date.slice(0, 16).replace('T', ' ')} UTC) | node ${k.killedNode}, ${k.killedRole} | ${k.messages} | ${k.handledUnique} | **${k.lost}** | ${k.redeliveries} | ${refused} | ${s(k.publishRecoveryMs)} | ${s(k.consumeRecoveryMs)} | ${s(k.rejoinMs)} | ${k.loadAverage1m} |`,
+    );
+  }
+  if (election) {
+    lines.push(
+      '',
+      `RabbitMQ leader election race (${election.date.slice(0, 16).replace('T', ' ')} UTC, load ${election.loadAverage1m}): ` +
+        `${election.scenario}. Published (resolved) ${election.published}, **lost ${election.lost}**; ` +
+        `${election.refusedWhileFrozen} publishes were refused while no leader could be elected (reported to ` +
+        `their callers, not lost), ${election.publishChannelsReplaced} confirm channels were replaced after a ` +
+        `nack, and publishing resumed ${s(election.recoveryAfterThawMs)} after the frozen node was thawed.`,
+    );
+  }
+  lines.push('');
+  return lines;
+}
+
 export function writeReport(
   latest: Record<string, unknown> = JSON.parse(readFileSync(LATEST, 'utf8')),
 ): void {
@@ -178,6 +254,7 @@ export function writeReport(
     if (!brokers || Object.keys(brokers).length === 0) continue;
     lines.push(`## Results: ${mode} run`, '', ...section(mode, brokers));
   }
+  lines.push(...clusterSection());
   writeFileSync(OUT, `${lines.join('\n').trimEnd()}\n`);
 }
 
