@@ -984,6 +984,35 @@ describe('Consumer: idempotency', () => {
   });
 });
 
+describe('Consumer: an idempotency store that cannot record a success', () => {
+  it('acknowledges the message once, runs the handler once, and logs the store failure', async () => {
+    let runs = 0;
+    const t = setup({
+      handler: Order.handle(() => {
+        runs++;
+      }),
+      idempotency: {
+        store: {
+          claim: async () => 'new' as const,
+          complete: async () => {
+            throw new Error('redis down');
+          },
+          release: async () => {},
+        },
+        leaseMs: 1000,
+        ttlMs: 1000,
+      },
+    });
+    const f = t.push(deliver(order()));
+    expect(await within(f.settled)).toEqual({ kind: 'ack' });
+    expect(runs).toBe(1);
+    const line = t.logs.find(
+      (l) => l.level === 'warn' && l.msg.includes('idempotency store could not record'),
+    );
+    expect(line?.fields.err).toBe('redis down');
+  });
+});
+
 describe('Consumer: settle failures', () => {
   it('releases the message when the broker refuses the ack', async () => {
     const t = setup();

@@ -523,11 +523,25 @@ export class Consumer {
     this.#deps.counters.processingMs += performance.now() - inv.started;
   }
 
-  /** The handler succeeded: records it with the idempotency store, if any. */
+  /**
+   * The handler succeeded: records it with the idempotency store, if any. A store that fails to record
+   * it does not make the message fail: retrying would run a handler that already succeeded again, which
+   * is what the store is there to prevent. The message is acknowledged and the failure logged; the claim
+   * stays held until its lease ends, so only a duplicate arriving after that could run the handler again.
+   */
   #completed(claimKey: string): Promise<InvokeOutcome> {
     const idem = this.policy.idempotency;
     if (!idem) return OK_PROMISE;
-    return idem.store.complete(claimKey, idem.ttlMs).then(() => OK_OUTCOME, failedOutcome);
+    return idem.store.complete(claimKey, idem.ttlMs).then(
+      () => OK_OUTCOME,
+      (err: unknown) => {
+        this.#deps.logger.warn(
+          { topic: this.policy.topic, group: this.policy.group, key: claimKey, err: errorMessage(err) },
+          'handled, but the idempotency store could not record it; acknowledging anyway',
+        );
+        return OK_OUTCOME;
+      },
+    );
   }
 
   #callHandler(route: Route, data: unknown, ctx: MessageContext): unknown {
