@@ -325,7 +325,7 @@ describe('nats operations', () => {
     const again = await eventually(
       async () => {
         const dead = await b.operations.peek({ topic, group, source: 'dead-letter' });
-        return dead.length === 3 && dead;
+        return dead.length === 3 ? dead : undefined;
       },
       { timeoutMs: 30_000, what: 'the copies dead-lettered again' },
     );
