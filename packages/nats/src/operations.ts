@@ -8,7 +8,7 @@
  * a consumer created for new messages reports an ack floor of 0 (a peek from there would show the whole
  * history), and the server lists no per-message ack state, so past the floor handled and unhandled
  * messages cannot be told apart. Deliveries in hand and retries being held (`inFlight`) are therefore
- * not shown; what is shown is exactly what `depth` counts, minus other groups' retries.
+ * not shown; what is shown are the messages `depth` counts, other groups' retries left out.
  */
 import {
   AckPolicy,
@@ -172,10 +172,10 @@ export class NatsOperations implements TransportOperations {
     const back = names.retrySubject(spec.topic, spec.group);
     let seq = 1;
     for (;;) {
-      await spec.pace?.();
-      if (spec.signal?.aborted) break;
       const m = await this.#next(stream, seq, subject);
       if (!m || m.seq > dead.lastSeq) break;
+      await spec.pace?.();
+      if (spec.signal?.aborted) break;
       seq = m.seq + 1;
       scanned++;
       const wire = toWire(m.header, m.data);

@@ -197,6 +197,21 @@ describe('nats operations', () => {
     expect([...c.handled].sort()).toEqual([...ids].sort());
     await c.sub.close();
     expect(await b.operations.peek({ topic, group: 'billing' })).toEqual([]);
+    // No dead letter yet, so no dead-letter stream: nothing to show, move or purge.
+    expect(await b.operations.peek({ topic, group: 'billing', source: 'dead-letter' })).toEqual([]);
+    expect(await b.operations.redrive({ topic, group: 'billing' })).toEqual({
+      scanned: 0,
+      redriven: 0,
+      kept: 0,
+    });
+    expect(
+      await b.operations.purge({
+        topic,
+        group: 'billing',
+        source: 'dead-letter',
+        confirm: `${topic}/billing/dead-letter`,
+      }),
+    ).toEqual({ purged: 0 });
     // The other group still has its own waiting, its retry included.
     expect((await b.operations.peek({ topic, group: 'audit' })).map((p) => p.id)).toContain(auditRetry);
   });
