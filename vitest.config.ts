@@ -78,7 +78,7 @@ export default defineConfig({
           fileParallelism: false,
         },
       })),
-      // The omnibus CLI, spawned as built (`pnpm build` first) against RabbitMQ, SQS (ElasticMQ) and Kafka.
+      // The omnibus CLI, spawned as built (`pnpm build` first) against RabbitMQ, SQS (ElasticMQ), Kafka and NATS.
       {
         extends: true,
         test: {
@@ -90,7 +90,7 @@ export default defineConfig({
           fileParallelism: false,
         },
       },
-      // `omnibus console`, spawned as built, driven in Debian's chromium against RabbitMQ, SQS and Kafka.
+      // `omnibus console`, spawned as built, driven in Debian's chromium against RabbitMQ, SQS, Kafka and NATS.
       {
         extends: true,
         test: {

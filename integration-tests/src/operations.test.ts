@@ -4,6 +4,8 @@
  * A transport without operations must refuse each call with UnsupportedError.
  */
 import { randomBytes } from 'node:crypto';
+import { jetstreamManager } from '@nats-io/jetstream';
+import { connect as natsConnect } from '@nats-io/transport-node';
 import {
   type Bus,
   ConfigError,
@@ -13,6 +15,7 @@ import {
   UnsupportedError,
 } from '@omnibus/core';
 import { eventually } from '@omnibus/core/testing';
+import { names as natsNames } from '@omnibus/nats';
 import { Kafka, logLevel } from 'kafkajs';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { loadHarness } from './load-harness.js';
@@ -41,6 +44,20 @@ async function deleteKafkaTopics(topics: string[]): Promise<void> {
   }
 }
 
+async function deleteNatsStreams(topics: string[]): Promise<void> {
+  const nc = await natsConnect({
+    servers: [(process.env.NATS_URL ?? '127.0.0.1:4222').replace(/^nats:\/\//i, '')],
+  });
+  try {
+    const jsm = await jetstreamManager(nc);
+    for (const t of topics)
+      for (const s of [natsNames.stream(t), natsNames.deadLetterStream(t)])
+        await jsm.streams.delete(s).catch(() => false);
+  } finally {
+    await nc.close();
+  }
+}
+
 async function bus(): Promise<Bus> {
   const b = await connect({ transport: harness.create(), service: 'operations', drainTimeoutMs: 5_000 });
   buses.push(b);
@@ -54,8 +71,9 @@ describe(`operations: ${harness.name}`, () => {
   });
   afterAll(async () => {
     await harness.teardown();
-    // The Kafka harness keeps its topics; these are this file's own.
+    // The Kafka and NATS harnesses delete only their conformance topics; these are this file's own.
     if (harness.name === 'kafka') await deleteKafkaTopics(made);
+    if (harness.name === 'nats') await deleteNatsStreams(made);
   });
 
   const works = async () => {

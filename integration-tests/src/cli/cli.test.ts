@@ -8,6 +8,8 @@ import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { DeleteQueueCommand, GetQueueUrlCommand, SQSClient } from '@aws-sdk/client-sqs';
+import { jetstreamManager } from '@nats-io/jetstream';
+import { connect as natsConnect } from '@nats-io/transport-node';
 import {
   type Bus,
   connect,
@@ -18,6 +20,7 @@ import {
 } from '@omnibus/core';
 import { eventually } from '@omnibus/core/testing';
 import { transportFromUrl as kafkaFromUrl } from '@omnibus/kafka';
+import { transportFromUrl as natsFromUrl, names as natsNames } from '@omnibus/nats';
 import { transportFromUrl as rabbitFromUrl, names as rabbitNames } from '@omnibus/rabbitmq';
 import { transportFromUrl as sqsFromUrl } from '@omnibus/sqs';
 import { connect as amqpConnect } from 'amqplib';
@@ -41,6 +44,8 @@ const AMQP_URL = process.env.AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
 const SQS_URL = 'sqs+http://omnibus:omnibus@127.0.0.1:9324';
 const KAFKA_BROKERS = (process.env.KAFKA_BROKERS ?? '127.0.0.1:9092').split(',');
 const KAFKA_URL = `kafka://${KAFKA_BROKERS.join(',')}`;
+const NATS_SERVER = (process.env.NATS_URL ?? '127.0.0.1:4222').replace(/^nats:\/\//i, '');
+const NATS_URL = `nats://${NATS_SERVER}`;
 
 const brokers: Broker[] = [
   {
@@ -102,6 +107,23 @@ const brokers: Broker[] = [
         if (groups.length > 0) await admin.deleteGroups(groups).catch(() => {});
       } finally {
         await admin.disconnect();
+      }
+    },
+  },
+  {
+    name: 'nats',
+    url: NATS_URL,
+    create: () => natsFromUrl(NATS_URL),
+    // Nothing is hidden by a killed redrive: a dead letter is in the stream until deleted.
+    settleMs: 30_000,
+    async cleanup(topic) {
+      const nc = await natsConnect({ servers: [NATS_SERVER] });
+      try {
+        const jsm = await jetstreamManager(nc);
+        for (const s of [natsNames.stream(topic), natsNames.deadLetterStream(topic)])
+          await jsm.streams.delete(s).catch(() => false);
+      } finally {
+        await nc.close();
       }
     },
   },
@@ -312,8 +334,8 @@ describe.each(brokers)('omnibus CLI on $name', (broker) => {
     );
     children.push(child);
     const exited = new Promise<NodeJS.Signals | null>((r) => child.on('exit', (_code, signal) => r(signal)));
-    // Under way: copies are back with the group (its queue, or on Kafka its retry tier), and no consumer
-    // runs meanwhile to take them away.
+    // Under way: copies are back with the group (its queue; on Kafka its retry tier, on NATS its retry
+    // subject), and no consumer runs meanwhile to take them away.
     await eventually(
       async () => {
         const s = await b.stats(topic, group);

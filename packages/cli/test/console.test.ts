@@ -12,9 +12,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { DeleteQueueCommand, GetQueueUrlCommand, SQSClient } from '@aws-sdk/client-sqs';
+import { jetstreamManager } from '@nats-io/jetstream';
+import { connect as natsConnect } from '@nats-io/transport-node';
 import { type Bus, connect, NonRetryableError, type Transport } from '@omnibus/core';
 import { eventually } from '@omnibus/core/testing';
 import { transportFromUrl as kafkaFromUrl } from '@omnibus/kafka';
+import { transportFromUrl as natsFromUrl, names as natsNames } from '@omnibus/nats';
 import { transportFromUrl as rabbitFromUrl, names as rabbitNames } from '@omnibus/rabbitmq';
 import { transportFromUrl as sqsFromUrl } from '@omnibus/sqs';
 import { connect as amqpConnect } from 'amqplib';
@@ -31,6 +34,8 @@ const AMQP_URL = process.env.AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
 const SQS_URL = 'sqs+http://omnibus:omnibus@127.0.0.1:9324';
 const KAFKA_BROKERS = (process.env.KAFKA_BROKERS ?? '127.0.0.1:9092').split(',');
 const KAFKA_URL = `kafka://${KAFKA_BROKERS.join(',')}`;
+const NATS_SERVER = (process.env.NATS_URL ?? '127.0.0.1:4222').replace(/^nats:\/\//i, '');
+const NATS_URL = `nats://${NATS_SERVER}`;
 
 interface Broker {
   name: string;
@@ -95,6 +100,21 @@ const brokers: Broker[] = [
         if (groups.length > 0) await admin.deleteGroups(groups).catch(() => {});
       } finally {
         await admin.disconnect();
+      }
+    },
+  },
+  {
+    name: 'nats',
+    url: NATS_URL,
+    create: () => natsFromUrl(NATS_URL),
+    async cleanup(topic) {
+      const nc = await natsConnect({ servers: [NATS_SERVER] });
+      try {
+        const jsm = await jetstreamManager(nc);
+        for (const s of [natsNames.stream(topic), natsNames.deadLetterStream(topic)])
+          await jsm.streams.delete(s).catch(() => false);
+      } finally {
+        await nc.close();
       }
     },
   },

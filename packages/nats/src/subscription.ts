@@ -4,12 +4,12 @@
  */
 
 import type { Consumer, JsMsg } from '@nats-io/jetstream';
+import type { MsgHdrs } from '@nats-io/transport-node';
 import {
   ControlHeader,
   type Delivery,
   type Logger,
   matchesPattern,
-  redactText,
   type SubscribeSpec,
   setHeader,
   type TransportSubscription,
@@ -17,6 +17,7 @@ import {
   type WireMessage,
 } from '@omnibus/core';
 import { BaseDelivery, deadLetterHeaders, handOver, readDueAt, retryHeaders } from '@omnibus/core/kit';
+import { describe } from './errors.js';
 import { names } from './naming.js';
 
 export interface SubscriptionDeps {
@@ -33,17 +34,16 @@ const PAUSED_NAK_MS = 500;
 // A retry due within this is delivered rather than held again (nak delays are not exact to the ms).
 const DUE_SLACK_MS = 20;
 
-function describe(err: unknown): string {
-  return redactText(err instanceof Error ? err.message : String(err));
-}
-
 /** Headers and body of a JetStream message as the core's wire form (no copy of the body). */
 export function wireFromMsg(msg: JsMsg): WireMessage {
+  return toWire(msg.headers, msg.data);
+}
+
+/** A delivered or stored message's headers and body as the core's wire form (no copy of the body). */
+export function toWire(h: MsgHdrs | undefined, data: Uint8Array): WireMessage {
   const headers: Record<string, string> = {};
-  const h = msg.headers;
   // Nats-Msg-Id, Nats-Expected-Stream…: publish instructions to the server, not part of the message.
   if (h) for (const name of h.keys()) if (!/^nats-/i.test(name)) setHeader(headers, name, h.get(name));
-  const data = msg.data;
   return { body: Buffer.from(data.buffer, data.byteOffset, data.byteLength), headers };
 }
 

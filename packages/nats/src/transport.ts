@@ -22,7 +22,6 @@ import {
   type Logger,
   PublishError,
   type RawEnvelope,
-  redactText,
   type SubscribeSpec,
   silentLogger,
   type Transport,
@@ -32,7 +31,9 @@ import {
   type WireMessage,
 } from '@omnibus/core';
 import { type PublishCall, type TransportStats, withConnectDeadline } from '@omnibus/core/kit';
+import { describe, notFound } from './errors.js';
 import { checkName, names } from './naming.js';
+import { NatsOperations } from './operations.js';
 import { type NatsTransportOptions, type ResolvedNatsOptions, resolveOptions } from './options.js';
 import { NatsSubscription } from './subscription.js';
 
@@ -47,15 +48,6 @@ const FRAMING_BYTES = 1024;
 const DEFAULT_MAX_PAYLOAD = 1_048_576;
 // Consumers hold delayed retries as pending acks: the cap must not stop a group with many retries waiting.
 const MAX_ACK_PENDING = 100_000;
-
-function describe(err: unknown): string {
-  return redactText(err instanceof Error ? err.message : String(err));
-}
-
-/** 404-style answers of the JetStream API (stream or consumer not found). */
-function notFound(err: unknown): boolean {
-  return /not found/i.test(err instanceof Error ? err.message : String(err));
-}
 
 export class NatsTransport implements Transport {
   readonly name = 'nats';
@@ -397,6 +389,16 @@ export class NatsTransport implements Transport {
     }
     return stats;
   }
+
+  /** Peek, redrive and purge by stream message get and delete, never by delivery (see operations.ts). */
+  get operations(): NatsOperations {
+    this.#operations ??= new NatsOperations({
+      jsm: () => this.require().jsm,
+      handOff: (subject, wire, msgId) => this.handOff(subject, wire, msgId),
+    });
+    return this.#operations;
+  }
+  #operations: NatsOperations | undefined;
 
   async close(): Promise<void> {
     if (this.closed) return;
