@@ -1007,7 +1007,7 @@ describe('Consumer: an idempotency store that cannot record a success', () => {
     expect(await within(f.settled)).toEqual({ kind: 'ack' });
     expect(runs).toBe(1);
     const line = t.logs.find(
-      (l) => l.level === 'warn' && l.msg.includes('idempotency store could not record'),
+      (l) => l.level === 'warn' && l.msg?.includes('idempotency store could not record'),
     );
     expect(line?.fields.err).toBe('redis down');
   });
