@@ -49,8 +49,6 @@ export default defineConfig({
         test: {
           name: 'adapters',
           include: ['packages/*/test/**/*.test.ts'],
-          // The console's browser tests are their own project (below).
-          exclude: [...configDefaults.exclude, 'packages/cli/test/console*.test.ts'],
           environment: 'node',
           testTimeout: 60_000,
           hookTimeout: 120_000,
@@ -84,6 +82,8 @@ export default defineConfig({
         test: {
           name: 'cli',
           include: ['integration-tests/src/cli/**/*.test.ts'],
+          // The console's browser tests are their own project (below).
+          exclude: [...configDefaults.exclude, 'integration-tests/src/cli/console*.test.ts'],
           environment: 'node',
           testTimeout: 240_000,
           hookTimeout: 120_000,
@@ -95,7 +95,7 @@ export default defineConfig({
         extends: true,
         test: {
           name: 'console',
-          include: ['packages/cli/test/console*.test.ts'],
+          include: ['integration-tests/src/cli/console*.test.ts'],
           environment: 'node',
           testTimeout: 240_000,
           hookTimeout: 120_000,
