@@ -66,6 +66,25 @@ function recovery(r: Row): string {
   return `${s(Math.max(...known))} max (${known.map(s).join(', ')})`;
 }
 
+/** What the clients of each broker were given to log in with, for the credentials line. */
+const CREDENTIALS: Record<string, string> = {
+  rabbitmq: "the chaos user's password, made fresh for the run",
+  sqs: 'an AWS secret key made fresh for the run (ElasticMQ ignores it, the SDK signs every request with it)',
+};
+
+function credentialsLine(broker: string, leaks: number | undefined): string {
+  if (leaks === undefined) return 'Credentials in the logs: not checked in this run.';
+  const given = CREDENTIALS[broker];
+  const found = leaks === 0 ? 'none' : `**${leaks} line(s)**`;
+  const what = given
+    ? `its clients logged in with ${given}`
+    : 'its clients need no credentials here (the private broker has no authentication)';
+  return (
+    `Credentials in the logs: ${found}. ${what[0]!.toUpperCase()}${what.slice(1)}; every secret of the run was ` +
+    'searched for in every client and nemesis log of this broker, as given, percent-encoded and in base64.'
+  );
+}
+
 function section(mode: string, brokers: Record<string, Broker>): string[] {
   const lines: string[] = [];
   for (const [name, b] of Object.entries(brokers)) {
@@ -77,9 +96,7 @@ function section(mode: string, brokers: Record<string, Broker>): string[] {
       '',
       `Settings for quick recovery: ${b.recoverySettings}`,
       '',
-      b.credentialLeaks === undefined
-        ? 'Credentials in the logs: not checked in this run.'
-        : `Credentials in the logs: ${b.credentialLeaks === 0 ? 'none' : `**${b.credentialLeaks} line(s)**`} (the run's RabbitMQ password and AWS secret key, searched for in every client and nemesis log it wrote, as given, percent-encoded and in base64).`,
+      credentialsLine(name, b.credentialLeaks),
       '',
       '| scenario | fault | published (resolved) | publishes failed | handled | dead-lettered | **lost** | duplicates | duplicate effects (store) | order violations | recovery after the fault | peak RSS |',
       '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|',
