@@ -984,6 +984,49 @@ describe('Consumer: idempotency', () => {
   });
 });
 
+describe('Consumer: a claim held elsewhere', () => {
+  /** A store whose first `held` claims say someone else holds the message (a consumer that died with it). */
+  const heldFor = (held: number) => {
+    const claims: string[] = [];
+    return {
+      claims,
+      store: {
+        claim: async (key: string) => {
+          claims.push(key);
+          return claims.filter((k) => k === key).length <= held ? ('held' as const) : ('new' as const);
+        },
+        complete: async () => {},
+        release: async () => {},
+      },
+    };
+  };
+
+  it('with ordered: true waits in process until the claim is free, so later messages of the key stay behind', async () => {
+    const { handler, calls } = recording(() => {});
+    const { store, claims } = heldFor(2);
+    const t = setup({
+      handler,
+      ordered: true,
+      backoff: { initialMs: 5, maxMs: 5, factor: 1, jitter: false },
+      idempotency: { store, leaseMs: 1000, ttlMs: 1000 },
+    });
+    const a = t.push(deliver(order(1), { key: 'k', id: 'a' }));
+    const b = t.push(deliver(order(2), { key: 'k', id: 'b' }));
+    expect(await within(a.settled)).toEqual({ kind: 'ack' });
+    expect(await within(b.settled)).toEqual({ kind: 'ack' });
+    expect(calls.map((c) => c.data.orderId)).toEqual(['o-1', 'o-2']);
+    // Held twice, then free; b was claimed only after a was handled.
+    expect(claims).toEqual(['billing:a', 'billing:a', 'billing:a', 'billing:b', 'billing:b', 'billing:b']);
+  });
+
+  it('without ordered goes back through the broker, no attempt spent', async () => {
+    const { store } = heldFor(1);
+    const t = setup({ idempotency: { store, leaseMs: 1000, ttlMs: 1000 } });
+    const s = (await within(t.push(deliver(order())).settled)) as Extract<Settle, { kind: 'retryLater' }>;
+    expect(s.kind).toBe('retryLater');
+  });
+});
+
 describe('Consumer: an idempotency store that cannot record a success', () => {
   it('acknowledges the message once, runs the handler once, and logs the store failure', async () => {
     let runs = 0;

@@ -360,8 +360,9 @@ export class Consumer {
     // A message this consumer cannot read yet takes no claim, so it must never drop someone else's.
     const idem = versionError ? undefined : policy.idempotency;
     const claimKey = idem ? `${policy.group}:${raw.id}` : '';
-    if (idem) {
-      const claim = await idem.store.claim(claimKey, idem.leaseMs);
+    // Held elsewhere with `ordered`: the claim is tried again here until it is free, done or closing.
+    for (let claiming = idem !== undefined; claiming; ) {
+      const claim = await idem!.store.claim(claimKey, idem!.leaseMs);
       const action = this.#decide(
         claim === 'new' ? Outcomes.claimNew : claim === 'done' ? Outcomes.claimDone : Outcomes.claimHeld,
         previous,
@@ -376,6 +377,9 @@ export class Consumer {
         await d.retryLater(action.delayMs, this.#retryHeaders(d, action.attempts, undefined));
         return;
       }
+      if (action.kind === 'release') return d.release();
+      if (action.kind === 'retry-in-process') await sleep(action.delayMs, this.#abort.signal);
+      else claiming = false;
     }
 
     let attempts = previous;

@@ -155,6 +155,23 @@ const rows: Row[] = [
   },
   {
     line: 'held by another consumer',
+    name: 'ordered: looked at again in process, so later messages of its key cannot overtake it',
+    outcome: Outcomes.claimHeld,
+    attempts: 2,
+    policy: { ordered: true },
+    expected: inProcess(100, 2, 'none'),
+  },
+  {
+    line: 'held by another consumer',
+    name: 'ordered and closing: handed back instead of waiting',
+    outcome: Outcomes.claimHeld,
+    attempts: 2,
+    policy: { ordered: true },
+    closing: 'draining',
+    expected: release('none'),
+  },
+  {
+    line: 'held by another consumer',
     name: 'the first backoff delay, jittered',
     outcome: Outcomes.claimHeld,
     attempts: 0,

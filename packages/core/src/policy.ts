@@ -147,7 +147,14 @@ export function decide(facts: Facts, policy: FailurePolicy, random: () => number
     case 'claim':
       if (outcome.claim === 'new') return PROCEED;
       if (outcome.claim === 'done') return ACK_DUPLICATE;
-      // Running elsewhere right now: look again later, without spending an attempt.
+      // Running elsewhere right now: look again later, without spending an attempt. With `ordered`, in
+      // process: through the broker the key's later messages would overtake it (the holder is often a
+      // consumer that died with the claim, its lease not run out yet). Closing: hand it back instead.
+      if (policy.ordered) {
+        return facts.closing === 'no'
+          ? retry('retry-in-process', delay(policy, 1, random), attempts, 'none')
+          : RELEASE;
+      }
       return retry('retry-via-broker', delay(policy, 1, random), attempts, 'none');
     case 'ready':
       // A delivery that started before close may finish (that is what draining is for), but gets no
