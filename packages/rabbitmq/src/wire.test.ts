@@ -105,4 +105,12 @@ describe('AMQP wire mapping', () => {
     msg.properties.headers = {};
     expect(wireFromAmqp(msg).headers).toEqual({ 'content-type': 'application/json' });
   });
+
+  it('drops a header holding an invalid Date instead of throwing (found by the decode fuzzing)', () => {
+    const msg = received(envelope());
+    msg.properties.headers = { ...msg.properties.headers, when: new Date(Number.NaN), at: new Date(0) };
+    const wire = wireFromAmqp(msg);
+    expect(wire.headers.when).toBeUndefined();
+    expect(wire.headers.at).toBe('1970-01-01T00:00:00.000Z');
+  });
 });

@@ -77,7 +77,8 @@ export function headerString(value: unknown): string | undefined {
     case 'object':
       if (value === null) return undefined;
       if (Buffer.isBuffer(value)) return value.toString('utf8');
-      if (value instanceof Date) return value.toISOString();
+      // An invalid Date has no ISO form (toISOString throws): dropped like any value without a text.
+      if (value instanceof Date) return Number.isNaN(value.getTime()) ? undefined : value.toISOString();
       // amqplib's typed values, e.g. `{ '!': 'timestamp', value: 1700000000 }` (seconds).
       if ('!' in value && 'value' in value && typeof value.value === 'number') return String(value.value);
       return undefined;
