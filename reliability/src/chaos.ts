@@ -142,6 +142,8 @@ export interface ScenarioResult extends CheckResult {
   baselineRssMb: number | null;
   prefetch: number;
   durationMs: number;
+  /** When the scenario ended (a `--scenario` run replaces only its own rows). */
+  date?: string;
   logs: string;
 }
 
@@ -379,6 +381,7 @@ class Scenario {
       baselineRssMb: this.#baselineRss ? round1(this.#baselineRss / 1048576) : null,
       prefetch,
       durationMs: Date.now() - this.started,
+      date: new Date().toISOString(),
       logs: `reliability/results/logs/${this.transport}-${this.name}-*.log`,
     };
   }
@@ -672,9 +675,20 @@ function readLatest(): Record<string, Record<string, BrokerResults>> {
   return existsSync(LATEST) ? JSON.parse(readFileSync(LATEST, 'utf8')) : {};
 }
 
-/** Merges one broker's results into latest.json, read again just now (another run may have written it). */
+/**
+ * Merges one broker's results into latest.json, read again just now (another run may have written it).
+ * Scenarios this run did not run (`--scenario`) keep their last figures, in the usual order.
+ */
 function saveResults(transport: TransportName, results: BrokerResults): void {
   const latest = readLatest();
+  const before = latest[mode]?.[transport];
+  // Rows from before scenarios carried their own date were measured at their broker's date.
+  const previous = (before?.scenarios ?? []).map((r) => ({ date: before!.date, ...r }));
+  const ran = new Set(results.scenarios.map((r) => r.scenario));
+  const merged = [...previous.filter((r) => !ran.has(r.scenario)), ...results.scenarios].sort(
+    (a, b) => SCENARIOS.indexOf(a.scenario) - SCENARIOS.indexOf(b.scenario),
+  );
+  results = { ...results, scenarios: merged };
   latest[mode] = { ...latest[mode], [transport]: results };
   writeFileSync(LATEST, `${JSON.stringify(latest, null, 2)}\n`);
 }

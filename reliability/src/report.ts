@@ -11,6 +11,7 @@ const result = (name: string) => fileURLToPath(new URL(`../results/${name}`, imp
 
 interface Row {
   scenario: string;
+  date?: string;
   fault: string;
   faults: number;
   published: number;
@@ -85,13 +86,24 @@ function credentialsLine(broker: string, leaks: number | undefined): string {
   );
 }
 
+const minute = (iso: string) => `${iso.slice(0, 16).replace('T', ' ')} UTC`;
+
+/** When a broker's rows were measured: one time, or the span when scenarios were re-run on their own. */
+function measured(b: Broker): string {
+  const dates = b.scenarios.map((r) => r.date).filter((d): d is string => d !== undefined);
+  const others = dates.filter((d) => minute(d) !== minute(b.date));
+  if (others.length === 0) return minute(b.date);
+  const all = [...dates, b.date].sort();
+  return `${minute(all[0]!)} to ${minute(all[all.length - 1]!)} (the scenario rows show when each ran)`;
+}
+
 function section(mode: string, brokers: Record<string, Broker>): string[] {
   const lines: string[] = [];
   for (const [name, b] of Object.entries(brokers)) {
     lines.push(`### ${BROKER_NAMES[name] ?? name} — ${mode} run`, '');
     lines.push(
-      `Measured ${b.date.slice(0, 16).replace('T', ' ')} UTC on ${b.cores} cores (load average ${b.loadAverage1m} ` +
-        'at the end, other work running). Per-key order (`ordered: true`) is ' +
+      `Measured ${measured(b)} on ${b.cores} cores (load average ${b.loadAverage1m} ` +
+        'at the end of the last run). Per-key order (`ordered: true`) is ' +
         ORDER_SCOPE[b.orderScope ?? (b.orderPromised ? 'process' : 'none')],
       '',
       `Settings for quick recovery: ${b.recoverySettings}`,
@@ -107,7 +119,7 @@ function section(mode: string, brokers: Record<string, Broker>): string[] {
           ? '–'
           : `${r.peakRssMb} MiB${r.baselineRssMb ? ` (idle ${r.baselineRssMb})` : ''}`;
       lines.push(
-        `| ${r.scenario} | ${r.fault} | ${r.published} | ${r.publishFailed} | ${r.handledUnique} | ${r.deadLettered} | **${r.lost}** | ${r.duplicates} | ${r.duplicateEffects ?? '–'} | ${r.orderPromised ? r.orderViolations : `${r.orderViolations} (not promised)`} | ${recovery(r)} | ${rss} |`,
+        `| ${r.scenario}${r.date && minute(r.date) !== minute(b.date) ? ` (${minute(r.date)})` : ''} | ${r.fault} | ${r.published} | ${r.publishFailed} | ${r.handledUnique} | ${r.deadLettered} | **${r.lost}** | ${r.duplicates} | ${r.duplicateEffects ?? '–'} | ${r.orderPromised ? r.orderViolations : `${r.orderViolations} (not promised)`} | ${recovery(r)} | ${rss} |`,
       );
     }
     lines.push('');
@@ -249,15 +261,18 @@ export function writeReport(
     '  Every publish now waits until the lookup has finished (`packages/nats/test/publish-order.test.ts`).',
     '  The NATS figures here were measured with the fix: no violation where one consumer ran throughout',
     '  (before it: one in each such scenario of the short run).',
-    '- **Order and the idempotency store after a crash:** a message the killed consumer had claimed stays',
-    "  claimed until the store's lease ends (10 s here). The replacement consumer finds it held and sends it to",
-    "  delayed redelivery, while the key's later messages go on: its handling comes after theirs (RabbitMQ",
-    '  `consumer-kill-store`), and recovery includes the lease. Order within one process is what RabbitMQ and',
-    '  NATS promise, so there this is counted, not promised against. **On Kafka it breaks the group-wide order**',
-    '  (5 violations in the full `consumer-kill-store`, 0 without the store): the new owner of the partition',
-    '  sends the held record to a retry tier and goes on. Not fixed yet; holding the partition until the lease',
-    '  ends would keep the order. A shorter lease shortens the wait, at the risk of a second run beside a slow',
-    '  handler.',
+    '- **Order and the idempotency store after a crash, found and fixed:** a message the killed consumer had',
+    "  claimed stays claimed until the store's lease ends (10 s here). The replacement consumer found it held",
+    "  and sent it to delayed redelivery while the key's later messages went on, so its handling came after",
+    '  theirs. On Kafka that broke the group-wide order (5 violations in the first full `consumer-kill-store`',
+    '  run, 10:29). Now, with `ordered: true`, a consumer that finds a claim held waits in process until it is',
+    '  free. The Kafka and RabbitMQ `consumer-kill-store` rows below were measured after the change (see their',
+    '  times). Recovery includes the lease; a shorter lease shortens',
+    '  the wait, at the risk of a second run beside a slow handler.',
+    '- **Duplicate effects with the store:** a consumer killed after its handler ran but before the store',
+    '  recorded it leaves a claim that expires; the next consumer then runs the handler again (1 in one of the',
+    '  two Kafka runs of `consumer-kill-store`). A store beside the handler cannot close that window; the',
+    "  PostgreSQL inbox, which records the claim in the handler's own transaction, can.",
     '- **Found by the full run, not fixed: NATS per-key order under a partition** (32 violations with one',
     '  consumer throughout). A delivery lost in the partition comes back only after the ack wait (10 s), by',
     '  which time later messages of its key, delivered once the network healed, were handled. Nothing is lost;',
@@ -265,14 +280,14 @@ export function writeReport(
     '  later messages of the key until the redelivery.',
     '- **Duplicates on Kafka after a pause or a partition:** 10 s without heartbeats evicts the member (the',
     '  session timeout above), and the records handled since the last commit are handled again by the rejoined',
-    '  member. With the store (`consumer-kill-store`) no handler ran twice.',
+    '  member. Those scenarios run without the store.',
     '- **Published (resolved) vs handled:** a killed producer cannot record publishes that resolved in its last',
     '  instant, and a publish that timed out during an outage (`OUTCOME_UNKNOWN`) may still have been stored;',
     '  such messages are handled without a resolved record (more handled than published), never the reverse.',
     '- **Recovery** on this 2-core machine is dominated by starting a Node.js process (consumer and producer',
     '  kills) and by leases: the Kafka session (10 s), the SQS visibility timeout and NATS ack wait (10 s), the',
     '  store lease (10 s). The short runs were measured with other work running (load average 25–40), the full',
-    '  runs on a quiet machine (load below 2.5).',
+    '  runs with little else running (load average below 3.5).',
     '',
   );
   for (const mode of ['full', 'short']) {
