@@ -118,3 +118,18 @@ export function checkDecode(
   if (problems.length > 0) throw new Error(`decode returned a malformed envelope: ${problems.join('; ')}`);
   return 'envelope';
 }
+
+/** The fuzz runs' seed: random per run, printed by fast-check on failure; OMNIBUS_FUZZ_SEED replays one. */
+export const FUZZ_SEED = Number(process.env.OMNIBUS_FUZZ_SEED ?? Math.floor(Math.random() * 2 ** 31));
+
+/** The CloudEvents attributes the binary mode carries as headers, without the transport's prefix. */
+export const CE_HEADER_ATTRIBUTES = [
+  'specversion',
+  'id',
+  'type',
+  'source',
+  'time',
+  'schemaversion',
+  'correlationid',
+  'partitionkey',
+] as const;

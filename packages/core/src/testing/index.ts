@@ -172,7 +172,13 @@ export async function eventually<T>(
   }
 }
 
-export { checkDecode, envelopeProblems, prototypeChanges } from './decode-contract.js';
+export {
+  CE_HEADER_ATTRIBUTES,
+  checkDecode,
+  envelopeProblems,
+  FUZZ_SEED,
+  prototypeChanges,
+} from './decode-contract.js';
 export {
   type ContractRunner,
   type StoreContractOptions,
