@@ -56,6 +56,12 @@ export class AmqpSubscription implements TransportSubscription {
   /** Hand-offs (retry, dead-letter, chaining) under way: close waits for them before dropping the channel. */
   #handoffs = 0;
   #handoffsIdle: (() => void)[] = [];
+  /**
+   * Deliveries that came after pause(), before the broker got the cancel: kept here, in order, and
+   * handed over on resume. Not requeued: a quorum queue would hand them back out of order and count a
+   * delivery against x-delivery-limit for each pause. Closing the channel returns them to the queue.
+   */
+  #held: { chan: ConsumerChannel; msg: ConsumeMessage }[] = [];
   /** Replay: the next stream offset to read after a reconnect. */
   #nextOffset: number | undefined;
   /** Log fields built once (handOver logs with them only when the core's callback throws). */
@@ -73,6 +79,11 @@ export class AmqpSubscription implements TransportSubscription {
 
   get group(): string {
     return this.spec.group ?? '';
+  }
+
+  /** The group queue this subscription reads, and how many of its messages wait here for resume(). */
+  get held(): { queue: string; count: number } {
+    return { queue: this.#queue, count: this.#held.length };
   }
 
   /** First consume: errors (missing queue, refused declare) reach the caller of subscribe. */
@@ -113,7 +124,8 @@ export class AmqpSubscription implements TransportSubscription {
     }
     const chan = this.#chan;
     this.#chan = undefined;
-    // Closing the channel returns whatever is still unsettled to the queue.
+    this.#held = [];
+    // Closing the channel returns whatever is still unsettled (held ones too) to the queue.
     if (chan?.alive) await chan.ch.close().catch(() => {});
     this.#deps.onClosed(this);
   }
@@ -155,6 +167,7 @@ export class AmqpSubscription implements TransportSubscription {
       }
       return;
     }
+    if (!this.#paused) this.#handOverHeld();
     const model = conn.current;
     if (!model) return; // the reconnect hook calls again
     if (!chan?.alive || chan.generation !== conn.generation) {
@@ -172,6 +185,8 @@ export class AmqpSubscription implements TransportSubscription {
       ch.on('close', () => {
         fresh.alive = false;
         fresh.consumerTag = undefined;
+        // The broker has put this channel's unsettled deliveries back in the queue, held ones too.
+        if (this.#held.length > 0) this.#held = this.#held.filter((h) => h.chan !== fresh);
         // Closed while the connection stays up (e.g. a broker-side error): open a new one.
         if (!this.#closed && this.#chan === fresh && conn.state === 'open') this.#scheduleResync();
       });
@@ -200,6 +215,15 @@ export class AmqpSubscription implements TransportSubscription {
     }
   }
 
+  /** Resumed: what came while paused goes to the core first, in order (a closed channel's went back to the queue). */
+  #handOverHeld(): void {
+    const held = this.#held;
+    this.#held = [];
+    for (const { chan, msg } of held) {
+      if (chan.alive && chan.generation === this.#deps.conn.generation) this.#deliver(chan, msg);
+    }
+  }
+
   #streamOffset(): unknown {
     if (this.#nextOffset !== undefined) return this.#nextOffset;
     return streamOffset(this.spec.replay ?? 'earliest');
@@ -217,6 +241,16 @@ export class AmqpSubscription implements TransportSubscription {
       this.#scheduleResync();
       return;
     }
+    if (this.#paused || this.#held.length > 0) {
+      // pause() reaches the broker later: what it sends meanwhile waits here. After resume, until the
+      // held ones are handed over, newer ones queue behind them.
+      this.#held.push({ chan, msg });
+      return;
+    }
+    this.#deliver(chan, msg);
+  }
+
+  #deliver(chan: ConsumerChannel, msg: ConsumeMessage): void {
     const wire = wireFromAmqp(msg);
     if (this.#replay) {
       const offset = msg.properties.headers?.['x-stream-offset'];

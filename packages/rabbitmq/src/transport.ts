@@ -246,7 +246,11 @@ export class RabbitMqTransport implements Transport {
     }
     const q = await check(names.groupQueue(topic, group));
     if (!q) throw new ConfigError('group', `queue "${names.groupQueue(topic, group)}" does not exist`);
-    stats.depth = q.messageCount;
+    // Ready in the queue, plus what this process's paused subscriptions received and hold for resume():
+    // both wait for the group.
+    let held = 0;
+    for (const sub of this.#subs) if (sub.held.queue === q.queue) held += sub.held.count;
+    stats.depth = q.messageCount + held;
     stats.extras.consumers = q.consumerCount;
     const dlq = await check(names.deadLetterQueue(topic, group));
     if (dlq) stats.deadLettered = dlq.messageCount;

@@ -254,6 +254,76 @@ describe('consume', () => {
     await waitFor(async () => (await t.stats(topic, 'g')).depth === 0, 'all consumed');
   });
 
+  it.each(['classic', 'quorum'] as const)(
+    'pause in the middle of a backlog (%s): nothing more is handed over, and resume goes on in order',
+    async (queueType) => {
+      const topic = unique('pause-mid');
+      fx.track(topic, 'g');
+      const t = await fx.transport({ queueType });
+      const inbox = new Inbox();
+      // A prefetch of 50: when pause() comes at the 10th, dozens more are already on their way.
+      const sub = await t.subscribe(spec(topic, 'g', ['#'], 50), (d) => {
+        inbox.onDelivery(d);
+        void d.ack();
+        if (inbox.deliveries.length === 10) sub.pause();
+      });
+      // Published once subscribed: the callback above can reach `sub`.
+      const envs = Array.from({ length: 200 }, () => envelope('order.placed'));
+      await t.publish(
+        topic,
+        envs.map((e) => t.encode(e)),
+      );
+      await inbox.waitForCount(10);
+      if (queueType === 'classic') {
+        // A classic queue stops counting a consumer at its cancel. (A quorum queue counts a cancelled
+        // consumer until its unsettled messages are settled, the held ones among them.)
+        await waitFor(async () => (await t.stats(topic, 'g')).extras.consumers === 0, 'consumer cancelled');
+      }
+      // Ready in the queue plus held in the process: everything not handed over (once those on the wire
+      // have arrived).
+      await waitFor(async () => (await t.stats(topic, 'g')).depth === 190, 'depth 190');
+      expect(inbox.deliveries).toHaveLength(10);
+      sub.resume();
+      await inbox.waitForCount(200);
+      await waitFor(async () => (await t.stats(topic, 'g')).depth === 0, 'all consumed');
+      expect(inbox.deliveries.map((d) => t.decode(d.wire).id)).toEqual(envs.map((e) => e.id));
+      if (queueType === 'classic') {
+        // Held, not requeued: nothing comes back marked redelivered. (A quorum queue marks some itself:
+        // those it had sent toward the consumer when the cancel reached it go back with a delivery count.)
+        expect(inbox.deliveries.filter((d) => d.redelivered)).toEqual([]);
+      }
+    },
+  );
+
+  it('pause in the middle of a replay: nothing more is handed over, and resume goes on from the next offset', async () => {
+    const topic = unique('pause-replay');
+    fx.track(topic, 'keeper');
+    const t = await fx.transport({ streams: true });
+    await t.provision(topic, [{ group: 'keeper', patterns: ['#'] }]);
+    const inbox = new Inbox();
+    const sub = await t.subscribe({ topic, patterns: ['#'], maxInFlight: 50, replay: 'earliest' }, (d) => {
+      inbox.onDelivery(d);
+      void d.ack();
+      if (inbox.deliveries.length === 10) sub.pause();
+    });
+    // Published once subscribed: the callback above can reach `sub`.
+    const envs = Array.from({ length: 200 }, () => envelope('order.placed'));
+    await t.publish(
+      topic,
+      envs.map((e) => t.encode(e)),
+    );
+    await inbox.waitForCount(10);
+    await waitFor(
+      async () => (await fx.consumers(names.streamQueue(topic))) === 0,
+      'stream consumer cancelled',
+    );
+    expect(inbox.deliveries).toHaveLength(10);
+    sub.resume();
+    await inbox.waitForCount(200);
+    expect(inbox.deliveries.map((d) => t.decode(d.wire).id)).toEqual(envs.map((e) => e.id));
+    await sub.close();
+  });
+
   it('an exclusive subscription without singleActiveConsumer is a ConfigError; with it, one consumer is active', async () => {
     const topic = unique('sac');
     fx.track(topic, 'g');

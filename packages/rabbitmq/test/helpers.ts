@@ -99,6 +99,15 @@ export class Fixture {
     }
   }
 
+  async consumers(queue: string): Promise<number> {
+    const ch = await this.channel();
+    try {
+      return (await ch.checkQueue(queue)).consumerCount;
+    } finally {
+      await ch.close().catch(() => {});
+    }
+  }
+
   async depth(queue: string): Promise<number> {
     const ch = await this.channel();
     try {
