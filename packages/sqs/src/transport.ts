@@ -3,6 +3,7 @@
  * group (point-to-point), or an SNS topic per topic with one subscribed queue per group (fan-out mode).
  */
 import { createHash } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { ListTopicsCommand, SNSClient } from '@aws-sdk/client-sns';
 import {
   GetQueueAttributesCommand,
@@ -51,6 +52,9 @@ import { SqsSubscription } from './subscription.js';
 
 // Loopback endpoints are emulators (ElasticMQ, LocalStack) that ignore signatures; the SDK still
 // needs some credentials to sign with, so these stand in when none are configured anywhere.
+/** Waits between connect probes: 100, 200, 400 … ms, at most 1 s (all within connectTimeoutMs). */
+const PROBE_BACKOFF_MS = 100;
+const PROBE_BACKOFF_MAX_MS = 1_000;
 const EMULATOR_CREDENTIALS = { accessKeyId: 'omnibus-local', secretAccessKey: 'omnibus-local' };
 const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '[::1]', '::1']);
 // SQS: MessageGroupId and MessageDeduplicationId take up to 128 of these characters.
@@ -227,29 +231,58 @@ export class SqsTransport implements Transport {
     return endpoint ? redactUrl(endpoint) : `AWS SQS (${this.options.region ?? 'default region'})`;
   }
 
-  /**
-   * One probe request within `connectTimeoutMs`: past it the request is aborted (which also ends the SDK's
-   * own retries and backoff), so neither a closed port nor a silent one stretches the deadline.
-   */
+  /** A probe (see probeWithin) within `connectTimeoutMs`, so neither a closed port nor a silent one stretches it. */
   async connect(ctx: TransportContext): Promise<void> {
     this.logger = ctx.logger;
     await this.probeWithin(this.options.connectTimeoutMs);
   }
 
+  /**
+   * Probes until SQS (and SNS) answer, up to `maxAttempts` times, all within `timeoutMs`. The attempts
+   * and the waits between them are this loop's, not the SDK's: the SDK's backoff between retries is a
+   * plain timer an abort does not clear, so past the deadline it held a process whose connect had
+   * failed alive for one more backoff delay (seen: 1.5 s). Here the deadline aborts the request in
+   * flight or the wait, and the probe's own clients are destroyed with their sockets.
+   */
   private probeWithin(timeoutMs: number): Promise<void> {
     const abort = new AbortController();
-    return withConnectDeadline(this.probe(abort.signal), timeoutMs, this.endpointLabel, () => abort.abort());
+    return withConnectDeadline(this.probeUntil(abort.signal), timeoutMs, this.endpointLabel, () =>
+      abort.abort(),
+    );
+  }
+
+  private async probeUntil(signal: AbortSignal): Promise<void> {
+    const sqsClient = new SQSClient({ ...this.clientConfig('SQS'), maxAttempts: 1 });
+    const snsClient = this.sns ? new SNSClient({ ...this.clientConfig('SNS'), maxAttempts: 1 }) : undefined;
+    try {
+      for (let attempt = 1; ; attempt++) {
+        try {
+          await this.probe(sqsClient, snsClient, signal);
+          return;
+        } catch (err) {
+          if (signal.aborted || attempt >= this.options.maxAttempts) throw err;
+          const backoff = Math.min(PROBE_BACKOFF_MS * 2 ** (attempt - 1), PROBE_BACKOFF_MAX_MS);
+          // Rejects (and clears its timer) when the deadline aborts the wait; withConnectDeadline has answered.
+          await sleep(backoff, undefined, { signal });
+        }
+      }
+    } finally {
+      sqsClient.destroy();
+      snsClient?.destroy();
+    }
   }
 
   /** Any answer from SQS, an access-denied one included, proves it is reachable. */
-  private async probe(abortSignal?: AbortSignal): Promise<void> {
+  private async probe(
+    sqsClient: SQSClient,
+    snsClient: SNSClient | undefined,
+    abortSignal: AbortSignal,
+  ): Promise<void> {
     try {
-      await this.client.send(
-        new ListQueuesCommand({ QueueNamePrefix: 'omnibus-probe-', MaxResults: 1 }),
-        abortSignal ? { abortSignal } : {},
-      );
-      if (this.snsClient)
-        await this.snsClient.send(new ListTopicsCommand({}), abortSignal ? { abortSignal } : {});
+      await sqsClient.send(new ListQueuesCommand({ QueueNamePrefix: 'omnibus-probe-', MaxResults: 1 }), {
+        abortSignal,
+      });
+      if (snsClient) await snsClient.send(new ListTopicsCommand({}), { abortSignal });
     } catch (err) {
       if (brokerAnswered(err)) return;
       throw new ConnectionError(`cannot connect to SQS at ${this.endpointLabel}: ${describeError(err)}`, {

@@ -128,8 +128,9 @@ describe('connect deadline', () => {
       const outcome = JSON.parse(stdout.trim()) as { code?: string; elapsedMs: number; lingeredMs: number };
       expect(outcome.code).toBe(ErrorCode.CONNECTION);
       expect(outcome.elapsedMs).toBeLessThan(1000 + SLACK_MS);
-      // An SDK retry sleeping, or a socket still open, would hold the process for seconds more.
-      expect(outcome.lingeredMs).toBeLessThan(SLACK_MS);
+      // A retry backoff still sleeping, or a socket still open, would hold the process on. (With the SDK's
+      // own retries it did, at times: 1.35 s in a CI run, 1.5 s once in 8 runs by hand; 0–1 ms since.)
+      expect(outcome.lingeredMs).toBeLessThan(500);
       expect(Date.now() - started).toBeLessThan(30_000);
     }
   }, 70_000);
