@@ -8,6 +8,7 @@ import { ConnectionError, type Logger, redactText } from '@omnibus/core';
 import { tlsFailure, warnIfInsecure, withConnectDeadline } from '@omnibus/core/kit';
 import { type ChannelModel, connect } from 'amqplib';
 import { errorText } from './amqp-errors.js';
+import { coalesceWrites } from './coalesce.js';
 
 export type ConnectionState = 'idle' | 'connecting' | 'open' | 'reconnecting' | 'closed';
 
@@ -235,6 +236,12 @@ export class ConnectionManager {
     this.#state = 'open';
     this.#blocked = undefined;
     this.#serverVersion = model.connection.serverProperties?.version;
+    if (!coalesceWrites(model)) {
+      this.#opts.logger.debug(
+        { transport: 'rabbitmq' },
+        'amqplib internals differ: socket writes not coalesced',
+      );
+    }
     if (this.#opts.insecureTls) {
       warnIfInsecure(
         this.#opts.logger,

@@ -80,6 +80,9 @@ export class RabbitMqTransport implements Transport {
     const conn = new ConnectionManager({
       urls: o.urls,
       socketOptions: {
+        // Nagle's algorithm held small frames back until the broker acknowledged the previous ones: one
+        // message at a time at 500/s, publish to handler took 22 ms at the median with it on.
+        noDelay: true,
         ...o.tls,
         clientProperties: { connection_name: this.connectionName, omnibus_service: ctx.service },
       },
