@@ -1,8 +1,8 @@
 /** Consuming on RabbitMQ: deliveries, tier queues, dead-letter properties, garbage, the native delivery limit, pause, replay (the shared delivery rules are in integration-tests/src/contract). */
-import { ConfigError, ControlHeader, DecodeError, UnsupportedError } from '@omnibus/core';
+import { ConfigError, ControlHeader, DecodeError, type SubscribeSpec, UnsupportedError } from '@omnibus/core';
 import { afterAll, describe, expect, it } from 'vitest';
 import { names } from '../src/index.js';
-import { envelope, Fixture, Inbox, unique, waitFor } from './helpers.js';
+import { envelope, Fixture, Inbox, type TestTransport, unique, waitFor } from './helpers.js';
 
 const fx = new Fixture();
 afterAll(() => fx.cleanup());
@@ -13,6 +13,27 @@ const spec = (topic: string, group: string, patterns: string[] = ['#'], maxInFli
   patterns,
   maxInFlight,
 });
+
+/**
+ * Subscribes with a prefetch of 50 and a handler that acks and calls pause() at the 10th delivery, when
+ * dozens more are already on their way; then publishes 200 (once subscribed, so the handler can reach the
+ * subscription) and waits for those 10.
+ */
+async function pausedAtTenth(t: TestTransport, topic: string, subSpec: SubscribeSpec) {
+  const inbox = new Inbox();
+  const sub = await t.subscribe(subSpec, (d) => {
+    inbox.onDelivery(d);
+    void d.ack();
+    if (inbox.deliveries.length === 10) sub.pause();
+  });
+  const envs = Array.from({ length: 200 }, () => envelope('order.placed'));
+  await t.publish(
+    topic,
+    envs.map((e) => t.encode(e)),
+  );
+  await inbox.waitForCount(10);
+  return { sub, inbox, envs };
+}
 
 describe('consume', () => {
   it('delivers what was published, decodes it, and ack removes it', async () => {
@@ -260,20 +281,7 @@ describe('consume', () => {
       const topic = unique('pause-mid');
       fx.track(topic, 'g');
       const t = await fx.transport({ queueType });
-      const inbox = new Inbox();
-      // A prefetch of 50: when pause() comes at the 10th, dozens more are already on their way.
-      const sub = await t.subscribe(spec(topic, 'g', ['#'], 50), (d) => {
-        inbox.onDelivery(d);
-        void d.ack();
-        if (inbox.deliveries.length === 10) sub.pause();
-      });
-      // Published once subscribed: the callback above can reach `sub`.
-      const envs = Array.from({ length: 200 }, () => envelope('order.placed'));
-      await t.publish(
-        topic,
-        envs.map((e) => t.encode(e)),
-      );
-      await inbox.waitForCount(10);
+      const { sub, inbox, envs } = await pausedAtTenth(t, topic, spec(topic, 'g', ['#'], 50));
       if (queueType === 'classic') {
         // A classic queue stops counting a consumer at its cancel. (A quorum queue counts a cancelled
         // consumer until its unsettled messages are settled, the held ones among them.)
@@ -300,19 +308,12 @@ describe('consume', () => {
     fx.track(topic, 'keeper');
     const t = await fx.transport({ streams: true });
     await t.provision(topic, [{ group: 'keeper', patterns: ['#'] }]);
-    const inbox = new Inbox();
-    const sub = await t.subscribe({ topic, patterns: ['#'], maxInFlight: 50, replay: 'earliest' }, (d) => {
-      inbox.onDelivery(d);
-      void d.ack();
-      if (inbox.deliveries.length === 10) sub.pause();
-    });
-    // Published once subscribed: the callback above can reach `sub`.
-    const envs = Array.from({ length: 200 }, () => envelope('order.placed'));
-    await t.publish(
+    const { sub, inbox, envs } = await pausedAtTenth(t, topic, {
       topic,
-      envs.map((e) => t.encode(e)),
-    );
-    await inbox.waitForCount(10);
+      patterns: ['#'],
+      maxInFlight: 50,
+      replay: 'earliest',
+    });
     await waitFor(
       async () => (await fx.consumers(names.streamQueue(topic))) === 0,
       'stream consumer cancelled',

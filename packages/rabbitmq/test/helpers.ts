@@ -100,24 +100,22 @@ export class Fixture {
   }
 
   async consumers(queue: string): Promise<number> {
-    const ch = await this.channel();
-    try {
-      return (await ch.checkQueue(queue)).consumerCount;
-    } finally {
-      await ch.close().catch(() => {});
-    }
+    return (await this.#check(queue)).consumerCount;
   }
 
   async depth(queue: string): Promise<number> {
+    return (await this.#check(queue)).messageCount;
+  }
+
+  async #check(queue: string): Promise<{ messageCount: number; consumerCount: number }> {
     const ch = await this.channel();
     try {
-      return (await ch.checkQueue(queue)).messageCount;
+      return await ch.checkQueue(queue);
     } finally {
       await ch.close().catch(() => {});
     }
   }
 
-  /** basic.get until `count` messages came or the deadline passed; acks what it read. */
   async drain(queue: string, count: number, timeoutMs = 15_000): Promise<GetMessage[]> {
     const ch = await this.channel();
     const out: GetMessage[] = [];
