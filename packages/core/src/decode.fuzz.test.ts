@@ -11,7 +11,7 @@ import { CodecRegistry } from './codec.js';
 import type { RawEnvelope, WireMessage } from './envelope.js';
 import { DecodeError } from './errors.js';
 import { memoryTransport } from './memory/transport.js';
-import { checkDecode, FUZZ_SEED, prototypeChanges } from './testing/decode-contract.js';
+import { CE_HEADER_ATTRIBUTES, checkDecode, FUZZ_SEED, prototypeChanges } from './testing/decode-contract.js';
 
 const SEED = FUZZ_SEED;
 const params = (numRuns: number) => ({ seed: SEED, numRuns });
@@ -122,16 +122,7 @@ const edits = (prefix: string) =>
     fc.record({
       name: fc.oneof(
         fc.constantFrom(
-          ...[
-            'specversion',
-            'id',
-            'type',
-            'source',
-            'time',
-            'schemaversion',
-            'correlationid',
-            'partitionkey',
-          ].map((a) => `${prefix}${a}`),
+          ...CE_HEADER_ATTRIBUTES.map((a) => `${prefix}${a}`),
           'content-type',
           'traceparent',
           'tracestate',
