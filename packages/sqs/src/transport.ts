@@ -50,11 +50,11 @@ import { QueueSender, type SendEntry, toPublishError, withdraw } from './sender.
 import { groupQueueKey, SNS_MAX_MESSAGE_BYTES, type SnsEntry, SnsFanOut } from './sns.js';
 import { SqsSubscription } from './subscription.js';
 
-// Loopback endpoints are emulators (ElasticMQ, LocalStack) that ignore signatures; the SDK still
-// needs some credentials to sign with, so these stand in when none are configured anywhere.
 /** Waits between connect probes: 100, 200, 400 … ms, at most 1 s (all within connectTimeoutMs). */
 const PROBE_BACKOFF_MS = 100;
 const PROBE_BACKOFF_MAX_MS = 1_000;
+// Loopback endpoints are emulators (ElasticMQ, LocalStack) that ignore signatures; the SDK still
+// needs some credentials to sign with, so these stand in when none are configured anywhere.
 const EMULATOR_CREDENTIALS = { accessKeyId: 'omnibus-local', secretAccessKey: 'omnibus-local' };
 const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '[::1]', '::1']);
 // SQS: MessageGroupId and MessageDeduplicationId take up to 128 of these characters.
